@@ -1,0 +1,42 @@
+"""mt3-demo: run the MT3 family of music-transcription models side by side.
+
+Public API (the package never imports Gradio)::
+
+    from mt3_demo import load_clip, list_models, transcribe
+    clip = load_clip("song.wav")
+    result = transcribe(clip, "transkun")        # -> Transcription (notes, timings)
+"""
+from __future__ import annotations
+
+from .audio import AudioError, Clip, load_clip
+from .checkpoints import CheckpointError
+from .notes import Note, Transcription, write_midi
+
+__version__ = "0.1.0"
+__all__ = ["AudioError", "CheckpointError", "Clip", "Note", "Transcription", "compare", "list_models",
+           "load_clip", "transcribe", "write_midi"]
+
+
+def list_models() -> dict[str, str]:
+    """Model id → availability status ("ready", "download" or "unavailable")."""
+    from .manager import get_manager
+
+    manager = get_manager()
+    return {m: manager.availability(m).status for m in manager.model_ids()}
+
+
+def transcribe(clip: Clip, model_id: str = "transkun") -> Transcription:
+    """Transcribe a clip with one model, through the shared (warm) model manager."""
+    from .manager import get_manager
+
+    return get_manager().transcribe(model_id, clip)
+
+
+def compare(clip: Clip, model_ids: list[str], out_dir):
+    """Run several models; yields :class:`compare.ModelResult` as each finishes."""
+    from pathlib import Path
+
+    from . import compare as _compare
+    from .manager import get_manager
+
+    return _compare.run(clip, model_ids, get_manager(), Path(out_dir))

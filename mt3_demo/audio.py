@@ -1,0 +1,159 @@
+"""Audio in: decode, validate, mix to mono, resample once to 16 kHz.
+
+One loader for every model: each adapter receives the identical float32 array. Everything a user can
+get wrong raises :class:`AudioError` with a message fit to show as it is.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000  # every model sees the identical 16 kHz mono float32 array
+MAX_SECONDS_ENV = "MT3_DEMO_MAX_SECONDS"
+DEFAULT_MAX_SECONDS = 600.0  # 10 minutes
+MIN_SECONDS = 0.05  # shorter than one analysis frame of any model is not music
+MIN_RATE, MAX_RATE = 4000, 384000
+MAX_CHANNELS = 32
+SILENCE_PEAK = 1e-4  # -80 dBFS: below this nothing audible is there
+EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus", ".m4a", ".webm"}
+
+
+class AudioError(ValueError):
+    """Input audio that cannot be transcribed. The message is shown to people verbatim."""
+
+
+@dataclass
+class Clip:
+    """A decoded recording.
+
+    samples:   [n] float32 mono at 16 kHz — what every model transcribes.
+    original:  [n_orig, channels] float32 at ``original_rate`` — for playback and for models that
+               need another rate (they resample from this, not from ``samples``).
+    """
+
+    samples: np.ndarray
+    original: np.ndarray
+    original_rate: int
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    @classmethod
+    def from_array(cls, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> "Clip":
+        """Wrap an in-memory mono or [n, channels] signal at any rate (tests, benchmarks)."""
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        return _clip_from_frames(x, int(sample_rate), path=None, limit_seconds=float("inf"))
+
+    def original_mono(self, rate: int) -> np.ndarray:
+        """The original mixed to mono and resampled to ``rate`` (for models trained at another rate)."""
+        return resample(self.original.mean(axis=1), self.original_rate, rate)
+
+
+def max_seconds() -> float:
+    try:
+        return float(os.environ.get(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS))
+    except ValueError:
+        return DEFAULT_MAX_SECONDS
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling (soxr HQ, what current librosa uses). [n] float32 → [m] float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if rate_in == rate_out:
+        return x
+    import soxr
+
+    return soxr.resample(x, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def _fmt_duration(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)} min {s:.0f} s" if m else f"{s:.1f} s"
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """Decode any format libsndfile knows (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF) → [n, ch] float32."""
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return data, int(rate)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_error:
+        first_error = sf_error
+    # Containers libsndfile does not read (m4a/webm): try torchaudio/ffmpeg if present.
+    try:
+        import torchaudio
+
+        wav, rate = torchaudio.load(str(path))
+        return wav.T.contiguous().numpy().astype(np.float32), int(rate)
+    except Exception:
+        pass
+    suffix = path.suffix.lower()
+    head = path.read_bytes()[:16]
+    if suffix in EXTENSIONS or head[:4] in (b"RIFF", b"fLaC", b"OggS", b"ID3\x03", b"FORM"):
+        raise AudioError(f"'{path.name}' looks like audio but could not be decoded; the file may be "
+                         f"corrupt or truncated ({str(first_error).strip()[:120]}).")
+    raise AudioError(f"'{path.name}' is not an audio file we can read. Supported formats: WAV, FLAC, "
+                     "OGG, MP3 (and AIFF).")
+
+
+def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None) -> Clip:
+    """Decode and validate a file; return a :class:`Clip`. Raises AudioError with a human message."""
+    if path is None or str(path).strip() == "":
+        raise AudioError("No audio given: upload a recording or pick an example.")
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"Audio file not found: {path}")
+    if path.is_dir():
+        raise AudioError(f"'{path}' is a folder, not an audio file.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"'{path.name}' is empty (0 bytes).")
+    frames, rate = _decode(path)
+    return _clip_from_frames(frames, rate, path, limit_seconds)
+
+
+def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
+                      limit_seconds: float | None = None) -> Clip:
+    name = f"'{path.name}'" if path is not None else "The audio"
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{name} has an implausible sample rate of {rate} Hz "
+                         f"(supported: {MIN_RATE}–{MAX_RATE} Hz).")
+    if frames.ndim != 2 or frames.shape[1] == 0 or frames.shape[0] == 0:
+        raise AudioError(f"{name} contains no audio samples (zero length).")
+    if frames.shape[1] > MAX_CHANNELS:
+        raise AudioError(f"{name} has {frames.shape[1]} channels; at most {MAX_CHANNELS} are supported. "
+                         "Mix it down to stereo or mono first.")
+    seconds = frames.shape[0] / rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"{name} is too short ({seconds * 1000:.0f} ms); give at least "
+                         f"{MIN_SECONDS * 1000:.0f} ms of audio.")
+    limit = max_seconds() if limit_seconds is None else limit_seconds
+    if seconds > limit:
+        raise AudioError(f"{name} is {_fmt_duration(seconds)} long; the limit is {_fmt_duration(limit)}. "
+                         f"Trim it, or raise the limit with {MAX_SECONDS_ENV} / --max-seconds.")
+    warnings: list[str] = []
+    finite = np.isfinite(frames)
+    if not finite.all():
+        bad = int((~finite).sum())
+        if bad > 0.01 * frames.size:
+            raise AudioError(f"{name} contains {bad} invalid samples (NaN or infinity); the file is corrupt.")
+        frames = np.where(finite, frames, 0.0).astype(np.float32)
+        warnings.append(f"{bad} invalid samples (NaN/inf) were replaced by silence.")
+    mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+    if peak < SILENCE_PEAK:
+        warnings.append("The recording is silent (peak below -80 dBFS): expect no notes.")
+    elif peak > 1.0 + 1e-6:
+        warnings.append(f"The recording exceeds full scale (peak {peak:.2f}); it was not normalised.")
+    samples = resample(mono, rate, SAMPLE_RATE)
+    return Clip(samples=samples, original=np.ascontiguousarray(frames, dtype=np.float32),
+                original_rate=rate, path=path, warnings=warnings)

@@ -1,0 +1,158 @@
+"""Run several models on one clip and yield each result as soon as it is ready.
+
+This is the one place that turns a model's notes into the files people see (MIDI, piano-roll PNG,
+synthesized audio); the UI and the CLI both call it, so they always show the same thing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .audio import AudioError, Clip
+from .checkpoints import CheckpointError
+from .manager import ModelManager
+from .notes import Note, Transcription, note_stats, write_midi
+
+log = logging.getLogger(__name__)
+
+# on_progress(model_id, fraction 0..1, description)
+ProgressCallback = Callable[[str, float, str], None]
+
+
+@dataclass
+class ModelResult:
+    """One model's outcome on one clip: a transcription and its files, or an error message."""
+
+    model_id: str
+    display_name: str
+    transcription: Transcription | None = None
+    error: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)  # "midi", "png", "audio"
+    synth_method: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.transcription is not None
+
+    def summary_row(self) -> dict[str, Any]:
+        """One row of the cross-model summary table."""
+        if self.transcription is None:
+            return {"model": self.display_name, "status": f"error: {self.error}"}
+        t = self.transcription
+        stats = note_stats(t.notes)
+        return {
+            "model": self.display_name,
+            "status": "ok",
+            "notes": stats["total"],
+            "pitched": stats["pitched"],
+            "drum": stats["drum"],
+            "instruments": stats["instruments"],
+            "load_s": round(t.load_seconds, 2),
+            "inference_s": round(t.inference_seconds, 2),
+            "rtf": round(t.rtf, 3),
+            "device": t.device,
+        }
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "clip"
+
+
+def render_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
+                 synthesize: bool = True) -> tuple[dict[str, Path], str | None]:
+    """MIDI + piano-roll PNG (+ synthesized WAV) for one note list. Returns (files, synth method)."""
+    from . import pianoroll
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"midi": write_midi(notes, out_dir / f"{stem}.mid", end_time=clip.duration)}
+    png = out_dir / f"{stem}.png"
+    pianoroll.save_png(notes, clip.duration, png, title=title)
+    files["png"] = png
+    method = None
+    if synthesize:
+        from . import synth
+
+        audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
+        wav = out_dir / f"{stem}.wav"
+        synth.write_wav(wav, audio, rate)
+        files["audio"] = wav
+    return files, method
+
+
+def run(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
+        on_progress: ProgressCallback | None = None, synthesize: bool = True) -> Iterator[ModelResult]:
+    """Transcribe ``clip`` with each model in turn, yielding each :class:`ModelResult` when done.
+
+    Models run one after another: they share one device, and on a 2-core CPU running them at once
+    would only make every column slower. Errors are caught per model and returned as messages.
+    """
+    for model_id in model_ids:
+        try:
+            spec = manager.spec(model_id)
+        except CheckpointError as e:
+            yield ModelResult(model_id, model_id, error=str(e))
+            continue
+        result = ModelResult(model_id, spec.display_name)
+
+        def progress(done: int, total: int, _id: str = model_id) -> None:
+            if on_progress is not None and total:
+                on_progress(_id, done / total, f"{spec.display_name}: segment {done}/{total}")
+
+        if on_progress is not None:
+            loaded = model_id in manager.loaded_ids()
+            on_progress(model_id, 0.0, f"{spec.display_name}: {'starting' if loaded else 'loading weights'}…")
+        try:
+            result.transcription = manager.transcribe(model_id, clip, progress=progress)
+            result.files, result.synth_method = render_files(
+                result.transcription.notes, clip, out_dir, safe_name(model_id), spec.display_name,
+                synthesize=synthesize)
+        except (CheckpointError, AudioError) as e:
+            result.error = str(e)
+        except MemoryError:
+            manager.unload_all()
+            result.error = f"{spec.display_name} ran out of memory on this clip; try a shorter clip."
+        except Exception as e:  # noqa: BLE001 - a model bug must not take the app down
+            log.exception("model %s failed", model_id)
+            result.error = f"{spec.display_name} failed: {type(e).__name__}: {e}"
+        yield result
+
+
+def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
+                 extra: dict[str, Any] | None = None, include_tokens: bool = False) -> Path:
+    """``results.json`` + ``summary.md`` for a run (the CLI's compare command and the UI's bundle)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "audio": str(clip.path) if clip.path else None,
+        "audio_seconds": round(clip.duration, 6),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "warnings": clip.warnings,
+        "models": {},
+    }
+    for r in results:
+        entry: dict[str, Any] = {"display_name": r.display_name}
+        if r.transcription is not None:
+            entry.update(r.transcription.to_json(include_tokens=include_tokens))
+            entry["files"] = {k: v.name for k, v in r.files.items()}
+        else:
+            entry["error"] = r.error
+        payload["models"][r.model_id] = entry
+    if extra:
+        payload.update(extra)
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(payload, indent=2))
+    lines = [f"# Transcription comparison — {clip.path.name if clip.path else 'clip'}",
+             "", f"Audio: {clip.duration:.2f} s", "",
+             "| model | status | notes | pitched | drum | instruments | load s | inference s | RTF | device |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        row = r.summary_row()
+        lines.append("| " + " | ".join(str(row.get(k, "")) for k in (
+            "model", "status", "notes", "pitched", "drum", "instruments", "load_s", "inference_s", "rtf",
+            "device")) + " |")
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,292 @@
+"""The model manager: a registry of adapters, loaded lazily, once, kept warm, unloaded when memory runs short.
+
+* Lazy: nothing is loaded until a model is first asked for (or ``preload`` for eager hosts such as
+  ZeroGPU Spaces, where ``SPACES_ZERO_GPU`` is set).
+* Once: a per-model lock makes two simultaneous requests share a single load.
+* Warm: loaded models stay in memory, most recently used last.
+* Bounded: before a load, least-recently-used idle models are unloaded until the new one fits the
+  budget (``MT3_DEMO_MEMORY_BUDGET_MB``, default half the free RAM or 80 % of the GPU).
+* Honest about time: load time is measured and reported apart from inference time.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .audio import Clip
+from .checkpoints import CheckpointError, NotDownloaded, probe_only
+from .models.base import ModelSpec, ProgressFn, Transcriber
+from .notes import Transcription
+
+log = logging.getLogger(__name__)
+
+# Adapter modules, in the order the UI lists them. Each exposes SPEC (a package: in its adapter.py).
+ADAPTER_MODULES = [
+    "mt3_demo.models.transkun",
+    "mt3_demo.models.mt3",
+    "mt3_demo.models.mr_mt3",
+    "mt3_demo.models.yourmt3",
+]
+DEFAULT_MODEL = "transkun"
+DEVICE_ENV = "MT3_DEMO_DEVICE"
+BUDGET_ENV = "MT3_DEMO_MEMORY_BUDGET_MB"
+EAGER_ENV = "MT3_DEMO_EAGER"
+
+
+def load_registry() -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """Import every adapter. Returns (specs by id, import errors by module) — a broken adapter
+    must not take the app down, it shows as unavailable."""
+    specs: dict[str, ModelSpec] = {}
+    errors: dict[str, str] = {}
+    for name in ADAPTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+            if not hasattr(module, "SPEC"):  # a model package keeps its SPEC in adapter.py
+                module = importlib.import_module(name + ".adapter")
+            spec = module.SPEC
+            specs[spec.id] = spec
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            errors[name] = f"{type(e).__name__}: {e}"
+            log.warning("adapter %s failed to import: %s", name, e)
+    return specs, errors
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU; ``MT3_DEMO_DEVICE`` overrides."""
+    wanted = os.environ.get(DEVICE_ENV, "").strip()
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_budget_mb(device: torch.device) -> float:
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        return float(env)
+    if device.type == "cuda":
+        return 0.8 * torch.cuda.get_device_properties(device).total_memory / 2**20
+    import psutil
+
+    return 0.5 * psutil.virtual_memory().available / 2**20
+
+
+@dataclass
+class Availability:
+    """What the UI shows next to a model's checkbox."""
+
+    status: str  # "ready" (files here), "download" (fetched on first use), "unavailable"
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("ready", "download")
+
+
+@dataclass
+class _Loaded:
+    transcriber: Transcriber
+    options_key: tuple
+    load_seconds: float
+    weights_mb: float
+    in_use: int = 0
+
+
+@dataclass
+class ModelManager:
+    device: torch.device = field(default_factory=default_device)
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # per-model user override
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model build options
+    budget_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        self.specs, self.import_errors = load_registry()
+        if self.budget_mb is None:
+            self.budget_mb = default_budget_mb(self.device)
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # LRU: most recent last
+        self._state_lock = threading.Lock()  # guards _loaded and _model_locks
+        self._model_locks: dict[str, threading.Lock] = {}
+        self.load_count: dict[str, int] = {}  # how many times each model was built (tests, logs)
+
+    # ------------------------------------------------------------------ registry
+
+    def model_ids(self) -> list[str]:
+        return list(self.specs)
+
+    def spec(self, model_id: str) -> ModelSpec:
+        try:
+            return self.specs[model_id]
+        except KeyError:
+            known = ", ".join(self.specs) or "none"
+            raise CheckpointError(f"Unknown model '{model_id}'. Known models: {known}.") from None
+
+    def availability(self, model_id: str) -> Availability:
+        """Cheap check: are the weights here, downloadable, or missing (with the fix)?"""
+        if model_id in self._loaded:
+            return Availability("ready", "loaded")
+        try:
+            spec = self.spec(model_id)
+            with probe_only():
+                spec.resolve(self.checkpoints.get(model_id))
+            return Availability("ready", "weights found locally")
+        except NotDownloaded as e:
+            return Availability("download", str(e))
+        except CheckpointError as e:
+            return Availability("unavailable", str(e))
+        except Exception as e:  # noqa: BLE001 - any adapter bug shows as unavailable
+            return Availability("unavailable", f"{model_id}: {type(e).__name__}: {e}")
+
+    def default_selection(self) -> list[str]:
+        """MT3-family models whose weights are here; the embedded default when there are none."""
+        ready = [m for m in self.specs if m != DEFAULT_MODEL and self.availability(m).status == "ready"]
+        return ready + [DEFAULT_MODEL] if ready else [DEFAULT_MODEL]
+
+    # ------------------------------------------------------------------ loading
+
+    def _lock_for(self, model_id: str) -> threading.Lock:
+        with self._state_lock:
+            return self._model_locks.setdefault(model_id, threading.Lock())
+
+    def _options_key(self, model_id: str) -> tuple:
+        opts = self.options.get(model_id, {})
+        return (str(self.checkpoints.get(model_id)), tuple(sorted((k, repr(v)) for k, v in opts.items())))
+
+    def loaded_ids(self) -> list[str]:
+        with self._state_lock:
+            return list(self._loaded)
+
+    def get(self, model_id: str) -> tuple[Transcriber, float]:
+        """The loaded model and the seconds this call spent loading it (0.0 when it was warm)."""
+        spec = self.spec(model_id)
+        key = self._options_key(model_id)
+        with self._lock_for(model_id):
+            with self._state_lock:
+                entry = self._loaded.get(model_id)
+                if entry is not None and entry.options_key == key:
+                    self._loaded.move_to_end(model_id)
+                    return entry.transcriber, 0.0
+            if entry is not None:  # options changed: rebuild
+                self.unload(model_id)
+            self._make_room(spec.size_mb)
+            start = time.perf_counter()
+            location = spec.resolve(self.checkpoints.get(model_id))
+            transcriber = spec.build(location, self.device, dict(self.options.get(model_id, {})))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            weights_mb = _weights_mb(transcriber) or spec.size_mb
+            with self._state_lock:
+                self._loaded[model_id] = _Loaded(transcriber, key, seconds, weights_mb)
+                self.load_count[model_id] = self.load_count.get(model_id, 0) + 1
+            log.info("loaded %s on %s in %.2f s (%.0f MB)", model_id, self.device, seconds, weights_mb)
+            return transcriber, seconds
+
+    def _make_room(self, needed_mb: float) -> None:
+        """Unload least-recently-used idle models until ``needed_mb`` more fits in the budget."""
+        while True:
+            with self._state_lock:
+                used = sum(e.weights_mb for e in self._loaded.values())
+                if used + needed_mb <= self.budget_mb:
+                    return
+                victim = next((m for m, e in self._loaded.items() if e.in_use == 0), None)
+            if victim is None:
+                return  # everything loaded is busy; load anyway rather than fail a request
+            log.info("memory budget %.0f MB: unloading %s", self.budget_mb, victim)
+            self.unload(victim)
+
+    def unload(self, model_id: str) -> bool:
+        with self._state_lock:
+            entry = self._loaded.pop(model_id, None)
+        if entry is None:
+            return False
+        del entry
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return True
+
+    def unload_all(self) -> None:
+        for model_id in self.loaded_ids():
+            self.unload(model_id)
+
+    def preload(self, model_ids: list[str] | None = None) -> dict[str, str]:
+        """Eager mode: load every usable model now. Returns errors by model id."""
+        errors = {}
+        for model_id in model_ids or self.model_ids():
+            if not self.availability(model_id).usable:
+                continue
+            try:
+                self.get(model_id)
+            except Exception as e:  # noqa: BLE001 - reported per model
+                errors[model_id] = str(e)
+        return errors
+
+    # ------------------------------------------------------------------ inference
+
+    def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None,
+                   on_loaded: Callable[[float], None] | None = None) -> Transcription:
+        """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors."""
+        transcriber, load_seconds = self.get(model_id)
+        if on_loaded is not None:
+            on_loaded(load_seconds)
+        with self._state_lock:
+            entry = self._loaded.get(model_id)
+            if entry is not None:
+                entry.in_use += 1
+        try:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = transcriber.transcribe(clip, progress=progress)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+        finally:
+            if entry is not None:
+                with self._state_lock:
+                    entry.in_use -= 1
+        return Transcription(
+            model_id=model_id, notes=out.notes, audio_seconds=clip.duration,
+            load_seconds=load_seconds, inference_seconds=seconds, device=str(self.device),
+            dtype=str(transcriber.dtype).replace("torch.", ""), tokens=out.tokens, info=dict(out.info),
+        )
+
+
+def _weights_mb(transcriber: Any) -> float:
+    """Parameter + buffer megabytes of every nn.Module the transcriber holds."""
+    total = 0
+    seen: set[int] = set()
+    for value in vars(transcriber).values():
+        if isinstance(value, torch.nn.Module):
+            for t in list(value.parameters()) + list(value.buffers()):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    total += t.numel() * t.element_size()
+    return total / 2**20
+
+
+def eager_requested() -> bool:
+    """Eager loading for hosts that want it: explicitly, or on ZeroGPU Spaces."""
+    flag = lambda name: os.environ.get(name, "").lower() in ("1", "true", "yes", "on")  # noqa: E731
+    return flag(EAGER_ENV) or flag("SPACES_ZERO_GPU")
+
+
+_default_manager: ModelManager | None = None
+_default_lock = threading.Lock()
+
+
+def get_manager() -> ModelManager:
+    """The process-wide manager (the UI and the package API share it)."""
+    global _default_manager
+    with _default_lock:
+        if _default_manager is None:
+            _default_manager = ModelManager()
+        return _default_manager

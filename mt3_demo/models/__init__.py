@@ -1,0 +1,1 @@
+"""Model adapters. Each adapter module exposes ``SPEC`` (a :class:`base.ModelSpec`)."""

@@ -1,0 +1,142 @@
+"""Audio decoding and validation: every bad input gets its own clear message."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mt3_demo.audio import SAMPLE_RATE, AudioError, Clip, load_clip, resample
+
+
+def test_wav_stereo_44k_is_mixed_and_resampled(tone_wav):
+    clip = load_clip(tone_wav(seconds=1.0, rate=44100, channels=2))
+    assert clip.sample_rate == SAMPLE_RATE
+    assert clip.samples.dtype == np.float32 and clip.samples.ndim == 1
+    assert abs(len(clip.samples) - SAMPLE_RATE) <= 1
+    assert clip.original.shape == (44100, 2) and clip.original_rate == 44100
+    # A 440 Hz tone stays a 440 Hz tone after resampling.
+    spectrum = np.abs(np.fft.rfft(clip.samples))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / len(clip.samples) - 440) < 2
+    assert clip.warnings == []
+
+
+@pytest.mark.parametrize("fmt,ext,subtype", [("FLAC", "flac", "PCM_16"), ("OGG", "ogg", "VORBIS"),
+                                              ("MP3", "mp3", "MPEG_LAYER_III")])
+def test_other_formats_decode(tmp_path, fmt, ext, subtype):
+    t = np.arange(22050) / 22050
+    path = tmp_path / f"a.{ext}"
+    try:
+        sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), 22050, format=fmt, subtype=subtype)
+    except (sf.LibsndfileError, ValueError, TypeError) as e:
+        pytest.skip(f"this libsndfile cannot write {fmt}: {e}")
+    clip = load_clip(path)
+    assert 0.9 < clip.duration < 1.2
+    assert np.max(np.abs(clip.samples)) > 0.1
+
+
+def test_16k_mono_is_passed_through_unchanged(tmp_path):
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    path = tmp_path / "x.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    np.testing.assert_array_equal(load_clip(path).samples, x)
+
+
+def test_odd_sample_rate_and_many_channels(tone_wav):
+    clip = load_clip(tone_wav(rate=11025, channels=6))
+    assert abs(clip.duration - 1.0) < 1e-3 and clip.original.shape[1] == 6
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("none", "No audio given"),
+    ("missing", "not found"),
+    ("empty", r"is empty \(0 bytes\)"),
+    ("text", "not an audio file"),
+    ("corrupt_wav", "could not be decoded"),
+    ("folder", "is a folder"),
+])
+def test_bad_inputs_have_specific_messages(tmp_path, case, expected):
+    path = {
+        "none": None,
+        "missing": tmp_path / "nope.wav",
+        "empty": tmp_path / "empty.wav",
+        "text": tmp_path / "notes.txt",
+        "corrupt_wav": tmp_path / "broken.wav",
+        "folder": tmp_path,
+    }[case]
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("this is not audio\n" * 10)
+    elif case == "corrupt_wav":
+        path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 40)
+    with pytest.raises(AudioError, match=expected):
+        load_clip(path)
+
+
+def test_zero_length_wav(tmp_path):
+    path = tmp_path / "zero.wav"
+    sf.write(path, np.zeros((0, 1)), 16000)
+    with pytest.raises(AudioError, match="no audio samples"):
+        load_clip(path)
+
+
+def test_too_short(tmp_path):
+    path = tmp_path / "blip.wav"
+    sf.write(path, np.zeros(100), 16000)
+    with pytest.raises(AudioError, match="too short"):
+        load_clip(path)
+
+
+def test_too_long_is_rejected_with_limit_and_how_to_raise_it(tone_wav, monkeypatch):
+    path = tone_wav(seconds=3.0)
+    with pytest.raises(AudioError, match=r"limit is 2\.0 s.*MT3_DEMO_MAX_SECONDS"):
+        load_clip(path, limit_seconds=2.0)
+    monkeypatch.setenv("MT3_DEMO_MAX_SECONDS", "1.5")
+    with pytest.raises(AudioError, match="limit"):
+        load_clip(path)
+    monkeypatch.setenv("MT3_DEMO_MAX_SECONDS", "10")
+    assert load_clip(path).duration == pytest.approx(3.0, abs=1e-3)
+
+
+def test_silent_audio_warns_but_loads(tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000), 16000)
+    clip = load_clip(path)
+    assert any("silent" in w for w in clip.warnings)
+
+
+def test_absurd_sample_rate():
+    with pytest.raises(AudioError, match="implausible sample rate of 1000 Hz"):
+        Clip.from_array(np.zeros(5000, np.float32), sample_rate=1000)
+
+
+def test_too_many_channels():
+    with pytest.raises(AudioError, match="64 channels"):
+        Clip.from_array(np.zeros((16000, 64), np.float32))
+
+
+def test_nan_and_inf(tmp_path):
+    x = np.sin(np.linspace(0, 100, 16000)).astype(np.float32)
+    x[10] = np.nan
+    x[20] = np.inf
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    clip = load_clip(path)
+    assert np.isfinite(clip.samples).all()
+    assert any("NaN" in w for w in clip.warnings)
+    x[:5000] = np.nan
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="invalid samples"):
+        load_clip(path)
+
+
+def test_resample_length_and_identity():
+    x = np.random.default_rng(1).standard_normal(44100).astype(np.float32)
+    assert len(resample(x, 44100, 16000)) == 16000
+    assert resample(x, 16000, 16000) is not None and np.array_equal(resample(x, 16000, 16000), x)
+
+
+def test_original_mono_at_other_rate(tone_wav):
+    clip = load_clip(tone_wav(rate=22050, channels=2))
+    y = clip.original_mono(44100)
+    assert abs(len(y) - 44100) <= 1
