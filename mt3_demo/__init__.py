@@ -1,6 +1,7 @@
 """mt3-demo: run the MT3 family of music-transcription models side by side.
 
-Public API (the package never imports Gradio)::
+Public API (the package never imports Gradio): ``load_clip``, ``list_models``, ``transcribe``,
+``compare_models``::
 
     from mt3_demo import load_clip, list_models, transcribe
     clip = load_clip("song.wav")
@@ -13,7 +14,7 @@ from .checkpoints import CheckpointError
 from .notes import Note, Transcription, write_midi
 
 __version__ = "0.1.0"
-__all__ = ["AudioError", "CheckpointError", "Clip", "Note", "Transcription", "compare", "list_models",
+__all__ = ["AudioError", "CheckpointError", "Clip", "Note", "Transcription", "compare_models", "list_models",
            "load_clip", "transcribe", "write_midi"]
 
 
@@ -32,11 +33,11 @@ def transcribe(clip: Clip, model_id: str = "transkun") -> Transcription:
     return get_manager().transcribe(model_id, clip)
 
 
-def compare(clip: Clip, model_ids: list[str], out_dir):
+def compare_models(clip: Clip, model_ids: list[str], out_dir):
     """Run several models; yields :class:`compare.ModelResult` as each finishes."""
     from pathlib import Path
 
-    from . import compare as _compare
+    from .compare import run
     from .manager import get_manager
 
-    return _compare.run(clip, model_ids, get_manager(), Path(out_dir))
+    return run(clip, model_ids, get_manager(), Path(out_dir))

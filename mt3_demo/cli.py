@@ -148,18 +148,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
         results.append(r)
     done = {r.model_id: r.transcription.notes for r in results if r.ok}
-    extra: dict[str, Any] = {}
     ids, matrix = metrics.agreement(done)
-    extra["agreement"] = {"models": ids, "onset_f1": [[round(float(v), 6) for v in row] for row in matrix]}
+    extra: dict[str, Any] = {
+        "agreement": {"models": ids, "onset_f1": [[round(float(v), 6) for v in row] for row in matrix]}}
+    scores = {}
     if reference is not None:
         extra["reference"] = str(args.reference)
-    path = compare.write_report(results, clip, args.out, extra=extra, include_tokens=args.tokens)
-    if reference is not None:  # scores live inside each model's entry
-        data = json.loads(path.read_text())
-        for r in results:
-            if r.ok:
-                data["models"][r.model_id]["scores"] = metrics.score(r.transcription.notes, reference)
-        path.write_text(json.dumps(data, indent=2))
+        scores = {m: metrics.score(notes, reference) for m, notes in done.items()}
+    path = compare.write_report(results, clip, args.out, extra=extra, include_tokens=args.tokens,
+                                scores=scores)
     print(f"wrote {path}", file=sys.stderr)
     return EXIT_OK if any(r.ok for r in results) else EXIT_MODEL
 

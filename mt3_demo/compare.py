@@ -123,8 +123,14 @@ def run(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
 
 
 def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
-                 extra: dict[str, Any] | None = None, include_tokens: bool = False) -> Path:
-    """``results.json`` + ``summary.md`` for a run (the CLI's compare command and the UI's bundle)."""
+                 extra: dict[str, Any] | None = None, include_tokens: bool = False,
+                 scores: dict[str, dict] | None = None) -> Path:
+    """``results.json`` + ``summary.md`` for a run (the CLI's compare command and the UI's bundle).
+
+    ``scores`` (model id → ``metrics.score`` output) is stored in each model's entry when a reference
+    was given; ``extra`` holds run-level fields such as the agreement matrix.
+    """
+    scores = scores or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "audio": str(clip.path) if clip.path else None,
@@ -138,6 +144,8 @@ def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
         if r.transcription is not None:
             entry.update(r.transcription.to_json(include_tokens=include_tokens))
             entry["files"] = {k: v.name for k, v in r.files.items()}
+            if r.model_id in scores:
+                entry["scores"] = scores[r.model_id]
         else:
             entry["error"] = r.error
         payload["models"][r.model_id] = entry
@@ -154,5 +162,13 @@ def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
         lines.append("| " + " | ".join(str(row.get(k, "")) for k in (
             "model", "status", "notes", "pitched", "drum", "instruments", "load_s", "inference_s", "rtf",
             "device")) + " |")
+    if scores:
+        lines += ["", "Scores against the reference (F1, mir_eval: 50 ms onset tolerance):", "",
+                  "| model | onset F1 | onset+offset F1 | program-aware F1 |", "|---|---|---|---|"]
+        for r in results:
+            if r.model_id in scores:
+                sc = scores[r.model_id]
+                lines.append(f"| {r.display_name} | {sc['onset']['f1']:.3f} | {sc['onset_offset']['f1']:.3f} | "
+                             f"{sc['program_aware']['f1']:.3f} |")
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return path
