@@ -1,0 +1,167 @@
+"""YourMT3+ (YPTF.MoE+Multi) as a demo model: registry entry, checkpoint resolution, transcription.
+
+clip (16 kHz mono) → 32767-sample segments → batches of segments: spectrogram → encoder → 13 channel
+memories → greedy decoding of all segments × channels of the batch as one decoder batch → tokens per
+segment and channel → notes (merged per channel across segments, channels mixed) → shared Notes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...audio import Clip
+from ...checkpoints import CheckpointError, HubFile, resolve_file
+from ..base import AdapterOutput, ModelSpec, ProgressFn
+from .features import num_segments, segment_audio, segment_start_times
+from .model import YourMT3, load_model
+from .notes import decode_tokens, to_shared_notes
+from .tokenizer import MAX_TOKENS_PER_CHANNEL
+
+MODEL_ID = "yourmt3"
+SPACE = "mimbres/YourMT3"
+_LOGS = "amt/logs/2024"
+
+
+@dataclass(frozen=True)
+class PublishedCheckpoint:
+    name: str
+    hub: HubFile
+
+
+# The YourMT3 checkpoints this code can run (spec ymt3.md §13): the two YPTF.MoE+Multi ones. The other
+# published ones (YMT3+, YPTF+Single, YPTF+Multi) use encoders/decoders not implemented here.
+CHECKPOINTS = {
+    c.name: c for c in [
+        PublishedCheckpoint("YPTF.MoE+Multi (noPS)", HubFile(
+            SPACE, f"{_LOGS}/mc13_256_g4_all_v7_mt3f_sqr_rms_moe_wf4_n8k2_silu_rope_rp_b36_nops/checkpoints/last.ckpt",
+            revision="main",  # the Space publishes no tags; the sha256 pins the content
+            sha256="ae38e415c79efd5592dcb9b658cdb99ddb11d4c4e1eaa364cab04a052473fc25",
+            size_bytes=536_000_000, repo_type="space")),
+        PublishedCheckpoint("YPTF.MoE+Multi (PS)", HubFile(
+            SPACE, f"{_LOGS}/mc13_256_g4_all_v7_mt3f_sqr_rms_moe_wf4_n8k2_silu_rope_rp_b80_ps2/checkpoints/model.ckpt",
+            revision="main", sha256=None, size_bytes=724_000_000, repo_type="space")),
+    ]
+}
+DEFAULT_CHECKPOINT = "YPTF.MoE+Multi (noPS)"
+NOT_IMPLEMENTED = {  # published too, but with a T5 encoder / an MLP Perceiver-TF / a single decoder
+    "YMT3+": "a T5 encoder on mel spectrograms and a single decoder",
+    "YPTF+Single (noPS)": "a Perceiver-TF without mixture-of-experts and a single decoder",
+    "YPTF+Multi (PS)": "a Perceiver-TF without mixture-of-experts",
+}
+
+
+def _published(name: str | None) -> PublishedCheckpoint:
+    name = name or DEFAULT_CHECKPOINT
+    if name in NOT_IMPLEMENTED:
+        raise CheckpointError(f"{MODEL_ID}: checkpoint {name!r} uses {NOT_IMPLEMENTED[name]}, which this "
+                              f"adapter does not implement; available: {', '.join(CHECKPOINTS)}.")
+    if name not in CHECKPOINTS:
+        raise CheckpointError(f"{MODEL_ID}: unknown checkpoint name {name!r}; known: {', '.join(CHECKPOINTS)}.")
+    return CHECKPOINTS[name]
+
+
+def resolve(checkpoint: Path | None, checkpoint_name: str | None = None) -> Path:
+    """A checkpoint file: the given file, a folder holding the published file name (``last.ckpt``),
+    $MT3_DEMO_CHECKPOINTS/yourmt3/, or the download from the Space (sha256-checked)."""
+    pub = _published(checkpoint_name)
+    if checkpoint is not None:
+        folder = Path(checkpoint).expanduser()
+        if folder.is_dir() and not (folder / pub.hub.basename).is_file():
+            # a folder with another published file name (e.g. model.ckpt of the PS variant) is fine too
+            others = [c.hub.basename for c in CHECKPOINTS.values() if (folder / c.hub.basename).is_file()]
+            if others:
+                return folder / others[0]
+    return resolve_file(MODEL_ID, pub.hub.basename, checkpoint, pub.hub)
+
+
+def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
+    """CPU: float32 always. CUDA: "auto" = bfloat16 where supported (T5 stacks overflow in fp16), else fp16."""
+    precision = precision or "auto"
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return torch.float32
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class YourMT3Transcriber:
+    """A loaded YourMT3+ model. ``batch_segments`` segments (× 13 channels) are decoded together."""
+
+    def __init__(self, model: YourMT3, device: torch.device, dtype: torch.dtype,
+                 max_tokens: int = MAX_TOKENS_PER_CHANNEL, batch_segments: int = 8, name: str = ""):
+        self.device, self.dtype = device, dtype
+        self.model = model.to(device).eval()
+        for name, child in self.model.named_children():
+            if name != "spectrogram":  # the frontend stays float32 (see LogSpectrogram)
+                child.to(dtype)
+        self.max_tokens = max_tokens
+        self.batch_segments = max(1, batch_segments)
+        self.name = name
+
+    def num_segments(self, clip: Clip) -> int:
+        return num_segments(len(clip.samples))
+
+    @torch.inference_mode()
+    def tokens(self, samples: np.ndarray, progress: ProgressFn | None = None) -> list[list[list[int]]]:
+        """16 kHz mono → tokens[segment][channel] (ids without the start token, ≤ max_tokens each)."""
+        segments = segment_audio(samples)
+        n = len(segments)
+        out: list[list[list[int]]] = []
+        for i in range(0, n, self.batch_segments):
+            x = torch.from_numpy(segments[i:i + self.batch_segments]).to(self.device)
+            spec = self.model.spectrogram(x).to(self.dtype)
+            memory = self.model.encode(spec)
+            out += self.model.generate(memory, self.max_tokens)
+            if progress is not None:
+                progress(min(i + self.batch_segments, n), n)
+        return out
+
+    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
+        tokens = self.tokens(clip.samples, progress)
+        decoded = decode_tokens(tokens, segment_start_times(len(tokens)))
+        errors = decoded.errors()
+        info = {"checkpoint": self.name, "segments": len(tokens), "max_tokens": self.max_tokens,
+                "decoded_tokens": sum(len(ch) for seg in tokens for ch in seg)}
+        if errors:
+            info["decoding_errors"] = errors
+        return AdapterOutput(notes=to_shared_notes(decoded.notes), tokens=tokens, info=info)
+
+
+def build(location: Path, device: torch.device, options: dict[str, Any]) -> YourMT3Transcriber:
+    name = options.get("checkpoint_name")
+    if name and name != DEFAULT_CHECKPOINT and Path(location).name != _published(name).hub.basename:
+        location = resolve(None, name)  # another published variant than the resolved default
+    model, _ = load_model(Path(location))
+    max_tokens = options.get("max_tokens") or MAX_TOKENS_PER_CHANNEL
+    if not 1 <= int(max_tokens) <= model.dims.decoder.max_positions:
+        raise ValueError(f"max_tokens must be in 1..{model.dims.decoder.max_positions}, not {max_tokens}")
+    return YourMT3Transcriber(model, device, choose_dtype(device, options.get("precision")),
+                              max_tokens=int(max_tokens),
+                              batch_segments=int(options.get("batch_segments") or 8),
+                              name=name or DEFAULT_CHECKPOINT)
+
+
+SPEC = ModelSpec(
+    id=MODEL_ID,
+    display_name="YourMT3+ (YPTF.MoE+Multi)",
+    description=("Multi-instrument transcription with singing voice: a Perceiver-TF encoder with "
+                 "mixture-of-experts layers and 13 decoder channels (one per instrument group)."),
+    source=f"Hugging Face Space {SPACE} (repo_type space): {CHECKPOINTS[DEFAULT_CHECKPOINT].hub.filename}",
+    licence="Apache-2.0",
+    instruments=("Piano, chromatic percussion, organ, guitar, bass, strings, brass, reed, pipe, synth "
+                 "lead/pad, singing voice (solo and chorus), drums"),
+    size_mb=188.0,  # float32 weights (47.1 M parameters); the .ckpt file is 536 MB with optimizer state
+    resolve=resolve,
+    build=build,
+    paper_url="https://arxiv.org/abs/2407.04822",
+    memory_factor=3.0,
+    options={"max_tokens": MAX_TOKENS_PER_CHANNEL, "precision": "auto", "checkpoint_name": DEFAULT_CHECKPOINT},
+)

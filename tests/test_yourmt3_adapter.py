@@ -1,0 +1,100 @@
+"""YourMT3+ adapter: registry entry, resolution, build options, transcription, CLI output."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from mt3_demo.audio import Clip
+from mt3_demo.checkpoints import CheckpointError
+from mt3_demo.models.base import Transcriber
+from mt3_demo.models.yourmt3.adapter import CHECKPOINTS, SPEC, choose_dtype
+
+FIX = Path(__file__).parent / "fixtures" / "yourmt3"
+
+
+def test_spec():
+    assert SPEC.id == "yourmt3" and SPEC.display_name == "YourMT3+ (YPTF.MoE+Multi)"
+    hub = CHECKPOINTS["YPTF.MoE+Multi (noPS)"].hub
+    assert hub.repo_type == "space" and hub.repo_id == "mimbres/YourMT3"
+    assert hub.filename.endswith("mc13_256_g4_all_v7_mt3f_sqr_rms_moe_wf4_n8k2_silu_rope_rp_b36_nops/checkpoints/last.ckpt")
+    assert hub.sha256 == "ae38e415c79efd5592dcb9b658cdb99ddb11d4c4e1eaa364cab04a052473fc25"
+
+
+def test_resolve(tmp_path):
+    folder = FIX / "set_a" / "tiny_model"
+    assert SPEC.resolve(folder) == folder / "last.ckpt"
+    assert SPEC.resolve(folder / "last.ckpt") == folder / "last.ckpt"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        SPEC.resolve(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="no last.ckpt"):
+        SPEC.resolve(tmp_path)
+    from mt3_demo.models.yourmt3.adapter import resolve
+
+    with pytest.raises(CheckpointError, match="does not implement"):
+        resolve(folder, "YMT3+")
+    with pytest.raises(CheckpointError, match="unknown checkpoint name"):
+        resolve(folder, "nope")
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert all(choose_dtype(cpu, p) == torch.float32 for p in (None, "auto", "fp16", "bf16", "fp32"))
+    cuda = torch.device("cuda")
+    assert choose_dtype(cuda, "fp16") == torch.float16 and choose_dtype(cuda, "fp32") == torch.float32
+    assert choose_dtype(cuda, "bf16") == torch.bfloat16
+
+
+def test_transcribe_reproduces_upstream_tokens():
+    d = FIX / "set_b"
+    golden = json.loads((d / "greedy_and_notes.json").read_text())
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), {"max_tokens": 24, "unknown": 1})
+    assert isinstance(t, Transcriber) and t.dtype == torch.float32
+    audio, _ = sf.read(d / "audio.wav", dtype="float32")
+    assert t.num_segments(Clip.from_array(audio)) == 2
+    # Segment 0 alone (its 32767 samples): the same tokens as segment 0 of the upstream run, at half
+    # the cost; the full two-segment run is covered by test_yourmt3_model.py.
+    clip = Clip.from_array(audio[:32767])
+    calls = []
+    t.batch_segments = 1
+    out = t.transcribe(clip, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 1)]
+    assert out.notes == []
+    assert len(out.tokens) == 1 and len(out.tokens[0]) == 13
+    for ch, gch in zip(out.tokens[0], golden["tokens"][0]):
+        assert ch == gch[:len(ch)] and all(x == 0 for x in gch[len(ch):]) and len(ch) <= 24
+    assert out.info["segments"] == 1 and out.info["decoding_errors"]
+
+
+def test_cli_tokens_json(tmp_path, capsys):
+    from mt3_demo.cli import main
+
+    d = FIX / "set_a"
+    audio, rate = sf.read(d / "audio.wav", dtype="float32")
+    wav = tmp_path / "seg0.wav"
+    sf.write(wav, audio[:32767], rate, subtype="FLOAT")  # segment 0 only: same tokens, half the cost
+    out = tmp_path / "o.json"
+    rc = main(["transcribe", str(wav), "--model", "yourmt3", "--checkpoint", str(d / "tiny_model"),
+               "--max-tokens", "32", "--tokens", "--json", str(out), "--device", "cpu"])
+    assert rc == 0
+    payload = json.loads(out.read_text())
+    golden = json.loads((d / "greedy_and_notes.json").read_text())["greedy_tokens"]
+    assert [[ch + [0] * (32 - len(ch)) for ch in seg] for seg in payload["tokens"]] == golden[:1]
+    assert payload["model"] == "yourmt3" and payload["notes"] == []
+
+
+def test_half_precision_path_runs():
+    """The CUDA half-precision path (bf16 here, on CPU): no dtype clashes, frontend kept in float32."""
+    from mt3_demo.models.yourmt3.adapter import YourMT3Transcriber
+    from mt3_demo.models.yourmt3.model import load_model
+
+    model, _ = load_model(FIX / "set_b" / "tiny_model" / "last.ckpt")
+    t = YourMT3Transcriber(model, torch.device("cpu"), torch.bfloat16, max_tokens=4)
+    assert t.model.spectrogram.window.dtype == torch.float32
+    assert t.model.decoder.additive_pe.weight.dtype == torch.bfloat16
+    audio, _ = sf.read(FIX / "set_b" / "audio.wav", dtype="float32")
+    out = t.transcribe(Clip.from_array(audio[:16000]))
+    assert len(out.tokens) == 1 and all(1 <= len(ch) <= 4 for ch in out.tokens[0])
