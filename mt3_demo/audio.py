@@ -5,11 +5,14 @@ get wrong raises :class:`AudioError` with a message fit to show as it is.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # every model sees the identical 16 kHz mono float32 array
 MAX_SECONDS_ENV = "MT3_DEMO_MAX_SECONDS"
@@ -100,8 +103,10 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     suffix = path.suffix.lower()
     head = path.read_bytes()[:16]
     if suffix in EXTENSIONS or head[:4] in (b"RIFF", b"fLaC", b"OggS", b"ID3\x03", b"FORM"):
+        # libsndfile's own text names the server-side path: keep it in the log, not in the message.
+        log.info("decoding %s failed: %s", path, first_error)
         raise AudioError(f"'{path.name}' looks like audio but could not be decoded; the file may be "
-                         f"corrupt or truncated ({str(first_error).strip()[:120]}).")
+                         "corrupt or truncated.")
     raise AudioError(f"'{path.name}' is not an audio file we can read. Supported formats: WAV, FLAC, "
                      "OGG, MP3 (and AIFF).")
 

@@ -125,7 +125,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare, metrics
+    from . import compare
     from .notes import notes_from_midi
 
     model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -147,17 +147,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 if r.ok else f"{r.model_id}: error: {r.error}")
         print(line, file=sys.stderr)
         results.append(r)
-    done = {r.model_id: r.transcription.notes for r in results if r.ok}
-    ids, matrix = metrics.agreement(done)
-    extra: dict[str, Any] = {
-        "agreement": {"models": ids, "onset_f1": [[round(float(v), 6) for v in row] for row in matrix]}}
-    scores = {}
-    if reference is not None:
-        extra["reference"] = str(args.reference)
-        scores = {m: metrics.score(notes, reference) for m, notes in done.items()}
-    path = compare.write_report(results, clip, args.out, extra=extra, include_tokens=args.tokens,
-                                scores=scores)
-    print(f"wrote {path}", file=sys.stderr)
+    report = compare.finish_run(results, clip, args.out, reference=reference,
+                                reference_name=str(args.reference) if reference is not None else None,
+                                include_tokens=args.tokens)
+    print(f"wrote {report.results_json} and {report.zip_path.name}", file=sys.stderr)
     return EXIT_OK if any(r.ok for r in results) else EXIT_MODEL
 
 

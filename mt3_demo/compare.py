@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -65,7 +66,10 @@ def safe_name(text: str) -> str:
 
 def render_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
                  synthesize: bool = True) -> tuple[dict[str, Path], str | None]:
-    """MIDI + piano-roll PNG (+ synthesized WAV) for one note list. Returns (files, synth method)."""
+    """MIDI + piano-roll PNG for one note list, and with ``synthesize`` the transcription rendered
+    to audio three ways: as synthesized ("audio"), level-matched to the original ("audio_matched",
+    so a side-by-side listen is fair) and original-left / transcription-right ("mix", so misses are
+    audible). Returns (files, synth method)."""
     from . import pianoroll
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,9 +82,12 @@ def render_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title:
         from . import synth
 
         audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
-        wav = out_dir / f"{stem}.wav"
-        synth.write_wav(wav, audio, rate)
-        files["audio"] = wav
+        original = clip.original_mono(rate)
+        files["audio"] = synth.write_wav(out_dir / f"{stem}.wav", audio, rate)
+        files["audio_matched"] = synth.write_wav(out_dir / f"{stem}__level_matched.wav",
+                                                 synth.match_level(audio, original), rate)
+        files["mix"] = synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
+                                       synth.mix(original, audio, mode="stereo"), rate)
     return files, method
 
 
@@ -122,10 +129,50 @@ def run(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
         yield result
 
 
+@dataclass
+class RunReport:
+    """Everything computed across models once a run ends."""
+
+    scores: dict[str, dict]  # model id → metrics.score(...) (empty without a reference)
+    agreement_ids: list[str]
+    agreement: list[list[float]]  # pairwise onset F1, symmetric, unit diagonal
+    results_json: Path
+    summary_md: Path
+    zip_path: Path
+
+
+def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
+               reference: list[Note] | None = None, reference_name: str | None = None,
+               include_tokens: bool = False) -> RunReport:
+    """Score against the reference, compute model agreement, write the report and zip the bundle.
+
+    The CLI's ``compare`` and the UI's download write the same bundle through this function.
+    """
+    from . import metrics
+
+    done = {r.model_id: r.transcription.notes for r in results if r.ok}
+    ids, matrix = metrics.agreement(done)
+    matrix = [[round(float(v), 6) for v in row] for row in matrix]
+    scores = {m: metrics.score(notes, reference) for m, notes in done.items()} if reference is not None else {}
+    extra: dict[str, Any] = {"agreement": {"models": ids, "onset_f1": matrix}}
+    if reference is not None:
+        extra["reference"] = reference_name
+    results_json = write_report(results, clip, out_dir, extra=extra, include_tokens=include_tokens,
+                                scores=scores)
+    stem = safe_name(clip.path.stem if clip.path else "clip")
+    zip_path = out_dir / f"{stem}__mt3-demo-report.zip"
+    # Every MIDI, PNG, results.json and summary.md; audio previews stay out to keep it small.
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(out_dir.iterdir()):
+            if p.suffix in (".mid", ".png", ".json", ".md"):
+                zf.write(p, arcname=f"{stem}/{p.name}")
+    return RunReport(scores, ids, matrix, results_json, out_dir / "summary.md", zip_path)
+
+
 def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
                  extra: dict[str, Any] | None = None, include_tokens: bool = False,
                  scores: dict[str, dict] | None = None) -> Path:
-    """``results.json`` + ``summary.md`` for a run (the CLI's compare command and the UI's bundle).
+    """``results.json`` + ``summary.md`` for a run.
 
     ``scores`` (model id → ``metrics.score`` output) is stored in each model's entry when a reference
     was given; ``extra`` holds run-level fields such as the agreement matrix.

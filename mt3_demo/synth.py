@@ -214,16 +214,6 @@ def match_level(x: np.ndarray, reference: np.ndarray, max_peak: float = 0.99) ->
     return (x * gain).astype(np.float32)
 
 
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Mono resampling (soxr) so the synthesized audio can be mixed with the original."""
-    x = np.asarray(x, dtype=np.float32)
-    if sr_in == sr_out or x.size == 0:
-        return x.copy()
-    import soxr
-
-    return soxr.resample(x, sr_in, sr_out).astype(np.float32)
-
-
 def mix(original: np.ndarray, synth: np.ndarray, mode: str = "stereo") -> np.ndarray:
     """Original and transcription together (same sample rate), so missed notes stand out.
 

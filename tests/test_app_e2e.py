@@ -1,0 +1,130 @@
+"""End to end: launch the Gradio app in-process on a free port and drive its ``/transcribe`` API
+with gradio_client — a bad upload gets a clear error, and the app keeps answering with a real
+transcription by the embedded default (transkun) of a short example clip."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples_audio"
+PIANO = EXAMPLES / "piano_cschumann_polonaise"
+CLIP_SECONDS = 6.0  # the CPU is slow and shared: a short clip keeps the run to a few seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The app, launched once for the module, with Gradio's files in a private temp dir."""
+    gradio_tmp = tmp_path_factory.mktemp("gradio")
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
+    from mt3_demo.ui import build_demo, launch_kwargs
+
+    demo = build_demo()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                            quiet=True, **launch_kwargs())
+    try:
+        yield url
+    finally:
+        demo.close()
+        if old is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    c = Client(app_url, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    """The first seconds of the piano example (mono 44.1 kHz WAV)."""
+    import soundfile as sf
+
+    audio, rate = sf.read(str(PIANO.with_suffix(".wav")), dtype="float32")
+    path = tmp_path_factory.mktemp("clips") / "piano_first6s.wav"
+    sf.write(str(path), audio[: int(CLIP_SECONDS * rate)], rate)
+    return path
+
+
+def _call(client, audio: Path, models=("transkun",), reference: Path | None = None):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(audio)), list(models),
+                          handle_file(str(reference)) if reference else None, api_name="/transcribe")
+
+
+def test_api_is_listed(client):
+    assert "/transcribe" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    # audio.py's messages: a .wav that libsndfile cannot open is called corrupt or not audio.
+    (b"this is plain text, not a recording\n" * 20, ("could not be decoded", "not an audio file")),
+    (b"", ("empty",)),
+], ids=["text-renamed-wav", "empty-file"])
+def test_bad_upload_gives_clear_error(client, tmp_path, content, expected):
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "recording.wav"
+    bad.write_bytes(content)
+    with pytest.raises(AppError) as info:
+        _call(client, bad)
+    message = str(info.value)
+    assert any(e in message.lower() for e in expected), message
+    assert "recording.wav" in message  # names the user's file
+    assert "Traceback" not in message
+
+
+def test_no_model_selected_gives_clear_error(client, short_clip):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="at least one model"):
+        _call(client, short_clip, models=())
+
+
+def test_transcribes_example_after_bad_uploads(client, short_clip):
+    """Runs after the error tests (file order): the app is still up and transcribes for real."""
+    import pretty_midi
+
+    midis, pngs, results, report = _call(client, short_clip, reference=PIANO.with_suffix(".mid"))
+
+    assert len(midis) == 1 and len(pngs) == 1
+    midi = pretty_midi.PrettyMIDI(midis[0])
+    assert sum(len(i.notes) for i in midi.instruments) > 0
+    assert Path(pngs[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    entry = results["models"]["transkun"]
+    assert entry["stats"]["total"] > 0
+    assert entry["timings"]["rtf"] > 0
+    assert entry["timings"]["inference_s"] > 0
+    assert results["audio_seconds"] == pytest.approx(CLIP_SECONDS, abs=0.01)
+    # The reference covers the whole piece, the clip only its start: precision is the fair check.
+    assert entry["scores"]["onset"]["precision"] > 0.8
+    assert results["agreement"]["models"] == ["transkun"]
+
+    with zipfile.ZipFile(report) as zf:
+        names = zf.namelist()
+        assert any(n.endswith(".mid") for n in names)
+        assert any(n.endswith(".png") for n in names)
+        assert any(n.endswith("summary.md") for n in names)
+        bundled = json.loads(zf.read(next(n for n in names if n.endswith("results.json"))))
+    assert bundled["models"]["transkun"]["stats"]["total"] == entry["stats"]["total"]
