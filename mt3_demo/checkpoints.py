@@ -185,27 +185,40 @@ def verify_sha256(path: Path, expected: str) -> None:
 # Safe loading
 
 
-def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = ()) -> Any:
+def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = (), mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` onto the CPU, with a small explicit allow-list.
 
     Lightning checkpoints pickle a few harmless plain types (e.g. ``argparse.Namespace`` in
     ``hyper_parameters``); adapters pass exactly those. Anything else fails with a clear message
-    instead of executing pickled code.
+    instead of executing pickled code. ``mmap=True`` (zip-format files only) maps tensors instead of
+    reading them, so parts of the file that are never used (optimizer state) stay on disk.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's message opens with generic advice; the line naming the refused global is the fact.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        culprit = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if culprit is None:  # not a refused class: the bytes themselves are not a checkpoint
+            detail = next((ln for ln in lines if ln.startswith("Unsupported")), "not a checkpoint")
+            raise CheckpointError(f"checkpoint {path.name} could not be read ({detail}); "
+                                  "is it truncated or corrupt?") from e
+        culprit = culprit.split(" Please use")[0].rstrip(".")
         raise CheckpointError(
-            f"checkpoint {path.name} contains objects outside the safe allow-list ({first}); "
+            f"checkpoint {path.name} contains objects outside the safe allow-list ({culprit}); "
             "refusing to unpickle arbitrary code.") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
+        # (a legacy-format file of arbitrary bytes fails inside torch with a KeyError)
         raise CheckpointError(f"checkpoint {path.name} could not be read ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); is it truncated or corrupt?") from e
+    if not isinstance(loaded, Mapping):  # a stray pickle of a plain value is not a checkpoint
+        raise CheckpointError(f"checkpoint {path.name} is not a PyTorch checkpoint (it holds a "
+                              f"{type(loaded).__name__}, not a dictionary of tensors).")
+    return loaded
 
 
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, torch.Tensor],

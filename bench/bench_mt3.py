@@ -1,0 +1,154 @@
+"""MT3 speed and memory benchmark on a full-size random checkpoint (same shapes as mt3.pth).
+
+    python bench/bench_mt3.py [--tokens 64] [--device cpu] [--threads 1] [--rss-minutes 10] [--rss-full]
+
+Builds a seeded random state dict from the manifest, saves it with torch.save like mt3.pth, loads
+it through the adapter, then times a 10 s and a 60 s clip: our path (all segments batched, KV
+cache, finished rows dropped) against the naive reference in the same run (segment by segment,
+no KV cache: the whole prefix re-run every step, like the older ports). Random weights rarely emit
+EOS, so both decode a fixed number of tokens per segment (EOS disabled): equal work, fair ratio.
+Peak RSS for a long file is measured in a fresh subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, peak_rss_mb, table, test_signal, write_checkpoint  # noqa: E402
+
+from mt3_demo.models.mt3 import adapter, features  # noqa: E402
+from mt3_demo.models.mt3.decoding import Timings, default_batch_size, generate_ids  # noqa: E402
+
+MANIFEST = ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json"
+
+
+def run(transcriber, x, tokens: int, naive: bool, segments: int | None = None) -> dict:
+    """Time frontend/encoder/decoder for ``segments`` segments of x (all by default)."""
+    if segments is not None:
+        x = x[: segments * features.SEGMENT_SAMPLES - 1]  # exactly `segments` segments
+    t = Timings()
+    t0 = time.perf_counter()
+    generate_ids(transcriber.model, transcriber.frontend, x, max_tokens=tokens, eos_id=-1, timings=t,
+                 batch_size=1 if naive else transcriber.batch_size, use_cache=not naive)
+    total = time.perf_counter() - t0
+    return {"total_s": total, "frontend_s": t.frontend_s, "encoder_s": t.encoder_s, "decode_s": t.decode_s,
+            "steps": t.decode_steps, "tokens": t.tokens, "segments": len(t.chunks) and sum(t.chunks)}
+
+
+def rss_child(folder: str, seconds: float, tokens: int, device: str) -> None:
+    """Subprocess body: load, transcribe a long clip, print peak RSS as JSON."""
+    stages = {"import": peak_rss_mb()}
+    x = test_signal(seconds, seed=1)
+    stages["signal"] = peak_rss_mb()
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), {"max_tokens": tokens})
+    stages["load"] = peak_rss_mb()
+    t0 = time.perf_counter()
+    res = run(tr, x, tokens, naive=False)
+    stages["transcribe"] = peak_rss_mb()
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "stages": stages, "seconds": time.perf_counter() - t0,
+                      "segments": res["segments"], "batch_size": tr.batch_size or default_batch_size(tr.device)}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=64, help="fixed decode length per segment (default 64)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--baseline-segments", type=int, default=5,
+                   help="naive baseline on the 60 s clip: time this many segments and scale linearly "
+                        "(its cost is exactly per segment); 0 = run it on every segment")
+    p.add_argument("--rss-minutes", type=float, default=10.0)
+    p.add_argument("--rss-tokens", type=int, default=32, help="decode length for the RSS run")
+    p.add_argument("--rss-full", action="store_true",
+                   help="also measure one chunk decoded to the full 1024 tokens (a few minutes on a CPU)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
+    p.add_argument("--rss-child", nargs=4, metavar=("DIR", "SECONDS", "TOKENS", "DEVICE"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.rss_child:
+        rss_child(a.rss_child[0], float(a.rss_child[1]), int(a.rss_child[2]), a.rss_child[3])
+        return
+
+    torch.manual_seed(0)
+    device = torch.device(a.device)
+    manifest = json.loads(MANIFEST.read_text())
+    print(f"torch {torch.__version__}, device {device}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}, fixed decode length {a.tokens} tokens/segment")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth", seed=0)
+        t0 = time.perf_counter()
+        tr = adapter.build(adapter.resolve(folder), device, {"max_tokens": a.tokens})
+        load_s = time.perf_counter() - t0
+        print(f"load (torch.load weights_only + strict check + build): {load_s:.2f} s, "
+              f"{sum(p.numel() for p in tr.model.parameters()) / 1e6:.1f} M parameters")
+        tr.batch_size = tr.batch_size or default_batch_size(device)
+        run(tr, test_signal(3.0), 4, naive=False)  # warm-up (allocator, kernels)
+
+        rows = []
+        for seconds in (10.0, 60.0):
+            x = test_signal(seconds)
+            ours = run(tr, x, a.tokens, naive=False)
+            n_seg = ours["segments"]
+            limit = None if seconds <= 10 or a.baseline_segments <= 0 else min(a.baseline_segments, n_seg)
+            base = run(tr, x, a.tokens, naive=True, segments=limit)
+            scale = n_seg / base["segments"]
+            for name, r, s in (("ours (batched, KV cache)", ours, 1.0),
+                               ("naive (1 by 1, no cache)" + (" *" if scale != 1 else ""), base, scale)):
+                total = r["total_s"] * s
+                rows.append({"clip": f"{seconds:.0f} s", "path": name, "segments": n_seg,
+                             "frontend s": r["frontend_s"] * s, "encoder s": r["encoder_s"] * s,
+                             "decode s": r["decode_s"] * s, "steps/s": r["steps"] / r["decode_s"],
+                             "tokens/s": r["tokens"] / r["decode_s"], "total s": total, "RTF": total / seconds})
+            rows[-2]["speed-up"] = f"{rows[-1]['total s'] / rows[-2]['total s']:.1f}x"
+            rows[-1]["speed-up"] = "1x"
+        print()
+        print(table(rows, ["clip", "path", "segments", "frontend s", "encoder s", "decode s", "steps/s",
+                           "tokens/s", "total s", "RTF", "speed-up"]))
+        if any("*" in r["path"] for r in rows):
+            print(f"* timed on the first {a.baseline_segments} segments and scaled to all (cost is per segment)")
+
+        batch = tr.batch_size
+        del tr
+        report_rss(folder, a, manifest["config_json"], batch)
+
+
+def rss_run(folder: Path, seconds: float, tokens: int, a: argparse.Namespace) -> dict | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(folder), str(seconds), str(tokens),
+           a.device, "--threads", str(a.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print("RSS run failed:", proc.stderr[-2000:])
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report_rss(folder: Path, a: argparse.Namespace, d: dict, batch: int) -> None:
+    r = rss_run(folder, a.rss_minutes * 60, a.rss_tokens, a)
+    if r is None:
+        return
+    # A full 1024-token decode adds, on top, the self-attention cache of one chunk.
+    cache_mb = batch * d["num_decoder_layers"] * 2 * d["num_heads"] * d["d_kv"] * 4 * (1024 - a.rss_tokens) / 2**20
+    print(f"\npeak RSS, {a.rss_minutes:g}-minute clip ({r['segments']} segments, {a.rss_tokens} tokens/segment, "
+          f"chunks of {r['batch_size']}): {r['peak_rss_mb']:.0f} MB in {r['seconds']:.0f} s; a 1024-token "
+          f"decode adds at most {cache_mb:.0f} MB of KV cache per chunk → ≤ {r['peak_rss_mb'] + cache_mb:.0f} MB")
+    print("  peak RSS after each stage (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items()))
+    if a.rss_full:
+        seconds = batch * features.SEGMENT_SAMPLES / features.SAMPLE_RATE - 0.05  # exactly one chunk
+        f = rss_run(folder, seconds, 1024, a)
+        if f is not None:
+            print(f"peak RSS, one full chunk ({f['segments']} segments) decoded to 1024 tokens: "
+                  f"{f['peak_rss_mb']:.0f} MB in {f['seconds']:.0f} s (chunks run one after another, so "
+                  f"a long file peaks at about this plus its own samples and features)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmarks: random checkpoints from manifests, test signals, timing, RSS."""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def random_state_dict_from_manifest(manifest: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with every key/shape of a manifest, T5-like random values, aliases shared.
+
+    Norm weights 1 + 0.1·N(0,1); embeddings N(0,1); other matrices N(0,1)/sqrt(fan_in);
+    ``inv_freq`` buffers kunato's formula. Deterministic for a seed.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for entry in manifest["keys"]:
+        key, shape = entry["key"], tuple(entry["shape"])
+        if entry.get("alias_of"):
+            continue
+        if key.endswith("inv_freq"):
+            d = 2 * shape[0]
+            t = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        elif len(shape) == 1:
+            t = 1 + 0.1 * torch.randn(shape, generator=g)
+        elif "embed_tokens" in key and "decoder" in key:
+            t = torch.randn(shape, generator=g)
+        else:
+            t = torch.randn(shape, generator=g) / shape[1] ** 0.5
+        out[key] = t
+    for entry in manifest["keys"]:
+        if entry.get("alias_of"):
+            out[entry["key"]] = out[entry["alias_of"]]  # same tensor object: stored once, like the real file
+    return {e["key"]: out[e["key"]] for e in manifest["keys"]}  # manifest order
+
+
+def write_checkpoint(folder: Path, manifest: dict, weights_name: str, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(random_state_dict_from_manifest(manifest, seed), folder / weights_name)
+    if "config_json" in manifest:
+        (folder / "config.json").write_text(json.dumps(manifest["config_json"], indent=1))
+    return folder
+
+
+def test_signal(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Music-like float32 signal: a decaying harmonic tone every 0.5 s over a noise floor.
+
+    Built tone by tone over 4 s windows, so a 10-minute signal costs little more than its own 38 MB.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    x = (1e-3 * rng.standard_normal(n)).astype(np.float32)
+    tail = np.arange(4 * rate, dtype=np.float32) / rate
+    env = np.exp(-3 * tail) * 0.1
+    for onset in np.arange(0, seconds, 0.5):
+        f0 = 110 * 2 ** (rng.integers(0, 36) / 12)
+        start = int(onset * rate)
+        m = min(len(tail), n - start)
+        tone = sum(np.sin(2 * np.pi * f0 * h * tail[:m]) / h for h in range(1, 5)) * env[:m]
+        x[start:start + m] += tone.astype(np.float32)
+    return x
+
+
+@contextmanager
+def timer(out: dict, key: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    out[key] = time.perf_counter() - t0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux: VmHWM from /proc/self/status, which starts afresh at exec. (getrusage's ru_maxrss does
+    not: a subprocess would inherit its parent's peak.) Elsewhere: getrusage.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain Markdown table."""
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
