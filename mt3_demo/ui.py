@@ -110,6 +110,13 @@ def _header_html(manager: ModelManager) -> str:
         f'<div class="mt3-models">{"".join(cards)}</div></div>')
 
 
+INFO_LABELS = {
+    "compat": "compat", "frontend": "frontend", "memory_length": "memory N", "checkpoint": "checkpoint",
+    "trim": "trim", "segments": "segments", "segments_without_eos": "segments without EOS",
+    "max_tokens": "max tokens", "segment_s": "segment s", "hop_s": "hop s",
+}
+
+
 def _pitch_name(p: int) -> str:
     import pretty_midi
 
@@ -143,11 +150,11 @@ def _stats_html(result: compare.ModelResult) -> str:
                     f'{_esc(name)} <b>{count}</b></span>')
     inst_html = f'<div class="inst-list">{"".join(inst)}</div>' if inst else \
         '<div class="info-line">No notes found (is this a kind of music the model was trained on?)</div>'
-    info = ""
-    if t.info:
-        # Model-specific facts (e.g. which spectrogram frontend or compatibility mode ran).
-        info = '<div class="info-line">' + " · ".join(
-            f"{_esc(k)}: {_esc(v)}" for k, v in t.info.items()) + "</div>"
+    # Model-specific facts that say *what ran* (frontend, compatibility mode, memory length…);
+    # diagnostics such as stage timings and error counters stay in results.json.
+    facts = [f"{label}: {_esc(t.info[key])}" for key, label in INFO_LABELS.items()
+             if isinstance(t.info.get(key), (str, int, float)) and not isinstance(t.info.get(key), bool)]
+    info = f'<div class="info-line">{" · ".join(facts)}</div>' if facts else ""
     return f'<div class="stat-grid">{grid}</div>{inst_html}{info}'
 
 
@@ -459,7 +466,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
         cards: list[Card] = []
         with gr.Row(equal_height=False, elem_id="cards"):
             for i in range(n_cards):
-                with gr.Column(visible=False, min_width=340, elem_classes="model-card",
+                with gr.Column(visible=False, min_width=460, elem_classes="model-card",
                                elem_id=f"card-{i}") as column:
                     head = gr.HTML("", elem_classes="card-head", padding=False)
                     roll = gr.Image(type="filepath", show_label=False, interactive=False,

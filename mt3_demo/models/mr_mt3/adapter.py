@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from ...audio import Clip
-from ...checkpoints import CheckpointError, local_candidates, resolve_file
+from ...checkpoints import CheckpointError, checkpoints_root, local_candidates, resolve_file
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from ..mt3 import features as mt3_features
 from ..mt3 import vocab
@@ -52,7 +52,8 @@ TRIM_MODES = ("kunato", "magenta")
 
 def resolve(checkpoint: Path | None = None) -> ck.Location:
     """Find the .ckpt: the user's file or folder; else a known file under $MT3_DEMO_CHECKPOINTS
-    (the default first); else the default file from the Hub (sha256-checked where known)."""
+    (the default first), or the one .ckpt in $MT3_DEMO_CHECKPOINTS/mr_mt3/; else the default file
+    from the Hub (sha256-checked where known)."""
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
@@ -62,6 +63,9 @@ def resolve(checkpoint: Path | None = None) -> ck.Location:
         for cand in local_candidates(MODEL_ID, known.name, None):
             if cand.is_file():
                 return ck.location_for_file(cand)
+    root = checkpoints_root()
+    if root is not None and (root / MODEL_ID).is_dir() and any((root / MODEL_ID).glob("*.ckpt")):
+        return ck.find_in_folder(root / MODEL_ID)  # the user's own (e.g. fine-tuned) file
     return ck.location_for_file(resolve_file(MODEL_ID, DEFAULT.name, None, DEFAULT.hub))
 
 
