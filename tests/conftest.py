@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import contextlib  # noqa: E402
+import socket  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -55,3 +58,32 @@ def tone_wav(tmp_path):
         return path
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(gradio_tmp: Path):
+    """The Gradio app launched in-process on a free local port; yields its URL.
+
+    Gradio's uploaded and returned files go to ``gradio_tmp`` so tests never share a cache.
+    """
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
+    from mt3_demo.ui import build_demo, launch_kwargs
+
+    demo = build_demo()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                            quiet=True, **launch_kwargs())
+    try:
+        yield url
+    finally:
+        demo.close()
+        if old is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = old

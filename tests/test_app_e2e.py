@@ -4,12 +4,12 @@ transcription by the embedded default (transkun) of a short example clip."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from conftest import running_app
 
 pytestmark = pytest.mark.slow
 
@@ -18,31 +18,11 @@ PIANO = EXAMPLES / "piano_cschumann_polonaise"
 CLIP_SECONDS = 6.0  # the CPU is slow and shared: a short clip keeps the run to a few seconds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app, launched once for the module, with Gradio's files in a private temp dir."""
-    gradio_tmp = tmp_path_factory.mktemp("gradio")
-    old = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
-    from mt3_demo.ui import build_demo, launch_kwargs
-
-    demo = build_demo()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, **launch_kwargs())
-    try:
+    with running_app(tmp_path_factory.mktemp("gradio")) as url:
         yield url
-    finally:
-        demo.close()
-        if old is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old
 
 
 @pytest.fixture(scope="module")

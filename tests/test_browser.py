@@ -6,11 +6,11 @@ controls without horizontal scrolling. Screenshots go to the test's tmp dir.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 
 import pytest
+
+from conftest import running_app
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +18,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_MS = 420_000  # a 20 s clip on a slow, shared 2-core CPU
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +33,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_url(browser, tmp_path_factory):
-    old = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
-    from mt3_demo.ui import build_demo, launch_kwargs
-
-    demo = build_demo()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, **launch_kwargs())
-    try:
+    """The app, launched once for the module, with Gradio's files in a private temp dir."""
+    with running_app(tmp_path_factory.mktemp("gradio")) as url:
         yield url
-    finally:
-        demo.close()
-        if old is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old
 
 
 def no_horizontal_scroll(page) -> bool:

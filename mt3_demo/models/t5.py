@@ -13,7 +13,6 @@ Shapes: B batch, T decoder positions, S encoder/memory positions, H heads, K = d
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
