@@ -314,17 +314,14 @@ class Encoder(nn.Module):
         return self.final_layer_norm(x)
 
 
-class Decoder(nn.Module):
-    """Token ids [B, T] (+ memory [B, S, d] of any length S) → hidden states [B, T, d].
+class DecoderStack(nn.Module):
+    """Decoder blocks + final norm, shared by every T5-style decoder here (MT3, MR-MT3, YourMT3).
 
-    Either pass ``memory`` (full, uncached forward: teacher forcing or naive decoding) or a
-    :class:`KVCache` from :meth:`init_cache` (incremental: ``tokens`` are the new positions only).
+    Subclasses only say how tokens and positions become the input vectors, then call :meth:`run`.
     """
 
     def __init__(self, dims: T5Dims):
         super().__init__()
-        self.embed_tokens = nn.Embedding(dims.vocab_size, dims.d_model)
-        self.pos_emb = SinusoidalPositions(dims.d_model, dims.max_positions)
         self.block = nn.ModuleList([DecoderBlock(dims) for _ in range(dims.num_decoder_layers)])
         self.final_layer_norm = RMSNorm(dims.d_model, dims.eps)
 
@@ -335,18 +332,40 @@ class Decoder(nn.Module):
         """Cross-attention keys/values of ``memory`` [B, S, d], computed once for a whole decode."""
         return KVCache(self.cross_keys_values(memory))
 
-    def forward(self, tokens: Tensor, memory: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    @staticmethod
+    def offset(memory: Tensor | None, cache: KVCache | None) -> int:
+        """Position of the first new token: 0 for a full pass, the cache length when incremental."""
         if (memory is None) == (cache is None):
             raise ValueError("pass exactly one of memory or cache")
-        offset = cache.length if cache is not None else 0
-        y = self.embed_tokens(tokens)  # T5: no sqrt(d) scaling
-        y = y + self.pos_emb(offset, tokens.shape[1]).to(y.dtype)
+        return cache.length if cache is not None else 0
+
+    def run(self, y: Tensor, memory: Tensor | None, cache: KVCache | None) -> Tensor:
+        """Input vectors y [B, T, d] (positions included) → final hidden states [B, T, d]."""
         cross = cache.cross if cache is not None else self.cross_keys_values(memory)
         for i, block in enumerate(self.block):
             y = block(y, cross[i], cache, i)
         if cache is not None:
-            cache.length += tokens.shape[1]
+            cache.length += y.shape[1]
         return self.final_layer_norm(y)
+
+
+class Decoder(DecoderStack):
+    """Token ids [B, T] (+ memory [B, S, d] of any length S) → hidden states [B, T, d].
+
+    Either pass ``memory`` (full, uncached forward: teacher forcing or naive decoding) or a
+    :class:`KVCache` from :meth:`init_cache` (incremental: ``tokens`` are the new positions only).
+    """
+
+    def __init__(self, dims: T5Dims):
+        super().__init__(dims)
+        self.embed_tokens = nn.Embedding(dims.vocab_size, dims.d_model)
+        self.pos_emb = SinusoidalPositions(dims.d_model, dims.max_positions)
+
+    def forward(self, tokens: Tensor, memory: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        offset = self.offset(memory, cache)
+        y = self.embed_tokens(tokens)  # T5: no sqrt(d) scaling
+        y = y + self.pos_emb(offset, tokens.shape[1]).to(y.dtype)
+        return self.run(y, memory, cache)
 
 
 class T5(nn.Module):

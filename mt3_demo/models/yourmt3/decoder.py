@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..t5 import DecoderBlock, KVCache, RMSNorm, T5Dims
+from ..t5 import DecoderStack, KVCache, T5Dims
 
 PAD_ID = 0  # also the decoder start token
 EOS_ID = 1
@@ -38,7 +38,7 @@ class ChannelProjection(nn.Module):
         return self.linear(pairs.transpose(1, 2))
 
 
-class MultiChannelDecoder(nn.Module):
+class MultiChannelDecoder(DecoderStack):
     """T5 decoder stack with a stored sinusoidal table ``additive_pe`` [max_positions, d].
 
     Input at position p is E[id] + P[p] (the embedding E is the model's top-level ``embed_tokens``,
@@ -46,14 +46,8 @@ class MultiChannelDecoder(nn.Module):
     """
 
     def __init__(self, dims: T5Dims):
-        super().__init__()
+        super().__init__(dims)
         self.additive_pe = nn.Embedding(dims.max_positions, dims.d_model)
-        self.block = nn.ModuleList([DecoderBlock(dims) for _ in range(dims.num_decoder_layers)])
-        self.final_layer_norm = RMSNorm(dims.d_model, dims.eps)
-
-    def init_cache(self, memory: Tensor) -> KVCache:
-        """Cross-attention keys/values of ``memory`` [N, T, d], computed once per decode."""
-        return KVCache([b.layer[1].EncDecAttention.keys_values(memory) for b in self.block])
 
     def forward(self, x: Tensor, memory: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """Embedded tokens x [N, L, d] → final hidden states [N, L, d].
@@ -61,19 +55,11 @@ class MultiChannelDecoder(nn.Module):
         Pass ``memory`` [N, T, d] for a full causal pass over all L positions (teacher forcing, the
         naive decoder), or a ``cache`` for incremental decoding (x holds only the new positions).
         """
-        if (memory is None) == (cache is None):
-            raise ValueError("pass exactly one of memory or cache")
-        offset = cache.length if cache is not None else 0
+        offset = self.offset(memory, cache)
         if offset + x.shape[1] > self.additive_pe.num_embeddings:
             raise ValueError(f"position {offset + x.shape[1] - 1} beyond the table "
                              f"({self.additive_pe.num_embeddings} rows)")
-        y = x + self.additive_pe.weight[offset:offset + x.shape[1]].to(x.dtype)
-        cross = cache.cross if cache is not None else self.init_cache(memory).cross
-        for i, block in enumerate(self.block):
-            y = block(y, cross[i], cache, i)
-        if cache is not None:
-            cache.length += x.shape[1]
-        return self.final_layer_norm(y)
+        return self.run(x + self.additive_pe.weight[offset:offset + x.shape[1]].to(x.dtype), memory, cache)
 
 
 class LMHead(nn.Module):
