@@ -25,12 +25,8 @@ SETS = {"a": FIX, "b": FIX / "set_b"}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models decode with many small matmuls: on a shared CPU, extra OpenMP threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny models decode with many small matmuls: one thread is faster than waiting for a second."""
 
 
 def npy(path: Path) -> torch.Tensor:

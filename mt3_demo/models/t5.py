@@ -462,9 +462,13 @@ def dims_from_state_dict(config: Mapping[str, Any], state_dict: Mapping[str, Ten
 
 
 def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool = True,
-                  start_id: int = 0, eos_id: int = 1,
+                  start_id: int = 0, eos_id: int | None = 1, first_eos_step: int = 0,
                   on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
     """Greedy argmax decoding of every row of ``memory`` [B, S, d] at once.
+
+    ``model`` needs ``decoder(tokens, memory=|cache=)``, ``decoder.init_cache(memory)`` and
+    ``lm_head(hidden)``. An EOS emitted before step ``first_eos_step`` does not finish a row
+    (YourMT3's rule; 0 elsewhere); ``eos_id=None`` decodes exactly ``max_tokens`` (benchmarks).
 
     Returns per row the generated ids without the start token, up to and including EOS when it
     came within ``max_tokens``. With ``use_cache`` each step runs only the newest position through
@@ -490,8 +494,8 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
         out[rows, step] = next_ids
         if on_step is not None:
             on_step(step, int(rows.numel()))
-        done = next_ids == eos_id
-        if bool(done.any()):
+        done = next_ids == eos_id if eos_id is not None and step >= first_eos_step else None
+        if done is not None and bool(done.any()):
             for r in rows[done].tolist():
                 lengths[r] = step + 1
             keep = (~done).nonzero().squeeze(1)

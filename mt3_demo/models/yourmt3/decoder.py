@@ -10,11 +10,12 @@ Shapes: B segments, C = 13 channels, N = B·C decoder rows, T = 110 memory frame
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
+from .. import t5
 from ..t5 import DecoderStack, KVCache, T5Dims
 
 PAD_ID = 0  # also the decoder start token
@@ -77,44 +78,38 @@ class LMHead(nn.Module):
         return self.lm_head(h * self.scale)
 
 
+class TokenDecoder(nn.Module):
+    """YourMT3 keeps its token embedding at the top level of the model (upstream's key layout); this
+    pairs it with the decoder stack so the shared greedy loop (:func:`t5.greedy_decode`) can drive it
+    with token ids, like MT3's decoder. Holds no weights of its own."""
+
+    def __init__(self, embed: nn.Embedding, decoder: MultiChannelDecoder):
+        super().__init__()
+        self.embed, self.stack = embed, decoder
+
+    def init_cache(self, memory: Tensor) -> KVCache:
+        return self.stack.init_cache(memory)
+
+    def forward(self, tokens: Tensor, memory: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        return self.stack(self.embed(tokens), memory=memory, cache=cache)
+
+
 def greedy_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LMHead, memory: Tensor,
                   max_tokens: int, on_step: Callable[[int, int], None] | None = None,
-                  stop_at_eos: bool = True) -> list[list[int]]:
-    """Greedy, KV-cached decoding of every row of ``memory`` [N, T, d] at once.
+                  stop_at_eos: bool = True, use_cache: bool = True) -> list[list[int]]:
+    """Greedy decoding of every row of ``memory`` [N, T, d] at once (KV-cached unless ``use_cache``
+    is off: the naive reference that re-runs the whole prefix every step).
 
     Returns per row the generated ids (start token excluded), ending at the EOS that finishes the row,
     at most ``max_tokens``. Upstream's rule (``task_cond_dec_generate``), kept: a row is finished by an
     EOS emitted at step ≥ 1; **an EOS at step 0 does not finish it** — the row keeps decoding, fed the
     EOS as its next input. Finished rows leave the batch (their later upstream outputs are PAD, which
-    nobody reads), so they stop costing work. ``on_step(step, live_rows)`` after each step.
-    ``stop_at_eos=False`` decodes exactly ``max_tokens`` per row (benchmarks at equal work).
-    Call under ``torch.inference_mode()``.
+    nobody reads), so they stop costing work. ``stop_at_eos=False`` decodes exactly ``max_tokens``
+    per row (benchmarks at equal work). Call under ``torch.inference_mode()``.
     """
-    n = memory.shape[0]
-    out = torch.zeros(n, max(max_tokens, 0), dtype=torch.long, device=memory.device)
-    lengths = [max_tokens] * n
-    rows = torch.arange(n, device=memory.device)  # original index of each live row
-    ids = torch.full((n, 1), PAD_ID, dtype=torch.long, device=memory.device)
-    cache = decoder.init_cache(memory)
-    for step in range(max_tokens):
-        hidden = decoder(embed(ids), cache=cache)
-        next_ids = lm_head(hidden[:, -1]).argmax(-1)  # first maximum on ties, like torch/HF
-        out[rows, step] = next_ids
-        if on_step is not None:
-            on_step(step, int(rows.numel()))
-        if stop_at_eos and step >= 1:  # quirk: EOS at step 0 is not an end
-            done = next_ids == EOS_ID
-            if bool(done.any()):
-                for r in rows[done].tolist():
-                    lengths[r] = step + 1
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                rows, next_ids = rows[keep], next_ids[keep]
-                cache.keep(keep)
-        ids = next_ids[:, None]
-    out = out.cpu()
-    return [out[i, :lengths[i]].tolist() for i in range(n)]
+    steps = SimpleNamespace(decoder=TokenDecoder(embed, decoder), lm_head=lm_head)
+    return t5.greedy_decode(steps, memory, max_tokens, use_cache=use_cache, start_id=PAD_ID,
+                            eos_id=EOS_ID if stop_at_eos else None, first_eos_step=1, on_step=on_step)
 
 
 def naive_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LMHead, memory: Tensor,
@@ -123,13 +118,5 @@ def naive_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LMH
 
     The benchmark's baseline and a cross-check of :func:`greedy_decode`; same EOS rule.
     """
-    ids = torch.full((1, 1), PAD_ID, dtype=torch.long, device=memory.device)
-    out: list[int] = []
-    for step in range(max_tokens):
-        hidden = decoder(embed(ids), memory=memory)
-        nxt = int(lm_head(hidden[:, -1]).argmax(-1))
-        out.append(nxt)
-        if stop_at_eos and step >= 1 and nxt == EOS_ID:
-            break
-        ids = torch.cat([ids, ids.new_full((1, 1), nxt)], dim=1)
-    return out
+    return greedy_decode(embed, decoder, lm_head, memory, max_tokens, stop_at_eos=stop_at_eos,
+                         use_cache=False)[0]
