@@ -21,7 +21,8 @@ MIN_SECONDS = 0.05  # shorter than one analysis frame of any model is not music
 MIN_RATE, MAX_RATE = 4000, 384000
 MAX_CHANNELS = 32
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this nothing audible is there
-EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".opus", ".m4a", ".webm"}
+# Containers we recognise but libsndfile cannot decode (torchaudio ≥ 2.9 needs torchcodec for them).
+UNSUPPORTED_CONTAINERS = {"mp4": "MP4/M4A (AAC) audio", "webm": "WebM/Matroska audio"}
 
 
 class AudioError(ValueError):
@@ -100,15 +101,31 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         return wav.T.contiguous().numpy().astype(np.float32), int(rate)
     except Exception:
         pass
-    suffix = path.suffix.lower()
-    head = path.read_bytes()[:16]
-    if suffix in EXTENSIONS or head[:4] in (b"RIFF", b"fLaC", b"OggS", b"ID3\x03", b"FORM"):
+    container = _container(path)
+    if container in UNSUPPORTED_CONTAINERS:
+        raise AudioError(f"'{path.name}' is {UNSUPPORTED_CONTAINERS[container]}, a format this server cannot "
+                         "decode. Convert it to WAV, FLAC, OGG or MP3 and upload it again.")
+    if container is not None:
         # libsndfile's own text names the server-side path: keep it in the log, not in the message.
         log.info("decoding %s failed: %s", path, first_error)
-        raise AudioError(f"'{path.name}' looks like audio but could not be decoded; the file may be "
-                         "corrupt or truncated.")
-    raise AudioError(f"'{path.name}' is not an audio file we can read. Supported formats: WAV, FLAC, "
-                     "OGG, MP3 (and AIFF).")
+        raise AudioError(f"'{path.name}' looks like {container.upper()} audio but could not be decoded; "
+                         "the file may be corrupt or truncated.")
+    raise AudioError(f"'{path.name}' is not an audio file we can read (its contents are not WAV, FLAC, "
+                     "OGG or MP3 data).")
+
+
+def _container(path: Path) -> str | None:
+    """Which container the file's first bytes announce (whatever its name says), or None."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    signatures = {b"RIFF": "wav", b"fLaC": "flac", b"OggS": "ogg", b"FORM": "aiff", b"\x1aE\xdf\xa3": "webm"}
+    if head[:4] in signatures:
+        return signatures[head[:4]]
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
+        return "mp3"  # an ID3 tag or an MPEG frame sync
+    return None
 
 
 def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None) -> Clip:

@@ -51,7 +51,8 @@ def test_odd_sample_rate_and_many_channels(tone_wav):
     ("missing", "not found"),
     ("empty", r"is empty \(0 bytes\)"),
     ("text", "not an audio file"),
-    ("corrupt_wav", "could not be decoded"),
+    ("corrupt_wav", "looks like WAV audio but could not be decoded"),
+    ("m4a", "MP4/M4A .* Convert it to WAV"),
     ("folder", "is a folder"),
 ])
 def test_bad_inputs_have_specific_messages(tmp_path, case, expected):
@@ -62,11 +63,14 @@ def test_bad_inputs_have_specific_messages(tmp_path, case, expected):
         "text": tmp_path / "notes.txt",
         "corrupt_wav": tmp_path / "broken.wav",
         "folder": tmp_path,
+        "m4a": tmp_path / "phone.m4a",
     }[case]
     if case == "empty":
         path.write_bytes(b"")
     elif case == "text":
         path.write_text("this is not audio\n" * 10)
+    elif case == "m4a":
+        path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + b"\x00" * 200)
     elif case == "corrupt_wav":
         path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 40)
     with pytest.raises(AudioError, match=expected):
