@@ -84,10 +84,20 @@ def _fmt_duration(seconds: float) -> str:
     return f"{int(m)} min {s:.0f} s" if m else f"{s:.1f} s"
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode any format libsndfile knows (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF) → [n, ch] float32."""
+def _decode(path: Path, limit_seconds: float) -> tuple[np.ndarray, int]:
+    """Decode any format libsndfile knows (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF) → [n, ch] float32.
+
+    The header is checked first, so an hours-long or 200-channel upload is refused before it is
+    decoded into gigabytes of memory.
+    """
     import soundfile as sf
 
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        info = None  # not readable by libsndfile: the decode below reports why
+    if info is not None and info.frames > 0 and info.samplerate > 0:  # some formats omit the length
+        _check_shape(f"'{path.name}'", info.frames, info.channels, info.samplerate, limit_seconds)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         return data, int(rate)
@@ -139,29 +149,37 @@ def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None
         raise AudioError(f"'{path}' is a folder, not an audio file.")
     if path.stat().st_size == 0:
         raise AudioError(f"'{path.name}' is empty (0 bytes).")
-    frames, rate = _decode(path)
-    return _clip_from_frames(frames, rate, path, limit_seconds)
+    limit = max_seconds() if limit_seconds is None else limit_seconds
+    frames, rate = _decode(path, limit)
+    return _clip_from_frames(frames, rate, path, limit)
+
+
+def _check_shape(name: str, n_frames: int, channels: int, rate: int, limit: float) -> None:
+    """Rate, channel count and length limits, with the message people see."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{name} has an implausible sample rate of {rate} Hz "
+                         f"(supported: {MIN_RATE}–{MAX_RATE} Hz).")
+    if channels == 0 or n_frames == 0:
+        raise AudioError(f"{name} contains no audio samples (zero length).")
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"{name} has {channels} channels; at most {MAX_CHANNELS} are supported. "
+                         "Mix it down to stereo or mono first.")
+    seconds = n_frames / rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"{name} is too short ({seconds * 1000:.0f} ms); give at least "
+                         f"{MIN_SECONDS * 1000:.0f} ms of audio.")
+    if seconds > limit:
+        raise AudioError(f"{name} is {_fmt_duration(seconds)} long; the limit is {_fmt_duration(limit)}. "
+                         f"Trim it, or raise the limit with {MAX_SECONDS_ENV} / --max-seconds.")
 
 
 def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
                       limit_seconds: float | None = None) -> Clip:
     name = f"'{path.name}'" if path is not None else "The audio"
-    if not MIN_RATE <= rate <= MAX_RATE:
-        raise AudioError(f"{name} has an implausible sample rate of {rate} Hz "
-                         f"(supported: {MIN_RATE}–{MAX_RATE} Hz).")
-    if frames.ndim != 2 or frames.shape[1] == 0 or frames.shape[0] == 0:
+    if frames.ndim != 2:
         raise AudioError(f"{name} contains no audio samples (zero length).")
-    if frames.shape[1] > MAX_CHANNELS:
-        raise AudioError(f"{name} has {frames.shape[1]} channels; at most {MAX_CHANNELS} are supported. "
-                         "Mix it down to stereo or mono first.")
-    seconds = frames.shape[0] / rate
-    if seconds < MIN_SECONDS:
-        raise AudioError(f"{name} is too short ({seconds * 1000:.0f} ms); give at least "
-                         f"{MIN_SECONDS * 1000:.0f} ms of audio.")
     limit = max_seconds() if limit_seconds is None else limit_seconds
-    if seconds > limit:
-        raise AudioError(f"{name} is {_fmt_duration(seconds)} long; the limit is {_fmt_duration(limit)}. "
-                         f"Trim it, or raise the limit with {MAX_SECONDS_ENV} / --max-seconds.")
+    _check_shape(name, frames.shape[0], frames.shape[1], rate, limit)
     warnings: list[str] = []
     finite = np.isfinite(frames)
     if not finite.all():
@@ -171,6 +189,16 @@ def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
         frames = np.where(finite, frames, 0.0).astype(np.float32)
         warnings.append(f"{bad} invalid samples (NaN/inf) were replaced by silence.")
     mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+    if frames.shape[1] > 1:
+        # Channels in opposite phase cancel in a plain mix-down; then the loudest channel is the
+        # better mono signal (a silent mix would make every model hear nothing).
+        channel_rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=0))
+        if channel_rms.max() > SILENCE_PEAK and np.sqrt(np.mean(np.square(mono, dtype=np.float64))) \
+                < 0.1 * channel_rms.mean():
+            loudest = int(np.argmax(channel_rms))
+            mono = frames[:, loudest]
+            warnings.append(f"The channels cancel each other out when mixed (opposite phase); "
+                            f"channel {loudest + 1} was used alone.")
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0
     if peak < SILENCE_PEAK:
         warnings.append("The recording is silent (peak below -80 dBFS): expect no notes.")

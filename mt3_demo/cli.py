@@ -72,9 +72,16 @@ def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | 
 
     from .manager import ModelManager, default_device
 
-    device = torch.device(args.device) if getattr(args, "device", None) else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise _Fail(EXIT_USAGE, "--device cuda was requested but CUDA is not available on this machine.")
+    device = default_device()
+    if getattr(args, "device", None):
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise _Fail(EXIT_USAGE, f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N.") from None
+        if device.type not in ("cpu", "cuda"):
+            raise _Fail(EXIT_USAGE, f"--device {args.device!r} is not supported; use cpu, cuda or cuda:N.")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise _Fail(EXIT_USAGE, "--device cuda was requested but CUDA is not available on this machine.")
     options = _model_options(args) if hasattr(args, "max_tokens") else {}
     return ModelManager(device=device,
                         checkpoints={m: checkpoint for m in model_ids} if checkpoint else {},

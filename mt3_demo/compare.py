@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+
 from .audio import AudioError, Clip
 from .checkpoints import CheckpointError
 from .manager import ModelManager
@@ -38,7 +40,7 @@ class ModelResult:
 
     @property
     def ok(self) -> bool:
-        return self.transcription is not None
+        return self.transcription is not None and self.error is None
 
     def summary_row(self) -> dict[str, Any]:
         """One row of the cross-model summary table."""
@@ -114,14 +116,16 @@ def run(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
             loaded = model_id in manager.loaded_ids()
             on_progress(model_id, 0.0, f"{spec.display_name}: {'starting' if loaded else 'loading weights'}…")
         try:
-            result.transcription = manager.transcribe(model_id, clip, progress=progress)
+            transcription = manager.transcribe(model_id, clip, progress=progress)
+            # Set only once its files exist: a result is either complete or an error, never half.
             result.files, result.synth_method = render_files(
-                result.transcription.notes, clip, out_dir, safe_name(model_id), spec.display_name,
+                transcription.notes, clip, out_dir, safe_name(model_id), spec.display_name,
                 synthesize=synthesize)
+            result.transcription = transcription
         except (CheckpointError, AudioError) as e:
             result.error = str(e)
-        except MemoryError:
-            manager.unload_all()
+        except (MemoryError, torch.OutOfMemoryError):
+            manager.unload_idle()
             result.error = f"{spec.display_name} ran out of memory on this clip; try a shorter clip."
         except Exception as e:  # noqa: BLE001 - a model bug must not take the app down
             log.exception("model %s failed", model_id)
@@ -161,11 +165,12 @@ def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
                                 scores=scores)
     stem = safe_name(clip.path.stem if clip.path else "clip")
     zip_path = out_dir / f"{stem}__mt3-demo-report.zip"
-    # Every MIDI, PNG, results.json and summary.md; audio previews stay out to keep it small.
+    # This run's MIDI and PNG files, results.json and summary.md (nothing else that may sit in the
+    # folder); audio previews stay out to keep it small.
+    bundle = [r.files[k] for r in results if r.ok for k in ("midi", "png") if k in r.files]
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for p in sorted(out_dir.iterdir()):
-            if p.suffix in (".mid", ".png", ".json", ".md"):
-                zf.write(p, arcname=f"{stem}/{p.name}")
+        for p in bundle + [results_json, out_dir / "summary.md"]:
+            zf.write(p, arcname=f"{stem}/{p.name}")
     return RunReport(scores, ids, matrix, results_json, out_dir / "summary.md", zip_path)
 
 

@@ -62,17 +62,28 @@ def load_registry() -> tuple[dict[str, ModelSpec], dict[str, str]]:
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else CPU; ``MT3_DEMO_DEVICE`` overrides."""
+    """CUDA when present, else CPU; ``MT3_DEMO_DEVICE`` overrides (ignored, with a warning, when it
+    names something unusable: a bad setting must not keep the app from starting)."""
     wanted = os.environ.get(DEVICE_ENV, "").strip()
     if wanted:
-        return torch.device(wanted)
+        try:
+            device = torch.device(wanted)
+            if device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available()
+                                        and (device.index or 0) < torch.cuda.device_count()):
+                return device
+        except RuntimeError:
+            pass
+        log.warning("%s=%r is not usable here; using the default device", DEVICE_ENV, wanted)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def default_budget_mb(device: torch.device) -> float:
     env = os.environ.get(BUDGET_ENV)
     if env:
-        return float(env)
+        try:
+            return float(env)
+        except ValueError:
+            log.warning("%s=%r is not a number of megabytes; using the default", BUDGET_ENV, env)
     if device.type == "cuda":
         return 0.8 * torch.cuda.get_device_properties(device).total_memory / 2**20
     import psutil
@@ -166,6 +177,15 @@ class ModelManager:
 
     def get(self, model_id: str) -> tuple[Transcriber, float]:
         """The loaded model and the seconds this call spent loading it (0.0 when it was warm)."""
+        entry, seconds = self._acquire(model_id, hold=False)
+        return entry.transcriber, seconds
+
+    def _acquire(self, model_id: str, hold: bool) -> tuple[_Loaded, float]:
+        """Load if needed; with ``hold`` the model is marked busy (never unloaded) until released.
+
+        Marking happens under the same lock that hands the model out, so no other request can unload
+        it between loading and use.
+        """
         spec = self.spec(model_id)
         key = self._options_key(model_id)
         with self._lock_for(model_id):
@@ -173,7 +193,8 @@ class ModelManager:
                 entry = self._loaded.get(model_id)
                 if entry is not None and entry.options_key == key:
                     self._loaded.move_to_end(model_id)
-                    return entry.transcriber, 0.0
+                    entry.in_use += hold
+                    return entry, 0.0
             if entry is not None:  # options changed: rebuild
                 self.unload(model_id)
             self._make_room(spec.size_mb)
@@ -184,11 +205,12 @@ class ModelManager:
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
             weights_mb = _weights_mb(transcriber) or spec.size_mb
+            entry = _Loaded(transcriber, key, seconds, weights_mb, in_use=int(hold))
             with self._state_lock:
-                self._loaded[model_id] = _Loaded(transcriber, key, seconds, weights_mb)
+                self._loaded[model_id] = entry
                 self.load_count[model_id] = self.load_count.get(model_id, 0) + 1
             log.info("loaded %s on %s in %.2f s (%.0f MB)", model_id, self.device, seconds, weights_mb)
-            return transcriber, seconds
+            return entry, seconds
 
     def _make_room(self, needed_mb: float) -> None:
         """Unload least-recently-used idle models until ``needed_mb`` more fits in the budget."""
@@ -218,6 +240,15 @@ class ModelManager:
         for model_id in self.loaded_ids():
             self.unload(model_id)
 
+    def unload_idle(self) -> None:
+        """Free every model no request is using (after running out of memory)."""
+        with self._state_lock:
+            idle = [m for m, e in self._loaded.items() if e.in_use == 0]
+        for model_id in idle:
+            self.unload(model_id)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def preload(self, model_ids: list[str] | None = None) -> dict[str, str]:
         """Eager mode: load every usable model now. Returns errors by model id."""
         errors = {}
@@ -235,14 +266,11 @@ class ModelManager:
     def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None,
                    on_loaded: Callable[[float], None] | None = None) -> Transcription:
         """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors."""
-        transcriber, load_seconds = self.get(model_id)
-        if on_loaded is not None:
-            on_loaded(load_seconds)
-        with self._state_lock:
-            entry = self._loaded.get(model_id)
-            if entry is not None:
-                entry.in_use += 1
+        entry, load_seconds = self._acquire(model_id, hold=True)
+        transcriber = entry.transcriber
         try:
+            if on_loaded is not None:
+                on_loaded(load_seconds)
             start = time.perf_counter()
             with torch.inference_mode():
                 out = transcriber.transcribe(clip, progress=progress)
@@ -250,9 +278,8 @@ class ModelManager:
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
         finally:
-            if entry is not None:
-                with self._state_lock:
-                    entry.in_use -= 1
+            with self._state_lock:
+                entry.in_use -= 1
         return Transcription(
             model_id=model_id, notes=out.notes, audio_seconds=clip.duration,
             load_seconds=load_seconds, inference_seconds=seconds, device=str(self.device),

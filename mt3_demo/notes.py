@@ -231,10 +231,13 @@ def write_midi(notes: Iterable[Note], path: str | Path, end_time: float | None =
     tempo_track.append(mido.MetaMessage("end_of_track", time=0))
     mf.tracks.append(tempo_track)
     for inst, ch in zip(midi.instruments, channels):
+        shared = channels.count(ch) > 1 and not inst.is_drum
         events: list[tuple[int, int, mido.Message]] = []  # (tick, order, message)
         for n in inst.notes:
             on, off = midi.time_to_tick(n.start), midi.time_to_tick(n.end)
-            events.append((on, 1, mido.Message("note_on", channel=ch, note=n.pitch, velocity=n.velocity)))
+            if shared:  # a channel shared by several programs: re-select ours before each note
+                events.append((on, 1, mido.Message("program_change", channel=ch, program=inst.program)))
+            events.append((on, 2, mido.Message("note_on", channel=ch, note=n.pitch, velocity=n.velocity)))
             events.append((max(off, on + 1), 0, mido.Message("note_off", channel=ch, note=n.pitch, velocity=0)))
         for cc in inst.control_changes:
             events.append((midi.time_to_tick(cc.time), 0,

@@ -144,3 +144,25 @@ def test_original_mono_at_other_rate(tone_wav):
     clip = load_clip(tone_wav(rate=22050, channels=2))
     y = clip.original_mono(44100)
     assert abs(len(y) - 44100) <= 1
+
+
+def test_too_long_is_refused_from_the_header_before_decoding(tone_wav, monkeypatch):
+
+    path = tone_wav(seconds=3.0)
+
+    def no_decode(*args, **kwargs):  # pragma: no cover - reaching it is the failure
+        raise AssertionError("the whole file was decoded before the length check")
+
+    monkeypatch.setattr(sf, "read", no_decode)  # audio.py imports this same module
+    with pytest.raises(AudioError, match="limit is 2.0 s"):
+        load_clip(path, limit_seconds=2.0)
+
+
+def test_opposite_phase_channels_use_one_channel(tmp_path):
+    t = np.arange(16000) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "phase.wav"
+    sf.write(path, np.stack([x, -x], axis=1), 16000, subtype="FLOAT")
+    clip = load_clip(path)
+    assert np.sqrt(np.mean(clip.samples ** 2)) > 0.1  # not the silent mix-down
+    assert any("opposite phase" in w for w in clip.warnings)

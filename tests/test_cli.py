@@ -14,6 +14,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import EXAMPLES, ROOT
 from mt3_demo.cli import EXIT_AUDIO, EXIT_CHECKPOINT, EXIT_OK, EXIT_USAGE, main
@@ -68,6 +69,8 @@ def test_transcribe_writes_json_midi_png(piano_excerpt, tmp_path):
 def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path):
     wav, ref = piano_excerpt
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "stale.mid").write_bytes(b"not from this run")
     code = main(["compare", str(wav), "--models", "transkun,mt3", "--reference", str(ref),
                  "--out", str(out), "--no-synth"])
     assert code == EXIT_OK  # one model worked; the other is reported, not fatal
@@ -80,6 +83,11 @@ def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path):
     assert set(tk["scores"]) >= {"onset", "onset_offset", "program_aware"}
     assert data["agreement"]["models"] == ["transkun"]
     assert data["agreement"]["onset_f1"] == [[1.0]]
+    import zipfile
+
+    (bundle,) = out.glob("*.zip")
+    names = sorted(n.split("/")[-1] for n in zipfile.ZipFile(bundle).namelist())
+    assert names == ["results.json", "summary.md", "transkun.mid", "transkun.png"]
     summary = (out / "summary.md").read_text()
     assert "Transkun" in summary and "onset F1" in summary and "error: mt3" in summary
 
@@ -116,8 +124,12 @@ def test_usage_errors(capsys):
     with pytest.raises(SystemExit) as e:
         main(["transcribe"])
     assert e.value.code == EXIT_USAGE
-    assert main(["transcribe", str(EXAMPLES / "piano_cschumann_polonaise.wav"), "--device", "cuda"]) in (
-        EXIT_USAGE, EXIT_OK)
+    wav = str(EXAMPLES / "piano_cschumann_polonaise.wav")
+    assert main(["transcribe", wav, "--device", "gpu"]) == EXIT_USAGE
+    assert "not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["transcribe", wav, "--device", "cuda"]) == EXIT_USAGE
+        assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_models_command_lists_every_model():

@@ -158,3 +158,30 @@ def test_preload_loads_usable_models_only():
     m = make_manager([fake_spec("a"), fake_spec("b", resolve_error="missing")])
     assert m.preload() == {}
     assert m.loaded_ids() == ["a"]
+
+
+def test_busy_model_is_never_unloaded_and_never_loaded_twice():
+    m = make_manager([fake_spec("a", 4), fake_spec("b", 4)], budget_mb=6)
+    loaded_while_a_runs = []
+
+    def load_b_meanwhile(_seconds):  # runs while "a" is handed out to a request
+        m.get("b")  # needs room: "a" is the only candidate, but it is busy
+        loaded_while_a_runs.extend(m.loaded_ids())
+
+    m.transcribe("a", CLIP, on_loaded=load_b_meanwhile)
+    assert "a" in loaded_while_a_runs and m.load_count["a"] == 1
+    m.transcribe("a", CLIP)
+    assert m.load_count["a"] == 1
+
+
+def test_a_failure_after_transcribing_is_an_error_not_half_a_result(tmp_path, monkeypatch):
+    from mt3_demo import compare
+
+    def broken_png(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mt3_demo.pianoroll.save_png", broken_png)
+    m = make_manager([fake_spec("a")])
+    (result,) = compare.run(CLIP, ["a"], m, tmp_path, synthesize=False)
+    assert not result.ok and result.transcription is None
+    assert "disk full" in result.error

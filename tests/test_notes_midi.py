@@ -94,3 +94,23 @@ def test_stats_and_json():
     assert j["frontend"] == "tf" and "tokens" not in j
     assert t.to_json(include_tokens=True)["tokens"] == [[5, 1]]
     assert set(j["notes"][0]) >= {"onset", "offset", "pitch", "velocity", "program", "is_drum"}
+
+
+def test_shared_channel_reselects_program_before_each_note(tmp_path):
+    notes = [Note(i * 0.1, i * 0.1 + 0.05, 60, 100, program=p) for i, p in enumerate(range(0, 120, 6))]
+    mf = mido.MidiFile(str(write_midi(notes, tmp_path / "many.mid")))
+    shared = 0
+    for track in mf.tracks:
+        msgs = [m for m in track if not m.is_meta]
+        programs = {m.program for m in msgs if m.type == "program_change"}
+        if len(programs) != 1:
+            continue
+        program = programs.pop()
+        on_channel_15 = any(m.type == "note_on" and m.channel == 15 for m in msgs)
+        if not on_channel_15:
+            continue
+        shared += 1
+        for prev, msg in zip(msgs, msgs[1:]):
+            if msg.type == "note_on":
+                assert prev.type == "program_change" and prev.program == program
+    assert shared == 6  # programs 15..20 share the last pitched channel

@@ -64,6 +64,4 @@ class ModelSpec:
     resolve: Callable[[Path | None], Any]
     build: Callable[[Any, torch.device, dict[str, Any]], Transcriber]
     paper_url: str = ""
-    # Rough peak resident memory once loaded, relative to the weights' size (activations, caches).
-    memory_factor: float = 3.0
     options: dict[str, Any] = field(default_factory=dict)  # defaults, overridable per load

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ class TranskunTranscriber:
         # (see specs/embedded_default.md). Options may override.
         self.segment_s = float(options.get("segment_s") or model.segmentSizeInSecond)
         self.hop_s = float(options.get("hop_s") or 12.0)
+        # transcribe() hooks the model's per-segment method to count progress; one call at a time.
+        self._lock = threading.Lock()
 
     def _hop_samples(self) -> int:
         hop = self.model.hopSize
@@ -89,11 +92,12 @@ class TranskunTranscriber:
                 progress(min(done, total), total)
             return out
 
-        self.model.transcribeFrames = counting
-        try:
-            events = self.model.transcribe(x, stepInSecond=self.hop_s, segmentSizeInSecond=self.segment_s)
-        finally:
-            del self.model.transcribeFrames  # drop the instance attribute, back to the class method
+        with self._lock:
+            self.model.transcribeFrames = counting
+            try:
+                events = self.model.transcribe(x, stepInSecond=self.hop_s, segmentSizeInSecond=self.segment_s)
+            finally:
+                del self.model.transcribeFrames  # drop the instance attribute, back to the class method
         notes = [
             Note(onset=float(e.start), offset=float(e.end), pitch=int(e.pitch),
                  velocity=int(e.velocity), program=0, is_drum=False)
@@ -119,5 +123,4 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2305.16245",
-    memory_factor=30.0,  # peak RSS ≈ 1.8 GB on a long file for ~55 MB of weights
 )

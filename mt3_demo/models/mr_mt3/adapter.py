@@ -226,6 +226,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2403.10024",
-    memory_factor=4.0,
     options={"frontend": None, "memory_length": None, "checkpoint_name": None, "max_tokens": None},
 )

@@ -181,6 +181,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2111.03017",
-    memory_factor=4.0,
     options={"compat": "magenta", "max_tokens": None},
 )

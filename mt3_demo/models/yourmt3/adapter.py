@@ -164,6 +164,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2407.04822",
-    memory_factor=3.0,
     options={"max_tokens": MAX_TOKENS_PER_CHANNEL, "precision": "auto", "checkpoint_name": DEFAULT_CHECKPOINT},
 )
