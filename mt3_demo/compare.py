@@ -152,11 +152,16 @@ def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
 
     The CLI's ``compare`` and the UI's download write the same bundle through this function.
     """
-    from . import metrics
+    from . import metrics, pianoroll
 
     done = {r.model_id: r.transcription.notes for r in results if r.ok}
     ids, matrix = metrics.agreement(done)
     matrix = [[round(float(v), 6) for v in row] for row in matrix]
+    extra_files = []
+    if len(ids) > 1:  # how much the models agree, as a picture for the bundle
+        heatmap = out_dir / "agreement.png"
+        pianoroll.save_figure(pianoroll.agreement_heatmap(ids, matrix), heatmap)
+        extra_files.append(heatmap)
     scores = {m: metrics.score(notes, reference) for m, notes in done.items()} if reference is not None else {}
     extra: dict[str, Any] = {"agreement": {"models": ids, "onset_f1": matrix}}
     if reference is not None:
@@ -169,7 +174,7 @@ def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
     # folder); audio previews stay out to keep it small.
     bundle = [r.files[k] for r in results if r.ok for k in ("midi", "png") if k in r.files]
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for p in bundle + [results_json, out_dir / "summary.md"]:
+        for p in bundle + extra_files + [results_json, out_dir / "summary.md"]:
             zf.write(p, arcname=f"{stem}/{p.name}")
     return RunReport(scores, ids, matrix, results_json, out_dir / "summary.md", zip_path)
 

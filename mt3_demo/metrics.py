@@ -32,7 +32,7 @@ import mir_eval
 import numpy as np
 import pretty_midi
 
-from .notes import Note, instrument_family, instrument_name
+from .notes import Note, instrument_family, instrument_key, instrument_name
 
 ONSET_TOLERANCE = 0.05  # seconds
 PITCH_TOLERANCE = 50.0  # cents
@@ -166,7 +166,7 @@ def instrument_breakdown(notes: Iterable[Note]) -> list[dict]:
 
     groups: dict[tuple, list[Note]] = defaultdict(list)
     for n in notes:
-        key = (True, 0, None) if n.is_drum else (False, int(n.program), n.label)
+        key = instrument_key(n)
         groups[key].append(n)
     rows = []
     for (is_drum, program, label), group in groups.items():

@@ -56,11 +56,12 @@ class Note:
         return d
 
 
-def instrument_key(note: Note) -> tuple[int, bool, str | None]:
-    """Notes with the same key share one MIDI track (drums all share one kit)."""
+def instrument_key(note: Note) -> tuple[bool, int, str | None]:
+    """(is_drum, program, label): notes with the same key are one instrument (one MIDI track, one
+    legend entry, one breakdown row); all drums are one kit. Sorting keys puts drums last."""
     if note.is_drum:
-        return (0, True, None)
-    return (note.program, False, note.label)
+        return (True, 0, None)
+    return (False, note.program, note.label)
 
 
 def instrument_name(program: int, is_drum: bool = False, label: str | None = None) -> str:
@@ -165,8 +166,8 @@ def to_midi(notes: Iterable[Note], end_time: float | None = None) -> pretty_midi
     for n in notes:
         by_key[instrument_key(n)].append(n)
     # Stable order: drums last, pitched by program, so channels are deterministic.
-    for key in sorted(by_key, key=lambda k: (k[1], k[0], k[2] or "")):
-        program, is_drum, label = key
+    for key in sorted(by_key, key=lambda k: (k[0], k[1], k[2] or "")):
+        is_drum, program, label = key
         inst = pretty_midi.Instrument(
             program=0 if is_drum else int(program),
             is_drum=is_drum,

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .notes import DRUMS, GM_FAMILIES, Note, instrument_family, instrument_name
+from .notes import DRUMS, GM_FAMILIES, Note, instrument_family, instrument_key, instrument_name
 
 # ------------------------------------------------------------------------------------------------
 # Colours
@@ -94,18 +94,6 @@ def instrument_color(program: int, is_drum: bool = False, label: str | None = No
     return _shade(base, _SHADES[int(program) % 8])
 
 
-def legend_html(families: Iterable[str] | None = None) -> str:
-    """Small inline-styled HTML legend (no CSS or assets needed) for the UI."""
-    families = list(families) if families is not None else list(FAMILY_COLORS)
-    items = "".join(
-        f'<span style="display:inline-block;margin:0 10px 4px 0;white-space:nowrap">'
-        f'<span style="display:inline-block;width:12px;height:12px;border-radius:2px;'
-        f'background:{family_color(f)};vertical-align:middle;margin-right:4px"></span>{f}</span>'
-        for f in families
-    )
-    return f'<div style="font-size:0.85em;line-height:1.6">{items}</div>'
-
-
 # ------------------------------------------------------------------------------------------------
 # Drum lane
 
@@ -134,10 +122,6 @@ DRUM_KIND_ORDER = [k for k, _ in _DRUM_KINDS] + ["Other perc."]
 _MAX_LEGEND = 20  # rows that fit beside a 360 px tall roll
 FIGSIZE = (9.0, 3.6)  # inches; at DPI gives ~900 x 360 px, a model column on a laptop screen
 DPI = 100
-
-
-def _instrument_id(n: Note) -> tuple:
-    return (True, 0, None) if n.is_drum else (False, n.program, n.label)
 
 
 def _legend_sort_key(key: tuple) -> tuple:
@@ -257,7 +241,7 @@ def _draw_pitched(ax, notes: list[Note]) -> list:
         return []
     by_inst: dict[tuple, list[Note]] = {}
     for n in notes:
-        by_inst.setdefault(_instrument_id(n), []).append(n)
+        by_inst.setdefault(instrument_key(n), []).append(n)
     lo = min(n.pitch for n in notes)
     hi = max(n.pitch for n in notes)
     # At least two octaves tall so a few notes don't become giant blocks.
@@ -331,7 +315,7 @@ def save_png(notes: Iterable[Note], duration: float | None, path: str | Path, **
 
 def instruments_in(notes: Iterable[Note]) -> list[str]:
     """Display names of the instruments present, in legend order (for an instrument picker)."""
-    counts = Counter(_instrument_id(n) for n in notes)
+    counts = Counter(instrument_key(n) for n in notes)
     return [instrument_name(p, d, lab) for d, p, lab in sorted(counts, key=_legend_sort_key)]
 
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from . import compare, pianoroll
+from . import compare, metrics, pianoroll
 from .audio import AudioError, Clip, load_clip, max_seconds
 from .manager import ModelManager, eager_requested, get_manager
 from .notes import Note, instrument_name, note_stats, notes_from_midi
@@ -117,12 +117,6 @@ INFO_LABELS = {
 }
 
 
-def _pitch_name(p: int) -> str:
-    import pretty_midi
-
-    return pretty_midi.note_number_to_name(int(p))
-
-
 def _stats_html(result: compare.ModelResult) -> str:
     """Stat tiles: note counts, pitch range, timings, device; then per-instrument counts."""
     t = result.transcription
@@ -132,7 +126,7 @@ def _stats_html(result: compare.ModelResult) -> str:
     tiles = [
         ("Notes", s["total"]), ("Pitched", s["pitched"]), ("Drum", s["drum"]),
         ("Instruments", s["instruments"]),
-        ("Pitch range", f"{_pitch_name(rng[0])}–{_pitch_name(rng[1])}" if rng else "—"),
+        ("Pitch range", metrics.pitch_range_name(rng or [])),
         ("Load", f"{t.load_seconds:.1f} s"), ("Inference", f"{t.inference_seconds:.1f} s"),
         ("RTF", f"{t.rtf:.2f}"), ("Device", f"{t.device} · {t.dtype}"),
     ]
@@ -228,8 +222,6 @@ _BREAKDOWN_COLUMNS = [("instrument", "Instrument"), ("family", "Family"), ("note
 
 def _breakdown_html(notes: list[Note]) -> str:
     """Per-instrument table (name, family, notes, pitch range, first/last onset)."""
-    from . import metrics
-
     rows = metrics.instrument_breakdown(notes)
     if not rows:
         return '<div class="note">No notes.</div>'

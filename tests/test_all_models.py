@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
 import pretty_midi
 import pytest
@@ -68,3 +69,6 @@ def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
     matrix = data["agreement"]["onset_f1"]
     assert all(matrix[i][i] == 1.0 for i in range(3))
     assert all(matrix[i][j] == matrix[j][i] for i in range(3) for j in range(3))
+    names = sorted(n.split("/")[-1] for n in zipfile.ZipFile(report.zip_path).namelist())
+    assert names == sorted(["agreement.png", "results.json", "summary.md"]
+                           + [f"{m}.{ext}" for m in MT3_FAMILY for ext in ("mid", "png")])

@@ -307,8 +307,10 @@ class Encoder(nn.Module):
         self.final_layer_norm = RMSNorm(dims.d_model, dims.eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.embed_tokens(x)
-        x = x + self.pos_emb(0, x.shape[1]).to(x.dtype)
+        # Keep the residual stream in float32 even under fp16 autocast: T5.1.1 activations overflow
+        # fp16 (the norms already compute in float32; the matmuls still run in half precision).
+        x = self.embed_tokens(x).float()
+        x = x + self.pos_emb(0, x.shape[1])
         for block in self.block:
             x = block(x)
         return self.final_layer_norm(x)
