@@ -221,6 +221,73 @@ def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = (), mmap: bool 
     return loaded
 
 
+class InertObject:
+    """Stand-in for a class a checkpoint pickles outside its tensors (Lightning loop or callback
+    state, upstream config objects such as YourMT3's ``TaskManager``): it remembers which global it
+    replaces (``_global``) and runs nothing. Only plain containers and tensors are ever used."""
+
+    _global = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<inert {self._global}>"
+
+
+def _inert(qualname: str) -> tuple[type, str]:
+    return type(f"Inert[{qualname}]", (InertObject,), {"_global": qualname}), qualname
+
+
+def read_checkpoint(path: Path, mmap: bool | None = None) -> Any:
+    """``torch.load(weights_only=True)`` of a (Lightning) checkpoint, never executing pickled code.
+
+    When the file pickles classes outside the tensors, their names are listed from the pickle
+    without loading it and torch's restricted unpickler runs again with an inert stand-in for
+    exactly those (:class:`InertObject`) — never ``weights_only=False``. Modules torch refuses
+    outright (``os``, ``subprocess``, …) still fail. ``mmap`` (default: any zip-format file) maps
+    the tensors instead of reading them, so optimizer state in the file is never paged in.
+    """
+    path = Path(path)
+    if mmap is None:
+        mmap = zipfile.is_zipfile(path)
+    try:
+        return safe_torch_load(path, mmap=mmap)
+    except CheckpointError as e:
+        if not isinstance(e.__cause__, pickle.UnpicklingError):
+            raise
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # not a zip checkpoint: nothing more can be done safely
+            raise e from None
+        if not names:
+            raise
+        return safe_torch_load(path, [_inert(n) for n in names], mmap=mmap)
+
+
+def lightning_state_dict(ckpt: Any, what: str) -> dict[str, torch.Tensor]:
+    """``ckpt["state_dict"]`` with Lightning's ``model.`` prefix stripped; everything else ignored.
+
+    Also accepts a bare state dict (keys with or without the prefix). Keys outside ``model.`` in a
+    prefixed dict are kept as they are, so strict loading reports them.
+    """
+    if isinstance(ckpt, Mapping) and "state_dict" in ckpt:
+        sd = ckpt["state_dict"]
+    elif isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        sd = ckpt
+    else:
+        keys = ", ".join(map(str, list(ckpt)[:8])) if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"{what} is not a Lightning checkpoint: no 'state_dict' (found {keys}).")
+    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in sd.items()):
+        raise CheckpointError(f"{what}: 'state_dict' is not a mapping of names to tensors.")
+    prefixed = any(k.startswith("model.") for k in sd)
+    return {(k[len("model."):] if prefixed and k.startswith("model.") else k): v for k, v in sd.items()}
+
+
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, torch.Tensor],
                      what: str, max_listed: int = 8) -> None:
     """Strict key and shape check with a readable message: missing, unexpected and mis-shaped keys."""

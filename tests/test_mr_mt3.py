@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mt3_demo.checkpoints import CheckpointError
+from mt3_demo.checkpoints import CheckpointError, lightning_state_dict, read_checkpoint
 from mt3_demo.models.mr_mt3 import checkpoint as ck
 from mt3_demo.models.mr_mt3 import frontends as fe
 from mt3_demo.models.mr_mt3.model import (
@@ -248,11 +248,11 @@ def stripped(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_real_trainer_checkpoint_reads_with_weights_only_and_drops_optimizer():
-    raw = ck.read_checkpoint_file(SETS["b"] / "model.ckpt")
+    raw = read_checkpoint(SETS["b"] / "model.ckpt")
     assert raw["optimizer_states"][0]["state"]  # AdamW moments are in the file …
-    sd = ck.lightning_state_dict(raw, "set b")
+    sd = lightning_state_dict(raw, "set b")
     assert len(sd) == 82 and not any(k.startswith("model.") for k in sd)  # … but only weights are kept
-    read = ck.lightning_state_dict(ck.read_checkpoint_file(SETS["b"] / "model.ckpt", mmap=False), "set b")
+    read = lightning_state_dict(read_checkpoint(SETS["b"] / "model.ckpt", mmap=False), "set b")
     assert all(torch.equal(read[k], sd[k]) for k in sd)  # memory-mapped (default) = read
 
 

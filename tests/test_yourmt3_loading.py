@@ -11,7 +11,8 @@ import torch
 
 from mt3_demo.checkpoints import CheckpointError
 from mt3_demo.models.t5 import RMSNorm
-from mt3_demo.models.yourmt3.checkpoint import Opaque, read_checkpoint
+from mt3_demo.checkpoints import InertObject
+from mt3_demo.models.yourmt3.checkpoint import read_checkpoint
 from mt3_demo.models.yourmt3.model import YourMT3, YourMT3Dims, expected_upstream_shapes, load_model
 
 FIX = Path(__file__).parent / "fixtures" / "yourmt3"
@@ -39,7 +40,7 @@ def ptf(hp):
 def test_reads_upstream_objects_without_running_them(ckpt_b):
     sd, hp = ckpt_b
     assert "utils" not in sys.modules or not hasattr(sys.modules["utils"], "task_manager")
-    assert isinstance(hp["task_manager"], Opaque)
+    assert isinstance(hp["task_manager"], InertObject)
     assert hp["task_manager"]._global == "utils.task_manager.TaskManager"
     assert hp["model_cfg"]["decoder"]["multi-t5"]["d_kv"] == 16
     assert len(sd) == 330

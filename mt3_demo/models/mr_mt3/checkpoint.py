@@ -16,16 +16,14 @@ widths, layer counts including the memory stack's, mel bins — is read off the 
 from __future__ import annotations
 
 import json
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ...checkpoints import CheckpointError, HubFile, safe_torch_load
+from ...checkpoints import CheckpointError, HubFile, lightning_state_dict, read_checkpoint
 
 HF_REPO = "gudgud1014/MR-MT3"
 # No commit of the model repo could be read when this was written; pin it here once known.
@@ -105,66 +103,8 @@ def memory_length_from_name(name: str) -> int | None:
 # Reading a .ckpt
 
 
-class _Inert:
-    """Stand-in for a class pickled outside ``state_dict`` (loop/callback state): stores nothing,
-    runs nothing. Only ``state_dict`` is used, and it is checked to be plain tensors."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
-def _inert(qualname: str) -> tuple[type, str]:
-    return type(f"Inert[{qualname}]", (_Inert,), {}), qualname
-
-
-def read_checkpoint_file(path: Path, mmap: bool | None = None) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of a Lightning checkpoint, never executing pickled code.
-
-    The tiny fixtures (one written by a real Lightning 2.1 ``Trainer``) need no allow-list at all.
-    If a published file pickles some other class in its loop or callback state, the restricted
-    ``weights_only`` unpickler is run again with an inert stand-in for exactly those classes (their
-    names are listed from the pickle without loading it) — never ``weights_only=False``.
-
-    ``mmap`` (default: whenever the file is zip-format, i.e. any torch >= 1.6 file) maps the tensors
-    instead of reading them: the AdamW moments, 2/3 of a published file, are never paged in.
-    """
-    if mmap is None:
-        mmap = zipfile.is_zipfile(path)
-    try:
-        return safe_torch_load(path, mmap=mmap)
-    except CheckpointError as e:
-        if not isinstance(e.__cause__, pickle.UnpicklingError):
-            raise
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:  # not a zip checkpoint: nothing more we can do safely
-            raise e from None
-        if not names:
-            raise
-        return safe_torch_load(path, [_inert(n) for n in names], mmap=mmap)
-
-
-def lightning_state_dict(ckpt: Any, what: str) -> dict[str, torch.Tensor]:
-    """``ckpt["state_dict"]`` with the ``model.`` prefix stripped; everything else is ignored.
-
-    Also accepts a bare state dict (keys with or without the prefix). Keys outside ``model.`` in a
-    prefixed dict are kept as they are, so strict loading reports them.
-    """
-    if isinstance(ckpt, Mapping) and "state_dict" in ckpt:
-        sd = ckpt["state_dict"]
-    elif isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        sd = ckpt
-    else:
-        keys = ", ".join(map(str, list(ckpt)[:8])) if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise CheckpointError(f"{what} is not a Lightning checkpoint: no 'state_dict' (found {keys}).")
-    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in sd.items()):
-        raise CheckpointError(f"{what}: 'state_dict' is not a mapping of names to tensors.")
-    prefixed = any(k.startswith("model.") for k in sd)
-    return {(k[len("model."):] if prefixed and k.startswith("model.") else k): v for k, v in sd.items()}
+# The safe reader and the ``model.`` prefix handling are the shared ones of ``mt3_demo.checkpoints``
+# (``read_checkpoint``, ``lightning_state_dict``): YourMT3's Lightning files go through them too.
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,7 +256,7 @@ def load_model(location: Location, memory_length: int | None = None,
     what = f"MR-MT3 checkpoint {location.name}"
     if location.name in NOT_MR_MT3:
         raise CheckpointError(f"{location.name} is not an MR-MT3 checkpoint: {NOT_MR_MT3[location.name]}.")
-    sd = lightning_state_dict(read_checkpoint_file(location.path, mmap), what)
+    sd = lightning_state_dict(read_checkpoint(location.path, mmap), what)
     cfg_json = read_config_json(location.config_json)
     n, n_src = settle_memory_length(location, cfg_json, memory_length)
     heads = int(cfg_json.get("num_heads") or DEFAULT_NUM_HEADS)
