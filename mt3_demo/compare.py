@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[str, float, str], None]
 
 
+# The cross-model summary: (key in ModelResult.summary_row(), column header), for the UI table and
+# summary.md alike.
+SUMMARY_COLUMNS = [("model", "Model"), ("status", "Status"), ("notes", "Notes"), ("pitched", "Pitched"),
+                   ("drum", "Drum"), ("instruments", "Instruments"), ("load_s", "Load s"),
+                   ("inference_s", "Inference s"), ("rtf", "RTF"), ("device", "Device")]
+
+
 @dataclass
 class ModelResult:
     """One model's outcome on one clip: a transcription and its files, or an error message."""
@@ -43,7 +50,7 @@ class ModelResult:
         return self.transcription is not None and self.error is None
 
     def summary_row(self) -> dict[str, Any]:
-        """One row of the cross-model summary table."""
+        """One row of the cross-model summary table (keys: ``SUMMARY_COLUMNS``)."""
         if self.transcription is None:
             return {"model": self.display_name, "status": f"error: {self.error}"}
         t = self.transcription
@@ -212,13 +219,11 @@ def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
     path.write_text(json.dumps(payload, indent=2))
     lines = [f"# Transcription comparison — {clip.path.name if clip.path else 'clip'}",
              "", f"Audio: {clip.duration:.2f} s", "",
-             "| model | status | notes | pitched | drum | instruments | load s | inference s | RTF | device |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |",
+             "|" + "---|" * len(SUMMARY_COLUMNS)]
     for r in results:
         row = r.summary_row()
-        lines.append("| " + " | ".join(str(row.get(k, "")) for k in (
-            "model", "status", "notes", "pitched", "drum", "instruments", "load_s", "inference_s", "rtf",
-            "device")) + " |")
+        lines.append("| " + " | ".join(str(row.get(k, "")) for k, _ in SUMMARY_COLUMNS) + " |")
     if scores:
         lines += ["", "Scores against the reference (F1, mir_eval: 50 ms onset tolerance):", "",
                   "| model | onset F1 | onset+offset F1 | program-aware F1 |", "|---|---|---|---|"]

@@ -482,8 +482,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
 
         with gr.Tabs(visible=False, elem_id="comparison") as comparison:
             with gr.Tab("Summary"):
-                summary = gr.Dataframe(headers=["Model", "Status", "Notes", "Pitched", "Drum",
-                                                "Instruments", "Load s", "Inference s", "RTF", "Device"],
+                summary = gr.Dataframe(headers=[h for _, h in compare.SUMMARY_COLUMNS],
                                        interactive=False, wrap=True, buttons=["copy"],
                                        elem_id="summary-table")
             with gr.Tab("Scores vs reference"):
@@ -588,9 +587,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
         def _summary_update(summary_data: RunSummary, names: list[str], clip: Clip, warnings: str) -> dict:
             results = summary_data.results
             ok = [r for r in results if r.ok]
-            rows = [[r.summary_row().get(k, "") for k in ("model", "status", "notes", "pitched", "drum",
-                                                          "instruments", "load_s", "inference_s", "rtf",
-                                                          "device")] for r in results]
+            rows = [[r.summary_row().get(k, "") for k, _ in compare.SUMMARY_COLUMNS] for r in results]
             report_data = summary_data.report
             if report_data.scores:
                 scores_html = _scores_html([r.display_name for r in ok],
