@@ -1,7 +1,7 @@
 """mt3-demo: run the MT3 family of music-transcription models side by side.
 
 Public API (the package never imports Gradio): ``load_clip``, ``list_models``, ``transcribe``,
-``compare_models``::
+``compare_models``; the options of each model in ``mt3_demo.options``::
 
     from mt3_demo import load_clip, list_models, transcribe
     clip = load_clip("song.wav")
@@ -33,11 +33,11 @@ def transcribe(clip: Clip, model_id: str = "transkun") -> Transcription:
     return get_manager().transcribe(model_id, clip)
 
 
-def compare_models(clip: Clip, model_ids: list[str], out_dir):
-    """Run several models; yields :class:`compare.ModelResult` as each finishes."""
+def compare_models(clip: Clip, model_ids: list[str], out_dir, reference: list[Note] | None = None):
+    """Run several models, write every file into ``out_dir``; returns the :class:`pipeline.Run`."""
     from pathlib import Path
 
-    from .compare import run
     from .manager import get_manager
+    from .pipeline import run_models
 
-    return run(clip, model_ids, get_manager(), Path(out_dir))
+    return run_models(clip, model_ids, get_manager(), Path(out_dir), reference=reference)

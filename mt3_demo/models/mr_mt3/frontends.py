@@ -28,14 +28,13 @@ from functools import lru_cache
 
 import torch
 
+from ...options import MR_MT3_FRONTENDS as FRONTENDS
 from ..mt3.features import HOP, SAMPLE_RATE, SEGMENT_SAMPLES, num_segments, valid_frames
 
 N_FFT = 2048
 
 MIN_LOG_MEL = -12.0  # upstream's mel_norm constants
 MAX_LOG_MEL = 5.0
-
-FRONTENDS = ("torchaudio", "torchaudio-legacy", "tf")
 
 
 @lru_cache(maxsize=8)
