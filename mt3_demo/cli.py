@@ -90,6 +90,8 @@ def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | 
     manager = ModelManager(**({"device": device} if device is not None else {}),
                            budget_mb=settings.memory_budget_mb)
     flags = {name: getattr(args, name) for name in MODEL_FLAGS}
+    for spec in manager.specs.values():  # every flag checked, also where no chosen model uses it
+        model_options(spec.options_type, flags)
     manager.options = {m: model_options(manager.spec(m).options_type, flags) for m in model_ids}
     manager.checkpoints = {m: checkpoint for m in model_ids} if checkpoint else {}
     if manager.budget_mb is None:
