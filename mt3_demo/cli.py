@@ -12,6 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from . import writers
+from .audio import AudioError, load_clip
+from .checkpoints import CheckpointError
+from .manager import ModelManager, parse_device
+from .notes import notes_from_midi
+from .options import OptionError, Settings, model_options, settings_from_env
+from .pipeline import run_models, transcribe_one
+from .writers import OutputError
+
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_AUDIO, EXIT_CHECKPOINT = 0, 1, 2, 3, 4
 EXIT_CODES = {"checkpoint": EXIT_CHECKPOINT, "audio": EXIT_AUDIO, "options": EXIT_USAGE}  # pipeline error kinds
 
@@ -72,20 +81,16 @@ class _Fail(Exception):
         self.code = code
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     """Environment settings, then the flags given; every value checked once (OptionError: exit 2)."""
-    from .options import settings_from_env
-
     settings = settings_from_env()
     changes = {"max_seconds": args.max_seconds, "device": args.device}
     return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None, settings):
+def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None,
+             settings: Settings) -> ModelManager:
     """A manager for these models with their options; unknown ids and bad options stop here."""
-    from .manager import ModelManager, default_budget_mb, parse_device
-    from .options import model_options
-
     device = parse_device(settings.device) if settings.device else None
     manager = ModelManager(**({"device": device} if device is not None else {}),
                            budget_mb=settings.memory_budget_mb)
@@ -94,14 +99,10 @@ def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | 
         model_options(spec.options_type, flags)
     manager.options = {m: model_options(manager.spec(m).options_type, flags) for m in model_ids}
     manager.checkpoints = {m: checkpoint for m in model_ids} if checkpoint else {}
-    if manager.budget_mb is None:
-        manager.budget_mb = default_budget_mb(manager.device)
     return manager
 
 
 def _reference(path: Path | None):
-    from .notes import notes_from_midi
-
     if path is None:
         return None
     try:
@@ -111,10 +112,6 @@ def _reference(path: Path | None):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from . import writers
-    from .audio import load_clip
-    from .pipeline import transcribe_one
-
     settings = _settings(args)
     manager = _manager(args, [args.model], args.checkpoint, settings)
     outputs = {"--midi": args.midi, "--png": args.png}
@@ -145,10 +142,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import writers
-    from .audio import load_clip
-    from .pipeline import run_models
-
     model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
     if not model_ids:
         raise _Fail(EXIT_USAGE, "--models needs at least one model id.")
@@ -171,8 +164,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .manager import ModelManager
-
     manager = ModelManager()
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
@@ -184,10 +175,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .audio import AudioError
-    from .checkpoints import CheckpointError
-    from .options import OptionError
-    from .writers import OutputError
 
     handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "models": cmd_models}
     try:

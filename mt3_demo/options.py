@@ -11,7 +11,7 @@
   names the user set). Validation happens in ``__post_init__``, so every way in is checked the same.
 
 Every bad value raises :class:`OptionError`, whose message is for people (the CLI exits with 2).
-This module imports only the standard library: the CLI can check everything before loading torch.
+This module imports only the standard library (no model code): every layer may use it.
 """
 from __future__ import annotations
 

@@ -13,14 +13,13 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import notes as notes_mod
+from . import pianoroll, synth
 from .audio import Clip
 from .notes import Note
-
-if TYPE_CHECKING:  # (pipeline imports this module; only the types are needed here)
-    from .pipeline import ModelResult, Run
+from .results import ModelResult, Run
 
 # The cross-model summary: (key in summary_row(), column header), for the UI table and summary.md.
 SUMMARY_COLUMNS = [("model", "Model"), ("status", "Status"), ("notes", "Notes"), ("pitched", "Pitched"),
@@ -76,8 +75,6 @@ def write_midi(notes: list[Note], duration: float, path: Path) -> Path:
 def write_png(notes: list[Note], duration: float, path: Path, title: str,
               only_instrument: str | None = None) -> Path:
     """The piano roll over the clip's whole duration (rolls of one clip share a time axis)."""
-    from . import pianoroll
-
     return pianoroll.save_png(notes, duration, path, title=title, only_instrument=only_instrument)
 
 
@@ -85,8 +82,6 @@ def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str) -> 
     """The transcription rendered to audio three ways: as synthesized ("audio"), level-matched to
     the original ("audio_matched", so a side-by-side listen is fair) and original-left /
     transcription-right ("mix", so misses are audible). Returns (files, synth method)."""
-    from . import synth
-
     audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
     original = clip.original_mono(rate)
     files = {
@@ -112,7 +107,7 @@ def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, t
     return files, method
 
 
-def model_entry(result: "ModelResult", include_tokens: bool = False) -> dict[str, Any]:
+def model_entry(result: ModelResult, include_tokens: bool = False) -> dict[str, Any]:
     """One model's JSON: the transcription (notes, stats, timings, model facts), the names of its
     files, its scores and analyses when present — or its error."""
     entry: dict[str, Any] = {"display_name": result.display_name}
@@ -126,7 +121,7 @@ def model_entry(result: "ModelResult", include_tokens: bool = False) -> dict[str
     return entry
 
 
-def transcription_json(result: "ModelResult", clip: Clip, include_tokens: bool = False) -> dict[str, Any]:
+def transcription_json(result: ModelResult, clip: Clip, include_tokens: bool = False) -> dict[str, Any]:
     """What ``transcribe --json`` writes: the model's entry plus the input's name and warnings."""
     payload = model_entry(result, include_tokens)
     payload["audio"] = clip.path.name if clip.path else None
@@ -134,7 +129,7 @@ def transcription_json(result: "ModelResult", clip: Clip, include_tokens: bool =
     return payload
 
 
-def summary_row(result: "ModelResult") -> dict[str, Any]:
+def summary_row(result: ModelResult) -> dict[str, Any]:
     """One row of the cross-model summary table (keys: ``SUMMARY_COLUMNS``)."""
     if result.transcription is None:
         return {"model": result.display_name, "status": f"error: {result.error}"}
@@ -149,14 +144,14 @@ def summary_row(result: "ModelResult") -> dict[str, Any]:
 # Per run
 
 
-def run_json(run: "Run", include_tokens: bool = False) -> dict[str, Any]:
+def run_json(run: Run, include_tokens: bool = False) -> dict[str, Any]:
     """``results.json``: the input, every model's entry, agreement, reference and run extras."""
     payload: dict[str, Any] = {
         "audio": run.clip.path.name if run.clip.path else None,
         "audio_seconds": round(run.clip.duration, 6),
         "created": run.created,
         "warnings": list(run.clip.warnings),
-        "models": {r.model_id: model_entry(r, include_tokens) for r in run.results},
+        "models": {r.model_id: _scored_entry(run, r, include_tokens) for r in run.results},
         "agreement": {"models": run.agreement_ids, "onset_f1": run.agreement},
     }
     if run.reference is not None:
@@ -165,7 +160,14 @@ def run_json(run: "Run", include_tokens: bool = False) -> dict[str, Any]:
     return payload
 
 
-def summary_markdown(run: "Run") -> str:
+def _scored_entry(run: Run, result: ModelResult, include_tokens: bool) -> dict[str, Any]:
+    entry = model_entry(result, include_tokens)
+    if result.model_id in run.scores:
+        entry["scores"] = run.scores[result.model_id]
+    return entry
+
+
+def summary_markdown(run: Run) -> str:
     name = run.clip.path.name if run.clip.path else "clip"
     lines = [f"# Transcription comparison — {name}", "", f"Audio: {run.clip.duration:.2f} s", "",
              "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
@@ -183,11 +185,9 @@ def summary_markdown(run: "Run") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_run(run: "Run", out_dir: Path, include_tokens: bool = False) -> dict[str, Path]:
+def write_run(run: Run, out_dir: Path, include_tokens: bool = False) -> dict[str, Path]:
     """``results.json``, ``summary.md``, ``agreement.png`` (two models or more) and the report zip
     of this run's MIDI/PNG files and those. Returns them by kind; also stored in ``run.files``."""
-    from . import pianoroll
-
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"results_json": out_dir / "results.json", "summary_md": out_dir / "summary.md"}
     files["results_json"].write_text(json.dumps(run_json(run, include_tokens), indent=2))

@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from mt3_demo.models.yourmt3.decoder import EOS_ID, naive_decode
+from bench.naive import naive_decode
+from mt3_demo.models.yourmt3.decoder import EOS_ID
 from mt3_demo.models.yourmt3.encoder import MoE
 from mt3_demo.models.yourmt3.features import segment_audio, segment_start_times
 from mt3_demo.models.yourmt3.model import load_model

@@ -11,7 +11,7 @@ import gradio as gr
 
 from .. import pianoroll, writers
 from ..manager import ModelManager
-from ..pipeline import ModelResult, Run
+from ..results import ModelResult, Run
 from . import render, session
 from .components import ALL_INSTRUMENTS, Card, Page
 

@@ -12,7 +12,7 @@ from .. import metrics, pianoroll
 from ..instruments import instrument_key, instrument_name
 from ..manager import ModelManager
 from ..notes import Note
-from ..pipeline import ModelResult, Run
+from ..results import ModelResult, Run
 
 AVAIL_TEXT = {"ready": "ready", "download": "downloads on first use", "unavailable": "unavailable"}
 

@@ -18,7 +18,7 @@ from .. import pipeline, writers
 from ..audio import AudioError, Clip, load_clip
 from ..manager import ModelManager, UnknownModel
 from ..notes import Note, notes_from_midi
-from ..pipeline import ModelResult, Run
+from ..results import ModelResult, Run
 
 RUN_TTL_S = 6 * 3600  # per-request output folders older than this are removed on the next run
 

@@ -36,7 +36,7 @@ from ..mt3 import vocab
 from ..mt3.decoding import AMP_DTYPES
 from ..mt3.notes import ids_to_notes
 from . import checkpoint as ck
-from .frontends import compute_features
+from .frontends import Frontend
 from .model import UPSTREAM_MAX_TOKENS, MRMT3, contiguous_decode
 
 MODEL_ID = "mr_mt3"
@@ -117,6 +117,7 @@ class MRMT3Transcriber:
                  precision: str = "fp32", batch_size: int | None = None):
         self.model, self.device = model, torch.device(device)
         self.frontend, self.frontend_source = frontend, frontend_source
+        self.features = Frontend(frontend, model.dims.input_dim, self.device)
         self.memory_length_source = memory_length_source
         self.checkpoint, self.max_tokens, self.trim = checkpoint, max_tokens, trim
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 16)
@@ -141,8 +142,7 @@ class MRMT3Transcriber:
         total = mt3_features.num_segments(x.numel())
         out = []
         for start in range(0, total, self.batch_size):
-            feats = compute_features(x, self.frontend, self.model.dims.input_dim, self.device,
-                                     start, start + self.batch_size)
+            feats = self.features(x, start, start + self.batch_size)
             with self._amp():
                 out.append(self.model.encode(feats))
         return torch.cat(out)
