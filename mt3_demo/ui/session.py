@@ -6,10 +6,10 @@ each model as it finishes. What the page keeps between events (for the instrumen
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
