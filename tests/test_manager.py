@@ -160,6 +160,7 @@ def test_hub_checkpoint_offline_is_unavailable_with_instructions(monkeypatch, tm
     avail = m.availability("hubbed")
     assert avail.status == "unavailable"
     assert "HF_HUB_OFFLINE" in avail.reason and "$MT3_DEMO_CHECKPOINTS/hubbed/model.ckpt" in avail.reason
+    assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]  # the probe wrote nothing
     # A file placed where the message says makes it ready, without any download.
     (tmp_path / "ck" / "hubbed").mkdir(parents=True)
     (tmp_path / "ck" / "hubbed" / "model.ckpt").write_bytes(b"x")

@@ -110,6 +110,16 @@ def test_missing_config_is_inferred_in_memory_and_nothing_is_written(tmp_path, m
     assert adapter.load_model(adapter.resolve(tmp_path)).dims == dims
 
 
+def test_published_config_is_what_the_shapes_say():
+    """Without config.json, the full-size mt3.pth's shapes give kunato's published config.json."""
+    from mt3_demo.models.mt3.shapes import t5_config_from_shapes
+
+    manifest = json.loads((FIX / "mt3_pth_manifest.json").read_text())
+    shapes = {k["key"]: torch.empty(k["shape"], device="meta") for k in manifest["keys"]}
+    inferred = t5_config_from_shapes(shapes, "mt3.pth")
+    assert inferred == {k: manifest["config_json"][k] for k in inferred}
+
+
 def test_cli_transcribe_with_tiny_checkpoint(tmp_path):
     out = tmp_path / "out.json"
     proc = subprocess.run(
