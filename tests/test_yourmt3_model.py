@@ -17,7 +17,8 @@ import torch
 from numerics import (
     U, assert_greedy_margins, assert_within, bin_error, float64_twin, network_tolerance, stft_magnitude64)
 
-from mt3_demo.models.yourmt3.decoder import EOS_ID, PAD_ID, naive_decode
+from bench.naive import naive_decode
+from mt3_demo.models.yourmt3.decoder import EOS_ID, PAD_ID
 from mt3_demo.models.yourmt3.encoder import MoE
 from mt3_demo.models.yourmt3.features import (
     HOP, LOG_EPS, MINMAX_EPS, N_FFT, segment_audio, segment_start_times)
