@@ -29,7 +29,12 @@ CHECKPOINTS_ENV = "MT3_DEMO_CHECKPOINTS"
 class NotDownloaded(Exception):
     """Raised with ``fetch=False`` when a file would have to be downloaded (it is published, not
     cached): the model manager tells "ready" from "downloads on first use" this way, without
-    fetching hundreds of MB."""
+    fetching hundreds of MB. ``hub`` is the file (its size is the one the UI quotes), ``fix`` how
+    to provide it by hand."""
+
+    def __init__(self, message: str, hub: "HubFile | None" = None, fix: str = "") -> None:
+        super().__init__(message)
+        self.hub, self.fix = hub, fix
 
 
 class CheckpointError(RuntimeError):
@@ -121,8 +126,9 @@ def download(model_id: str, hub: HubFile, fetch: bool = True) -> Path:
                 raise CheckpointError(
                     f"{model_id}: checkpoint {hub.basename} is not available offline (HF_HUB_OFFLINE=1 "
                     f"and not in the local cache). To fix: {how_to_provide(model_id, hub, hub.basename)}.")
-            raise NotDownloaded(f"{hub.basename} (~{(hub.size_bytes or 0) / 1e6:.0f} MB) downloads "
-                                f"from {hub.repo_id} on first use") from None
+            size = f" (~{hub.size_bytes / 1e6:.0f} MB)" if hub.size_bytes else ""
+            raise NotDownloaded(f"{hub.basename}{size} downloads from {hub.repo_id} on first use", hub,
+                                how_to_provide(model_id, hub, hub.basename)) from None
     try:
         path = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
                                     repo_type=hub.repo_type, local_files_only=offline))

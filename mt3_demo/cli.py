@@ -167,7 +167,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     manager = ModelManager()
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
-        print(f"{model_id:10s} {avail.status:12s} {spec.display_name} — {avail.reason}")
+        print(f"{model_id:10s} {avail.status:12s} {spec.display_name} — {avail.weights or avail.reason}")
+        if avail.fix and not avail.usable:
+            print(f"{'':23s} to fix: {avail.fix}")
     for module, error in manager.import_errors.items():
         print(f"(adapter {module} failed to import: {error})")
     return EXIT_OK

@@ -25,11 +25,13 @@ from typing import Any
 
 import torch
 
+from . import hub
 from .audio import Clip
 from .checkpoints import CheckpointError, NotDownloaded
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
 from .options import DEVICE_ENV, OptionError, Settings, settings_from_env
+from .provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +105,35 @@ def default_budget_mb(device: torch.device) -> float:
 
 @dataclass
 class Availability:
-    """What the UI shows next to a model's checkbox."""
+    """What the UI shows next to a model's checkbox.
+
+    ``reason`` is one short sentence (why it cannot run, or what will be downloaded), ``fix`` how to
+    make it run (shown behind a "details" toggle), ``weights`` which weights would run (ready models:
+    "official weights", "your checkpoint: <file>", "test weights: <file> …"), ``download_mb`` the
+    published file's size for a model fetched on first use.
+    """
 
     status: str  # "ready" (files here), "download" (fetched on first use), "unavailable"
     reason: str = ""
+    fix: str = ""
+    weights: str = ""
+    download_mb: float | None = None
 
     @property
     def usable(self) -> bool:
         return self.status in ("ready", "download")
+
+
+def split_fix(message: str, model_id: str = "") -> tuple[str, str]:
+    """A checkpoint message ("<what is wrong>. To fix: <how>") as (one sentence, the fix)."""
+    text = message.strip()
+    if model_id and text.startswith(model_id + ": "):
+        text = text[len(model_id) + 2:]
+    head, _, fix = text.partition(" To fix: ")
+    if not fix and ". " in head:  # no "To fix": the first sentence, the rest as details
+        head, _, fix = head.partition(". ")
+    head = head.rstrip(". ") + "."
+    return head[:1].upper() + head[1:], fix.strip()
 
 
 @dataclass
@@ -163,18 +186,31 @@ class ModelManager:
         return self.spec(model_id).resolve(self.checkpoints.get(model_id), self.options_for(model_id), fetch)
 
     def availability(self, model_id: str) -> Availability:
-        """Cheap and pure: are the weights here, downloadable, or missing (with the fix)?"""
-        if model_id in self._loaded:
-            return Availability("ready", "loaded")
+        """Are the weights here (and which), downloadable now, or missing (with the fix)?
+
+        Writes and downloads nothing. A file that would have to be downloaded counts as
+        unavailable unless the Hub is reachable (:mod:`mt3_demo.hub`: asked once, remembered).
+        """
+        spec = self.spec(model_id)
         try:
-            self.resolve(model_id, fetch=False)
-            return Availability("ready", "weights found locally")
+            location = self.resolve(model_id, fetch=False)
         except NotDownloaded as e:
-            return Availability("download", str(e))
+            size = e.hub.size_bytes / 1e6 if e.hub is not None and e.hub.size_bytes else None
+            reachable, why = hub.status()
+            if reachable:
+                return Availability("download", str(e), e.fix, download_mb=size)
+            return Availability("unavailable", f"Its weights are not on this machine and {why}.", e.fix)
         except CheckpointError as e:
-            return Availability("unavailable", str(e))
+            reason, fix = split_fix(str(e), model_id)
+            return Availability("unavailable", reason, fix)
         except Exception as e:  # noqa: BLE001 - any adapter bug shows as unavailable
-            return Availability("unavailable", f"{model_id}: {type(e).__name__}: {e}")
+            return Availability("unavailable", f"Its adapter failed to resolve the weights ({type(e).__name__}).",
+                                str(e))
+        try:
+            weights = provenance(location, spec.published(location, self.options_for(model_id))).label
+        except OSError as e:
+            return Availability("unavailable", f"Its weights file cannot be read ({type(e).__name__}).", str(e))
+        return Availability("ready", "weights found locally", weights=weights)
 
     def default_selection(self) -> list[str]:
         """MT3-family models whose weights are here; the embedded default when there are none."""

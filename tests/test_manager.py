@@ -139,9 +139,11 @@ def test_options_change_rebuilds():
 
 
 def test_unavailable_model_reports_reason_and_fix():
-    m = make_manager([fake_spec("gone", resolve_error="gone: put the file at $MT3_DEMO_CHECKPOINTS/gone/x.pth")])
+    m = make_manager([fake_spec("gone", resolve_error="gone: x.pth is missing. To fix: put the file at "
+                                                      "$MT3_DEMO_CHECKPOINTS/gone/x.pth")])
     avail = m.availability("gone")
-    assert avail == Availability("unavailable", "gone: put the file at $MT3_DEMO_CHECKPOINTS/gone/x.pth")
+    # One sentence for the page, the fix apart (behind "details").
+    assert avail == Availability("unavailable", "X.pth is missing.", "put the file at $MT3_DEMO_CHECKPOINTS/gone/x.pth")
     assert not avail.usable
     with pytest.raises(CheckpointError, match="MT3_DEMO_CHECKPOINTS"):
         m.transcribe("gone", CLIP)
@@ -159,7 +161,8 @@ def test_hub_checkpoint_offline_is_unavailable_with_instructions(monkeypatch, tm
     m = make_manager([spec])
     avail = m.availability("hubbed")
     assert avail.status == "unavailable"
-    assert "HF_HUB_OFFLINE" in avail.reason and "$MT3_DEMO_CHECKPOINTS/hubbed/model.ckpt" in avail.reason
+    assert "HF_HUB_OFFLINE" in avail.reason and "$MT3_DEMO_CHECKPOINTS/hubbed/model.ckpt" in avail.fix
+    assert avail.reason.count(". ") == 0  # one sentence
     assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]  # the probe wrote nothing
     # A file placed where the message says makes it ready, without any download.
     (tmp_path / "ck" / "hubbed").mkdir(parents=True)

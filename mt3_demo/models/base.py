@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 from ..audio import Clip
+from ..checkpoints import HubFile
 from ..notes import Note
 
 # progress(done_segments, total_segments)
@@ -55,6 +56,8 @@ class ModelSpec:
     and, like every resolution, writes nothing. ``build(location, device, options)`` loads that
     location and returns a :class:`Transcriber`; it never resolves again. ``options`` is an
     instance of ``options_type`` (``mt3_demo.options``), validated when it was made.
+    ``size_mb`` is the weights' size in memory; the download size is the published file's
+    (``HubFile.size_bytes``), the one number the UI quotes.
     """
 
     id: str
@@ -68,3 +71,7 @@ class ModelSpec:
     resolve: Callable[[Path | None, Any, bool], Any]
     build: Callable[[Any, torch.device, Any], Transcriber]
     paper_url: str = ""
+    # The published file that ``resolve``'s location stands for (its sha256 and size), given the
+    # location and the options; None for weights that ship with a package. The UI says "official
+    # weights" only when the file's hash is this file's.
+    published: Callable[[Any, Any], HubFile | None] = lambda location, options: None

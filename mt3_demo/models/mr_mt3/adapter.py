@@ -212,4 +212,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2403.10024",
+    published=lambda location, options: (getattr(location, "known", None) or DEFAULT).hub,
 )

@@ -56,19 +56,29 @@ class KnownCheckpoint:
                        size_bytes=self.size_bytes)
 
 
+# A from-scratch file holds the float32 weights plus AdamW's two moments, ≈ 3 × 194,081,792 bytes
+# (mrmt3_ckpt_manifest.json's unique_tensor_bytes) + ~0.27 MB of pickle and zip (spec mrmt3.md;
+# the continual file below, of the same architecture, is exactly that plus 266,033 bytes).
+FROM_SCRATCH_BYTES = 3 * 194_081_792 + 266_033
+
 # Spec §9. From-scratch files were trained on the pre-June-2024 torchaudio mel ("legacy"); the
 # continual file was fine-tuned from MT3's weights on the TF frontend (train.sh).
 KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
     KnownCheckpoint("exp_segmemV2_prev_context=64_prevaug_frame=3.ckpt", 64, "torchaudio-legacy",
-                    "from-scratch", "memory 64 + prior-segment augmentation up to 3 hops (the paper's MR-MT3)"),
+                    "from-scratch", "memory 64 + prior-segment augmentation up to 3 hops (the paper's MR-MT3)",
+                    size_bytes=FROM_SCRATCH_BYTES),
     KnownCheckpoint("exp_segmemV2_prev_context=64_prevaug_frame=8.ckpt", 64, "torchaudio-legacy",
-                    "from-scratch", "memory 64 + prior-segment augmentation up to 8 hops"),
+                    "from-scratch", "memory 64 + prior-segment augmentation up to 8 hops",
+                    size_bytes=FROM_SCRATCH_BYTES),
     KnownCheckpoint("exp_segmemV2_prev_context=64.ckpt", 64, "torchaudio-legacy", "from-scratch",
-                    "memory 64, no augmentation"),
+                    "memory 64, no augmentation",
+                    size_bytes=FROM_SCRATCH_BYTES),
     KnownCheckpoint("exp_segmemV2_prev_context=32.ckpt", 32, "torchaudio-legacy", "from-scratch",
-                    "memory 32, no augmentation"),
+                    "memory 32, no augmentation",
+                    size_bytes=FROM_SCRATCH_BYTES),
     KnownCheckpoint("exp_segmemV2_prev_context=0.ckpt", 0, "torchaudio-legacy", "from-scratch",
-                    "no memory: MT3 architecture trained from scratch on Slakh (baseline)"),
+                    "no memory: MT3 architecture trained from scratch on Slakh (baseline)",
+                    size_bytes=FROM_SCRATCH_BYTES),
     KnownCheckpoint("continual/exp_segmemV2_prev_context=0_MT3_1e-5_ep100_norandom.ckpt", 0, "tf",
                     "continual", "MT3 weights fine-tuned 100 epochs on Slakh, no memory",
                     sha256="74b2620009e9455a8f36da8a2b41950da4f12a229652a6cbd3ccb4333920c97f",

@@ -158,7 +158,7 @@ def build(location: MT3Location, device: torch.device | str = "cpu", options: MT
 
 SPEC = ModelSpec(
     id=MODEL_ID,
-    display_name="MT3 (Magenta, official weights)",
+    display_name="MT3 (Magenta)",
     description=("Google Magenta's multi-task multitrack transcription model (T5, 46 M parameters): "
                  "one encoder-decoder turns 2-second log-mel segments into MIDI-like tokens for "
                  "any mix of instruments, drums included."),
@@ -170,4 +170,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2111.03017",
+    published=lambda location, options: HUB,
 )

@@ -163,4 +163,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2407.04822",
+    published=lambda location, options: _published((options or YourMT3Options()).checkpoint_name).hub,
 )
