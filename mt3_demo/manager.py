@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -314,11 +314,17 @@ class ModelManager:
 
     # ------------------------------------------------------------------ inference
 
-    def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None) -> Transcription:
-        """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors."""
+    def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None,
+                   on_loaded: Callable[[Transcriber], None] | None = None) -> Transcription:
+        """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors.
+
+        ``on_loaded(transcriber)`` is called once the weights are in memory, before inference
+        (progress reports switch from "loading" to the model's own phases there)."""
         entry, load_seconds = self._acquire(model_id, hold=True)
         transcriber = entry.transcriber
         try:
+            if on_loaded is not None:
+                on_loaded(transcriber)
             start = time.perf_counter()
             with torch.inference_mode():
                 out = transcriber.transcribe(clip, progress=progress)

@@ -13,8 +13,9 @@ a card per model); :func:`finish` turns them into a :class:`~mt3_demo.results.Ru
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -28,8 +29,47 @@ from .results import ModelResult, Run
 
 log = logging.getLogger(__name__)
 
-# on_progress(model_id, fraction 0..1, description)
+# on_progress(model_id, fraction 0..1, description of the phase, e.g. "decoding segment 3 of 10 · ~12 s left")
 ProgressCallback = Callable[[str, float, str], None]
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop a run (the person pressed Stop or left); it passes
+    through :func:`transcribe_one` instead of becoming the model's error."""
+
+
+class PhaseReporter:
+    """Turns the manager's and the adapter's callbacks into phases with an estimate of time left.
+
+    loading weights → computing features, decoding segment 1 of n → decoding segment i of n
+    (~s left, from the pace of the segments so far) → writing MIDI, piano roll and audio.
+    """
+
+    def __init__(self, model_id: str, clip: Clip, on_progress: ProgressCallback | None) -> None:
+        self.model_id, self.clip, self.on_progress = model_id, clip, on_progress
+        self.started = 0.0
+
+    def report(self, fraction: float, desc: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.model_id, fraction, desc)
+
+    def loaded(self, transcriber: Any) -> None:
+        self.started = time.perf_counter()
+        total = transcriber.num_segments(self.clip)
+        self.report(0.0, f"computing features, decoding segment 1 of {total}")
+
+    def segments(self, done: int, total: int) -> None:
+        if not total:
+            return
+        if done >= total:
+            self.report(1.0, "writing MIDI, piano roll and audio")
+            return
+        left = (time.perf_counter() - self.started) / max(done, 1) * (total - done)
+        self.report(done / total, f"decoding segment {done + 1} of {total} · ~{_seconds(left)} left")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
 
 def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Path | None,
@@ -37,25 +77,29 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
     """Transcribe with one model and write its files (none when ``out_dir`` is None).
 
     Every failure becomes the result's ``error`` (a message for people); a result is either
-    complete, files included, or an error — never half.
+    complete, files included, or an error — never half. :class:`Cancelled` (raised by
+    ``on_progress``) is not a failure: it propagates.
     """
     spec = manager.spec(model_id)
     result = ModelResult(model_id, spec.display_name)
-
-    def progress(done: int, total: int) -> None:
-        if on_progress is not None and total:
-            on_progress(model_id, done / total, f"{spec.display_name}: segment {done}/{total}")
-
-    if on_progress is not None:
-        loaded = model_id in manager.loaded_ids()
-        on_progress(model_id, 0.0, f"{spec.display_name}: {'starting' if loaded else 'loading weights'}…")
+    phases = PhaseReporter(model_id, clip, on_progress)
+    loaded = model_id in manager.loaded_ids()
+    if not loaded:  # weights that cannot be had here fail at once, not after download retries
+        avail = manager.availability(model_id)
+        if not avail.usable:
+            result.error = avail.reason + (f" To fix: {avail.fix}" if avail.fix else "")
+            result.error_kind = "checkpoint"
+            return result
+    phases.report(0.0, "starting" if loaded else "loading weights")
     try:
-        transcription = manager.transcribe(model_id, clip, progress=progress)
+        transcription = manager.transcribe(model_id, clip, progress=phases.segments, on_loaded=phases.loaded)
         if out_dir is not None:
             result.files, result.synth_method = writers.write_model_files(
                 transcription.notes, clip, out_dir, writers.safe_name(model_id), spec.display_name,
                 synthesize=synthesize)
         result.transcription = transcription
+    except Cancelled:
+        raise
     except CheckpointError as e:
         result.error, result.error_kind = str(e), "checkpoint"
     except AudioError as e:

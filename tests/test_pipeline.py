@@ -75,7 +75,7 @@ def test_results_and_errors_name_files_not_server_paths(wav, tmp_path, capsys):
     text = (out / "results.json").read_text()
     data = json.loads(text)
     assert data["audio"] == "signal_a.wav"
-    assert "no .ckpt file in tiny_model" in data["models"]["mr_mt3"]["error"]
+    assert "no .ckpt file in tiny_model" in data["models"]["mr_mt3"]["error"].lower()
     assert data["models"]["mt3"]["files"]["midi"] == "mt3.mid"
     for server_path in (str(tmp_path), str(TINY), str(FIXTURES)):
         assert server_path not in text
