@@ -136,6 +136,36 @@ def _container(path: Path) -> str | None:
     return None
 
 
+def check_file(path: str | os.PathLike | None, limit_seconds: float | None = None) -> str:
+    """The quick check of an upload (before it waits in a queue): raises AudioError as
+    :func:`load_clip` would, else returns a one-line description ("20.0 s, 44.1 kHz, stereo").
+
+    Reads the header only when libsndfile knows the format; anything else is decoded in full (a
+    file that is not audio fails in milliseconds), so what passes here also loads later.
+    """
+    import soundfile as sf
+
+    if path is None or str(path).strip() == "":
+        raise AudioError("No audio given: upload a recording or pick an example.")
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"'{path.name}' is not a file.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"'{path.name}' is empty (0 bytes).")
+    limit = max_seconds() if limit_seconds is None else Settings(max_seconds=limit_seconds).max_seconds
+    try:
+        info = sf.info(str(path))
+        frames, channels, rate = info.frames, info.channels, info.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        frames = 0
+    if frames <= 0:  # not readable from the header alone: decode it
+        data, rate = _decode(path, limit)
+        frames, channels = data.shape
+    _check_shape(f"'{path.name}'", frames, channels, rate, limit)
+    layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+    return f"{frames / rate:.1f} s, {rate / 1000:g} kHz, {layout}"
+
+
 def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None) -> Clip:
     """Decode and validate a file; return a :class:`Clip`. Raises AudioError with a human message."""
     if path is None or str(path).strip() == "":

@@ -122,10 +122,8 @@ def download(model_id: str, hub: HubFile, fetch: bool = True) -> Path:
                                      repo_type=hub.repo_type, local_files_only=True)
             return Path(cached)
         except Exception:
-            if offline:
-                raise CheckpointError(
-                    f"{model_id}: checkpoint {hub.basename} is not available offline (HF_HUB_OFFLINE=1 "
-                    f"and not in the local cache). To fix: {how_to_provide(model_id, hub, hub.basename)}.")
+            # Offline or not, the file is not here: whether it can be fetched is the caller's
+            # question (the manager asks mt3_demo.hub once), not something to find out by trying.
             size = f" (~{hub.size_bytes / 1e6:.0f} MB)" if hub.size_bytes else ""
             raise NotDownloaded(f"{hub.basename}{size} downloads from {hub.repo_id} on first use", hub,
                                 how_to_provide(model_id, hub, hub.basename)) from None

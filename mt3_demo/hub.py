@@ -8,11 +8,14 @@ its answer is kept for ``TTL_S`` seconds (a later page load may find the network
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import urllib.error
 import urllib.request
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_S = 3.0  # a reachable Hub answers well within this; an unreachable one costs at most this
@@ -63,5 +66,5 @@ def _probe(url: str) -> tuple[bool, str]:
     except urllib.error.HTTPError:
         return True, ""
     except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        return False, f"the Hugging Face Hub ({url}) cannot be reached from this machine ({reason})"
+        log.info("Hugging Face Hub %s not reachable: %s", url, getattr(e, "reason", e))
+        return False, "the Hugging Face Hub cannot be reached from here"

@@ -199,7 +199,7 @@ class ModelManager:
             reachable, why = hub.status()
             if reachable:
                 return Availability("download", str(e), e.fix, download_mb=size)
-            return Availability("unavailable", f"Its weights are not on this machine and {why}.", e.fix)
+            return Availability("unavailable", f"Weights not on this machine; {why}.", e.fix)
         except CheckpointError as e:
             reason, fix = split_fix(str(e), model_id)
             return Availability("unavailable", reason, fix)

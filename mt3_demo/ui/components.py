@@ -31,6 +31,7 @@ class Page:
     """Everything a run updates."""
 
     status: Any
+    stop: Any
     original: Any
     report: Any
     comparison: Any
@@ -41,5 +42,5 @@ class Page:
     cards: list[Card]
 
     def outputs(self) -> list[Any]:
-        return [self.status, self.original, self.report, self.comparison, self.summary, self.scores,
+        return [self.status, self.stop, self.original, self.report, self.comparison, self.summary, self.scores,
                 self.agreement, self.state, *[c for card in self.cards for c in card.components()]]

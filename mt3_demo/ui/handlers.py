@@ -2,55 +2,143 @@
 
 Handlers turn a request (``session``) into component updates; the HTML comes from ``render``.
 Nothing is computed here that a ``Run`` or a ``ModelResult`` already holds.
+
+The models run in a worker thread; the page's generator relays its progress (phase, segment i of
+n, time left) into the running card about once a second. When the generator is closed — Stop was
+pressed, or the client went away — the worker stops at its next segment, so the queue moves on.
 """
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 from typing import Any, Iterator
 
 import gradio as gr
 
-from .. import pianoroll, writers
+from .. import pianoroll, pipeline
+from ..audio import AudioError, check_file
 from ..manager import ModelManager
 from ..results import ModelResult, Run
 from . import render, session
 from .components import ALL_INSTRUMENTS, Card, Page
 
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # how often a running page hears from the worker (and can be stopped)
+
+
+def validate_inputs(manager: ModelManager, max_seconds: float, audio: str | None, selected: Any,
+                    reference: str | None) -> list:
+    """Gradio's validator: runs before a request joins the queue (milliseconds, not a wait behind
+    other people's transcriptions). One ``gr.validate`` per input, the message at the input."""
+    checks = []
+    try:
+        check_file(audio, max_seconds)
+        checks.append(gr.validate(True, ""))
+    except AudioError as e:
+        checks.append(gr.validate(False, str(e)))
+    selected = [selected] if isinstance(selected, str) else list(selected or [])
+    try:
+        session.check_selection(manager, selected)
+        checks.append(gr.validate(True, ""))
+    except session.InputError as e:
+        checks.append(gr.validate(False, str(e)))
+    try:
+        session.load_reference(reference)
+        checks.append(gr.validate(True, ""))
+    except session.InputError as e:
+        checks.append(gr.validate(False, str(e)))
+    return checks
+
+
+def check_upload(audio: str | None, max_seconds: float) -> str:
+    """The note under the recording, as soon as it is uploaded: what it is, or what is wrong."""
+    if not audio:
+        return ""
+    try:
+        return render.upload_note(True, check_file(audio, max_seconds))
+    except AudioError as e:
+        return render.upload_note(False, str(e))
+
 
 def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio: str | None,
-                    selected: list[str] | None, reference: str | None,
-                    progress: gr.Progress | None = None) -> Iterator[dict]:
-    """The page's run: reset the cards, then one update per finished model, then the summary."""
+                    selected: list[str] | None, reference: str | None) -> Iterator[dict]:
+    """The page's run: reset the cards, then progress and one update per finished model, then the summary."""
     try:
         request = session.start(audio, list(selected or []), reference, manager, max_seconds)
     except session.USER_ERRORS as e:
-        gr.Warning(str(e))
-        yield {page.status: f"**Could not transcribe:** {e}"}
+        yield {page.status: f"**Could not transcribe:** {e}", page.stop: gr.update(visible=False)}
         return
     names = [manager.spec(m).display_name for m in request.model_ids]
-    state = session.PageState(duration=request.clip.duration)
+    state = session.PageState(duration=request.clip.duration, names=names)
     warnings = "".join(f"\n\n**Note:** {w}" for w in request.clip.warnings)
-    for w in request.clip.warnings:
-        gr.Warning(w)
     yield _first_update(page, request, names, audio, warnings, state)
 
-    def on_progress(fraction: float, desc: str) -> None:
-        if progress is not None:
-            progress(fraction, desc=desc)
-
-    finished = []
-    for i, result in enumerate(session.results(request, manager, on_progress)):
-        finished.append(result)
-        state.results[i] = result
-        update = card_update(page.cards[i], result)
-        if i + 1 < len(names):
-            update[page.cards[i + 1].head] = render.card_head(names[i + 1], "running")
-        if not result.ok:
-            gr.Warning(result.error)
-        update[page.state] = state
-        yield update
-    if progress is not None:
-        progress(1.0, desc="Scoring and writing the report…")
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=_work, args=(request, manager, events, stop), name="mt3-demo-run", daemon=True).start()
+    finished: list[ModelResult] = []
+    try:
+        while True:
+            try:
+                kind, index, payload = events.get(timeout=POLL_S)
+            except queue.Empty:
+                yield {}  # lets Gradio close this generator (Stop, a client gone) within a second
+                continue
+            if kind == "progress":
+                latest = {index: payload}
+                while not events.empty() and events.queue[0][0] == "progress":  # keep only the newest
+                    _, i, p = events.get_nowait()
+                    latest[i] = p
+                yield {page.cards[i].head: render.card_head(names[i], "running", progress=p) for i, p in latest.items()}
+            elif kind == "result":
+                finished.append(payload)
+                state.results[index] = payload
+                update = card_update(page.cards[index], payload)
+                if index + 1 < len(names):
+                    update[page.cards[index + 1].head] = render.card_head(names[index + 1], "running")
+                update[page.state] = state
+                yield update
+            elif kind == "crashed":
+                yield {page.status: f"**The run stopped:** {payload}", page.stop: gr.update(visible=False)}
+                return
+            else:  # "finished"
+                break
+    finally:
+        stop.set()  # closed early: the worker raises Cancelled at its next progress report
     yield summary_update(page, session.finish(request, finished), warnings)
+
+
+def _work(request: session.Request, manager: ModelManager, events: queue.Queue, stop: threading.Event) -> None:
+    """The models, one after another, off the server's event loop; everything goes to ``events``."""
+    def on_progress(index: int, fraction: float, desc: str) -> None:
+        if stop.is_set():
+            raise pipeline.Cancelled
+        events.put(("progress", index, (fraction, desc)))
+
+    try:
+        for i, result in enumerate(session.results(request, manager, on_progress)):
+            events.put(("result", i, result))
+            if stop.is_set():
+                return
+        events.put(("finished", None, None))
+    except pipeline.Cancelled:
+        log.info("run stopped: %s", request.out_dir.name)
+    except Exception as e:  # noqa: BLE001 - reported on the page, logged in full here
+        log.exception("run failed")
+        events.put(("crashed", None, f"{type(e).__name__}: {e}"))
+
+
+def stop_page(page: Page, state: session.PageState | None) -> dict:
+    """Stop pressed: the run's event is cancelled (``cancels=``); say so in the unfinished cards."""
+    update: dict[Any, Any] = {page.status: "**Stopped.** Press **Transcribe** to start again.",
+                              page.stop: gr.update(visible=False)}
+    if state is not None:
+        for i, name in enumerate(state.names):
+            if i not in state.results and i < len(page.cards):
+                update[page.cards[i].head] = render.card_head(name, "stopped")
+    return update
 
 
 def _first_update(page: Page, request: session.Request, names: list[str], audio: str | None,
@@ -58,7 +146,8 @@ def _first_update(page: Page, request: session.Request, names: list[str], audio:
     n = len(names)
     update: dict[Any, Any] = {
         page.status: f"Transcribing {request.clip.duration:.1f} s of audio with {n} "
-                     f"model{'s' if n > 1 else ''}…{warnings}",
+                     f"model{'s' if n > 1 else ''}, one after another…{warnings}",
+        page.stop: gr.update(visible=True),
         page.original: gr.update(value=str(audio), visible=True),
         page.report: gr.update(value=None, visible=False),
         page.comparison: gr.update(visible=False),
@@ -85,13 +174,13 @@ def synth_label(method: str | None) -> str:
 
 
 def card_update(card: Card, result: ModelResult) -> dict:
+    """A finished model's card; a failure is said here, once, in one sentence (details folded)."""
     if not result.ok:
         return {card.head: render.card_head(result.display_name, "error", result.error or "failed")}
     t, files = result.transcription, result.files
     instruments = pianoroll.instruments_in(t.notes)
     return {
-        card.head: render.card_head(result.display_name, "done",
-                                    f"{t.stats['total']} notes · RTF {t.rtf:.2f} on {t.device}"),
+        card.head: render.card_head(result.display_name, "done", render.done_detail(result)),
         card.roll: gr.update(value=str(files["png"]), visible=True),
         card.instrument: gr.update(choices=[ALL_INSTRUMENTS] + instruments, value=ALL_INSTRUMENTS,
                                    visible=len(instruments) > 1),
@@ -105,12 +194,14 @@ def card_update(card: Card, result: ModelResult) -> dict:
 
 
 def summary_update(page: Page, run: Run, warnings: str) -> dict:
+    """The status line and the cross-model tabs; the report is offered only when something ran."""
+    ok = bool(run.ok_results)
     return {
         page.status: render.done_message(run) + warnings,
-        page.report: gr.update(value=str(run.files["zip"]), visible=True),
-        page.comparison: gr.update(visible=True),
-        page.summary: [[writers.summary_row(r).get(k, "") for k, _ in writers.SUMMARY_COLUMNS]
-                       for r in run.results],
+        page.stop: gr.update(visible=False),
+        page.report: gr.update(value=str(run.files["zip"]) if ok else None, visible=ok),
+        page.comparison: gr.update(visible=ok),
+        page.summary: render.summary_html(run),
         page.scores: render.scores_html(run),
         page.agreement: render.agreement_html(run),
     }
@@ -120,9 +211,15 @@ def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None,
                    reference: str | None, progress: gr.Progress | None = None):
     """The ``/transcribe`` endpoint: the same run, answered with files and the results JSON."""
     selected = [selected] if isinstance(selected, str) else list(selected or [])
+    n = max(1, len(selected))
+
+    def on_progress(index: int, fraction: float, desc: str) -> None:
+        if progress is not None:
+            progress((index + fraction) / n, desc=desc)
+
     try:
         request = session.start(audio, selected, reference, manager, max_seconds)
-        run = session.run_all(request, manager, (lambda f, d: progress(f, desc=d)) if progress else None)
+        run = session.run_all(request, manager, on_progress)
         return session.api_payload(run)
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None
@@ -134,7 +231,10 @@ def show_instrument(index: int, choice: str, state: session.PageState | None):
     return gr.skip() if path is None else path
 
 
-def refresh_models(manager: ModelManager):
-    """Availability can change while the app runs (a checkpoint downloaded, a folder filled)."""
-    choices = [(render.choice_label(manager, m), m) for m in manager.model_ids()]
-    return gr.update(choices=choices), render.availability_html(manager), render.header_html(manager)
+def refresh_models(manager: ModelManager, selected: list[str] | None = None):
+    """Availability can change while the app runs (a checkpoint downloaded, a folder filled):
+    only models that can run here are offered; the others are listed with why."""
+    usable = [m for m in manager.model_ids() if manager.availability(m).usable]
+    keep = [m for m in (selected or []) if m in usable] or [m for m in manager.default_selection() if m in usable]
+    return (gr.update(choices=[(render.choice_label(manager, m), m) for m in usable], value=keep),
+            render.availability_html(manager), render.header_html(manager))

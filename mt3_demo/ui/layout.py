@@ -15,7 +15,6 @@ from typing import Any
 
 import gradio as gr
 
-from .. import writers
 from ..manager import ModelManager, get_manager
 from ..options import Settings, read_env
 from . import handlers, render
@@ -77,43 +76,52 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         for model_id, error in manager.preload().items():
             log.warning("preload %s failed: %s", model_id, error)
     with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, RUN_TTL_S)) as demo:
-        header = gr.HTML(render.header_html(manager), padding=False)
+        header = gr.HTML(render.header_html(manager), padding=False, elem_id="page-header")
         inputs = _inputs(manager, settings)
         original = gr.Audio(label="Original recording (transcriptions are level-matched to it)",
                             interactive=False, visible=False, elem_id="original-audio", waveform_options=PLAYER)
         cards = _cards(max(1, len(manager.model_ids())))
-        page = Page(inputs["status"], original, inputs["report"], *_comparison(), gr.State(PageState()), cards)
+        page = Page(inputs["status"], inputs["stop"], original, inputs["report"], *_comparison(),
+                    gr.State(PageState()), cards)
+        with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
+            gr.HTML(render.about_models_html(manager), padding=False)
         _wire_runs(page, inputs, manager, settings)
-        _wire_small_events(demo, page, inputs, header, manager)
+        _wire_small_events(demo, page, inputs, header, manager, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 
 
 def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
-    """Recording, reference, examples; model choice, run button, status, report download."""
+    """Left: the recording, the model choice, Transcribe (on a phone, all on the first screen).
+    Right: examples and the optional reference MIDI."""
+    usable = [m for m in manager.model_ids() if manager.availability(m).usable]
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
                              label=f"Recording (WAV, FLAC, OGG, MP3; up to {settings.max_seconds / 60:.0f} min)")
-            reference = gr.File(label="Reference MIDI for scoring (optional; examples bring their own)",
-                                file_types=[".mid", ".midi"], height=90, elem_id="reference-input")
-            rows, labels = examples()
-            gr.Examples(examples=rows, inputs=[audio, reference], label="Examples (click one)",
-                        example_labels=labels, cache_examples=False, visible_columns=[0], elem_id="examples")
-        with gr.Column(scale=4, min_width=300):
+            upload_note = gr.HTML("", padding=False, elem_id="upload-check")
             models = gr.CheckboxGroup(
-                choices=[(render.choice_label(manager, m), m) for m in manager.model_ids()],
-                value=manager.default_selection(), label="Models", elem_id="model-choice",
+                choices=[(render.choice_label(manager, m), m) for m in usable],
+                value=[m for m in manager.default_selection() if m in usable], label="Models",
+                elem_id="model-choice",
                 info="Each selected model transcribes the same 16 kHz mono audio, one after another.")
-            with gr.Accordion("Why are some models not ready here?", open=False, elem_id="availability"):
-                availability = gr.HTML(render.availability_html(manager), padding=False)
-            run = gr.Button("Transcribe", variant="primary", elem_id="run-button")
+            with gr.Row(elem_id="run-row"):
+                run = gr.Button("Transcribe", variant="primary", elem_id="run-button", scale=3)
+                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=1)
             status = gr.Markdown("Pick an example or upload a recording, then press **Transcribe**.",
                                  elem_classes="run-status", elem_id="run-status")
             report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
                                        variant="secondary")
-    return dict(audio=audio, reference=reference, models=models, availability=availability, run=run,
-                status=status, report=report)
+            availability = gr.HTML(render.availability_html(manager), padding=False, elem_id="availability")
+        with gr.Column(scale=4, min_width=300):
+            rows, labels = examples()
+            example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
+                               label="Examples (click one)", elem_id="examples")
+            reference = gr.File(label="Reference MIDI for scoring (optional; examples bring their own)",
+                                file_types=[".mid", ".midi"], elem_id="reference-input")
+    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models,
+                availability=availability, run=run, stop=stop, status=status, report=report,
+                example=example, example_rows=rows)
 
 
 def _card(i: int) -> Card:
@@ -142,23 +150,28 @@ def _cards(n: int) -> list[Card]:
 
 
 def _comparison() -> tuple[Any, Any, Any, Any]:
-    """The cross-model tabs: (tabs, summary table, scores, agreement)."""
+    """The cross-model tabs: (tabs, summary table, scores, agreement). Short tab names, so that all
+    three fit a phone's width (no "…" overflow menu)."""
     with gr.Tabs(visible=False, elem_id="comparison") as comparison:
-        with gr.Tab("Summary"):
-            summary = gr.Dataframe(headers=[h for _, h in writers.SUMMARY_COLUMNS], interactive=False,
-                                   wrap=True, buttons=["copy"], elem_id="summary-table")
-        with gr.Tab("Scores vs reference"):
+        with gr.Tab("Summary", elem_id="tab-summary"):
+            summary = gr.HTML("", padding=False, elem_id="summary-table")
+        with gr.Tab("Scores", elem_id="tab-scores"):
             scores = gr.HTML("", padding=False)
-        with gr.Tab("Model agreement"):
+        with gr.Tab("Agreement", elem_id="tab-agreement"):
             agreement = gr.HTML("", padding=False)
     return comparison, summary, scores, agreement
 
 
 def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settings: Settings) -> None:
-    """The page's Transcribe button and the plain API endpoint (hidden outputs of its own)."""
-    def transcribe_page(audio, selected, reference, progress=gr.Progress()):
-        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference,
-                                            progress)
+    """The page's Transcribe and Stop buttons and the plain API endpoint (hidden outputs of its own).
+
+    Both runs are checked by a validator first: a bad upload is answered before it joins the queue.
+    """
+    def validate(audio, selected, reference):
+        return handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+
+    def transcribe_page(audio, selected, reference):
+        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference)
 
     def transcribe(audio, selected, reference, progress=gr.Progress()):
         """Transcribe one recording with the selected models.
@@ -169,9 +182,13 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
         return handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress)
 
     run_inputs = [inputs["audio"], inputs["models"], inputs["reference"]]
-    queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency)
-    inputs["run"].click(on_gpu(transcribe_page), inputs=run_inputs, outputs=page.outputs(),
-                        api_visibility="private", show_progress_on=[page.status], **queue)
+    queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
+    # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
+    running = inputs["run"].click(on_gpu(transcribe_page), inputs=run_inputs, outputs=page.outputs(),
+                                  api_visibility="private", show_progress="hidden", **queue)
+    inputs["stop"].click(lambda state: handlers.stop_page(page, state), inputs=page.state,
+                         outputs=[page.status, page.stop, *[c.head for c in page.cards]], cancels=[running],
+                         api_visibility="private", queue=False)
     api_outputs = [gr.File(file_count="multiple", visible=False, label="MIDI files"),
                    gr.File(file_count="multiple", visible=False, label="piano rolls"),
                    gr.JSON(visible=False, label="results"), gr.File(visible=False, label="report zip")]
@@ -180,17 +197,24 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
 
 
 def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], header: Any,
-                       manager: ModelManager) -> None:
+                       manager: ModelManager, settings: Settings) -> None:
     for i, card in enumerate(page.cards):
         card.instrument.input(handlers.show_instrument, inputs=[gr.State(i), card.instrument, page.state],
                               outputs=card.roll, api_visibility="private", show_progress="minimal")
-    # A new recording invalidates the example's ground truth: clear the reference on upload/record.
-    audio = inputs["audio"]
-    for event in (audio.upload, audio.stop_recording, audio.clear):
-        event(lambda: None, outputs=inputs["reference"], api_visibility="private", queue=False)
-    # Availability can change while the app runs: refresh the labels and reasons on every page load.
-    demo.load(lambda: handlers.refresh_models(manager), outputs=[inputs["models"], inputs["availability"], header],
-              api_visibility="private", queue=False)
+    audio, reference, example = inputs["audio"], inputs["reference"], inputs["example"]
+    rows = inputs["example_rows"]
+    # An example brings its recording and its ground truth; the chosen one stays marked.
+    example.input(lambda i: (rows[i][0], rows[i][1]) if i is not None else (gr.skip(), gr.skip()),
+                  inputs=example, outputs=[audio, reference], api_visibility="private", queue=False)
+    # A new recording is not the example any more: clear its mark and its ground truth.
+    for event in (audio.upload, audio.stop_recording):
+        event(lambda: (None, None), outputs=[reference, example], api_visibility="private", queue=False)
+    # Every new recording is checked at once, and the result shown right under it.
+    audio.change(lambda a: handlers.check_upload(a, settings.max_seconds), inputs=audio,
+                 outputs=inputs["upload_note"], api_visibility="private", queue=False, show_progress="hidden")
+    # Availability can change while the app runs: refresh the choices and reasons on every page load.
+    demo.load(lambda selected: handlers.refresh_models(manager, selected), inputs=inputs["models"],
+              outputs=[inputs["models"], inputs["availability"], header], api_visibility="private", queue=False)
 
 
 def launch_kwargs() -> dict[str, Any]:

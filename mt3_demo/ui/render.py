@@ -8,9 +8,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .. import metrics, pianoroll
+from .. import metrics, pianoroll, writers
 from ..instruments import instrument_key, instrument_name
-from ..manager import ModelManager
+from ..manager import ModelManager, split_fix
 from ..notes import Note
 from ..results import ModelResult, Run
 
@@ -21,6 +21,15 @@ INFO_LABELS = {
     "compat": "compat", "frontend": "frontend", "memory_length": "memory N", "checkpoint": "checkpoint",
     "variant": "variant", "trim": "trim", "segments": "segments", "segments_without_eos": "segments without EOS",
     "max_tokens": "max tokens", "segment_s": "segment s", "hop_s": "hop s",
+}
+# One line for each word a visitor may not know (hover titles, and the "what do these mean" fold).
+GLOSSARY = {
+    "RTF": "real-time factor: seconds of computing per second of audio (below 1 is faster than real time)",
+    "trim": "how the notes still sounding at a segment's end are closed (the model's own rule)",
+    "segments without EOS": "2-second segments whose output hit the token limit before the model "
+                            "said it was done; notes there may be cut short",
+    "memory N": "how many tokens of the previous segment MR-MT3 remembers",
+    "compat": "which implementation's numeric conventions the MT3 run follows",
 }
 SCORE_GROUPS = [("onset", "Onset"), ("onset_offset", "Onset + offset"), ("program_aware", "Program-aware")]
 PRF = [("precision", "P"), ("recall", "R"), ("f1", "F1")]
@@ -45,30 +54,44 @@ def note(text_html: str) -> str:
 # Models: checkbox labels, why not ready, the header cards
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def choice_label(manager: ModelManager, model_id: str) -> str:
-    """Checkbox label: the model's name and whether it can run here (the reason is shown below)."""
+    """Checkbox label of a model that can run here: its name and which weights, or the download."""
     spec = manager.spec(model_id)
     avail = manager.availability(model_id)
-    text = AVAIL_TEXT.get(avail.status, avail.status)
     if avail.status == "download":
-        text += f", ~{spec.size_mb:.0f} MB"
-    return f"{spec.display_name} — {text}"
+        size = f", ~{avail.download_mb:.0f} MB" if avail.download_mb else ""
+        return f"{spec.display_name} — downloads on first use{size}"
+    return f"{spec.display_name} — {avail.weights or AVAIL_TEXT.get(avail.status, avail.status)}"
 
 
 def availability_html(manager: ModelManager) -> str:
-    """Why each not-ready model is not ready, and how to fix it (verbatim from the manager)."""
+    """The models that cannot run here (they are not offered): why, in one line; the fix folded."""
     lines = []
     for model_id in manager.model_ids():
         avail = manager.availability(model_id)
-        if avail.status != "ready":
-            name = manager.spec(model_id).display_name
-            lines.append(f"<li><b>{esc(name)}</b> ({esc(AVAIL_TEXT.get(avail.status, avail.status))}): "
-                         f"{esc(avail.reason)}</li>")
+        if avail.usable:
+            continue
+        fix = (f'<details><summary>details</summary>To fix: {esc(avail.fix)}</details>' if avail.fix else "")
+        lines.append(f'<li data-model="{esc(model_id)}"><b>{esc(manager.spec(model_id).display_name)}</b> '
+                     f'{badge("unavailable", "unavailable")} <span class="why">{esc(avail.reason)}</span>{fix}</li>')
     for module, error in manager.import_errors.items():
-        lines.append(f"<li><code>{esc(module)}</code> could not be loaded: {esc(error)}</li>")
+        lines.append(f'<li><code>{esc(module)}</code> {badge("unavailable", "unavailable")} '
+                     f'<span class="why">its code could not be imported.</span>'
+                     f'<details><summary>details</summary>{esc(error)}</details></li>')
     if not lines:
-        return '<div class="availability">All models are ready on this machine.</div>'
-    return f'<div class="availability"><ul>{"".join(lines)}</ul></div>'
+        return ""
+    return f'<div class="availability"><p>Not available here:</p><ul>{"".join(lines)}</ul></div>'
+
+
+def upload_note(ok: bool, text: str) -> str:
+    """The line under the recording right after an upload: what it is, or what is wrong with it."""
+    if ok:
+        return f'<div class="upload-note ok">✓ Ready: {esc(text)}.</div>'
+    return f'<div class="upload-note bad" role="alert">✗ {esc(text)}</div>'
 
 
 def header_html(manager: ModelManager) -> str:
@@ -78,30 +101,53 @@ def header_html(manager: ModelManager) -> str:
         avail = manager.availability(model_id)
         paper = (f' · <a href="{esc(spec.paper_url)}" target="_blank" rel="noopener">paper</a>'
                  if spec.paper_url else "")
+        weights = f'<br><span class="meta">{esc(avail.weights)}</span>' if avail.weights else ""
         cards.append(
             f'<div class="mt3-model"><span class="name">{esc(spec.display_name)}</span>'
-            f'{badge(avail.status, AVAIL_TEXT.get(avail.status, avail.status))}<br>'
+            f'{badge(avail.status, AVAIL_TEXT.get(avail.status, avail.status))}{weights}<br>'
             f'{esc(spec.description)}<br>'
             f'<span class="meta">{esc(spec.instruments)} · licence: {esc(spec.licence)}{paper}</span></div>')
     return (
         '<div class="mt3-header"><h1>MT3 family — side-by-side music transcription</h1>'
         '<p class="tagline">Give it a recording; every selected model writes down the notes it hears. '
-        'Compare their piano rolls, listen to them next to the original, download the MIDI, and '
-        'score them against a reference when you have one. Everything runs on this server; nothing '
-        'is sent elsewhere.</p>'
+        '<span class="wide-only">Compare their piano rolls, listen to them next to the original, download '
+        'the MIDI, and score them against a reference when you have one. </span>Everything runs on this '
+        'server; nothing is sent elsewhere.</p>'
         f'<div class="mt3-models">{"".join(cards)}</div></div>')
+
+
+def about_models_html(manager: ModelManager) -> str:
+    """The header's model descriptions, for the foot of the page on phones (the header hides them)."""
+    html_ = header_html(manager)
+    return html_[html_.index('<div class="mt3-models">'):-len("</div>")]
 
 
 # ------------------------------------------------------------------------------------------------
 # One model's card
 
 
-def card_head(name: str, state: str, detail: str = "") -> str:
-    kind = {"queued": "queued", "running": "running", "done": "done", "error": "error"}[state]
-    text = {"queued": "waiting", "running": "transcribing…", "done": "done", "error": "failed"}[state]
-    extra = f'<p class="card-error">{esc(detail)}</p>' if state == "error" else (
-        f"<p>{esc(detail)}</p>" if detail else "")
-    return f"<h3>{esc(name)} {badge(kind, text)}</h3>{extra}"
+def card_head(name: str, state: str, detail: str = "", progress: tuple[float, str] | None = None) -> str:
+    """The card's title and state. Running: a bar and the phase (with time left); failed: one
+    sentence, the rest behind "details"."""
+    kind, text = {"queued": ("queued", "waiting"), "running": ("running", "transcribing…"),
+                  "done": ("done", "done"), "error": ("error", "failed"),
+                  "stopped": ("queued", "stopped")}[state]
+    head = f"<h3>{esc(name)} {badge(kind, text)}</h3>"
+    if state == "error":
+        sentence, more = split_fix(detail)
+        fold = f"<details><summary>details</summary>{esc(more)}</details>" if more else ""
+        return f'{head}<p class="card-error">{esc(sentence)}</p>{fold}'
+    if state == "running":
+        fraction, phase = progress if progress is not None else (0.0, "starting")
+        return (f'{head}<div class="card-progress" data-phase="{esc(phase)}">'
+                f'<div class="bar"><span style="width:{100 * fraction:.0f}%"></span></div>'
+                f'<p class="phase">{esc(phase[:1].upper() + phase[1:])}…</p></div>')
+    return head + (f"<p>{esc(detail)}</p>" if detail else "")
+
+
+def done_detail(result: ModelResult) -> str:
+    t = result.transcription
+    return f"{plural(t.stats['total'], 'note')} · RTF {t.rtf:.2f} on {t.device}"
 
 
 def stats_html(result: ModelResult) -> str:
@@ -117,12 +163,21 @@ def stats_html(result: ModelResult) -> str:
         ("Load", f"{t.load_seconds:.1f} s"), ("Inference", f"{t.inference_seconds:.1f} s"),
         ("RTF", f"{t.rtf:.2f}"), ("Device", f"{t.device} · {t.dtype}"),
     ]
-    grid = "".join(f'<div class="stat"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div></div>'
+    grid = "".join(f'<div class="stat"{_title(k)}><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div></div>'
                    for k, v in tiles)
-    facts = [f"{label}: {esc(t.info[key])}" for key, label in INFO_LABELS.items()
+    facts = [(label, t.info[key]) for key, label in INFO_LABELS.items()
              if isinstance(t.info.get(key), (str, int, float)) and not isinstance(t.info.get(key), bool)]
-    info = f'<div class="info-line">{" · ".join(facts)}</div>' if facts else ""
-    return f'<div class="stat-grid">{grid}</div>{_instrument_list(t.notes)}{info}'
+    info = ('<div class="info-line">' + " · ".join(f"<span{_title(k)}>{esc(k)}: {esc(v)}</span>" for k, v in facts)
+            + "</div>") if facts else ""
+    words = ["RTF"] + [k for k, _ in facts if k in GLOSSARY]
+    glossary = ('<details class="glossary"><summary>What do these mean?</summary><ul>'
+                + "".join(f"<li><b>{esc(w)}</b>: {esc(GLOSSARY[w])}</li>" for w in words) + "</ul></details>")
+    return f'<div class="stat-grid">{grid}</div>{_instrument_list(t.notes)}{info}{glossary}'
+
+
+def _title(word: str) -> str:
+    """A hover explanation for a word of the glossary (nothing for plain words)."""
+    return f' title="{esc(GLOSSARY[word])}"' if word in GLOSSARY else ""
 
 
 def _instrument_list(notes: list[Note]) -> str:
@@ -162,7 +217,7 @@ def _cell(v: Any) -> str:
 
 def table_html(headers: list[str], rows: list[list[Any]], best: set[tuple[int, int]] = frozenset(),
                group_row: str = "", classes: str = "mt3-table") -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    head = "".join(f"<th{_title(h)}>{esc(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
         cells = "".join(f'<td class="best">{esc(v)}</td>' if (i, j) in best else f"<td>{esc(v)}</td>"
@@ -195,14 +250,26 @@ def scores_html(run: Run) -> str:
 
 
 def _best_cells(values: list[list[float]]) -> set[tuple[int, int]]:
-    """(row, column) of each column's best value; none with one model (everything would be best)."""
+    """(row, column) of each column's best value — only where it beats another model's (a column
+    of ties, e.g. all 0.000, has no best; nor has a single model)."""
     best: set[tuple[int, int]] = set()
-    if len(values) > 1:
-        for j in range(len(values[0])):
-            col = [r[j] for r in values if r[j] == r[j]]
-            if col:
-                best |= {(i, j + 1) for i, r in enumerate(values) if r[j] == max(col)}
+    for j in range(len(values[0]) if values else 0):
+        col = [r[j] for r in values if r[j] == r[j]]
+        if len(col) > 1 and max(col) > min(col):
+            best |= {(i, j + 1) for i, r in enumerate(values) if r[j] == max(col)}
     return best
+
+
+def summary_html(run: Run) -> str:
+    """One row per model (writers.SUMMARY_COLUMNS), as a table that scrolls inside itself; a
+    failed model's row points to its card, where the reason is."""
+    rows = []
+    for r in run.results:
+        row = writers.summary_row(r)
+        if not r.ok:
+            row = {"model": r.display_name, "status": "failed (see its card)"}
+        rows.append([_cell(row.get(k)) if k in row else "" for k, _ in writers.SUMMARY_COLUMNS])
+    return table_html([h for _, h in writers.SUMMARY_COLUMNS], rows)
 
 
 def agreement_html(run: Run) -> str:
@@ -225,7 +292,9 @@ def agreement_html(run: Run) -> str:
 
 def done_message(run: Run) -> str:
     ok, total = len(run.ok_results), len(run.results)
-    msg = f"**Done:** {ok} of {total} model{'s' if total > 1 else ''} transcribed {run.clip.duration:.1f} s of audio."
+    if not ok:
+        return f"**Nothing transcribed:** {'the model' if total == 1 else 'no model'} could run (see the card{'s' if total > 1 else ''})."
+    msg = f"**Done:** {ok} of {plural(total, 'model')} transcribed {run.clip.duration:.1f} s of audio."
     failed = total - ok
     if failed:
         msg += f" {failed} failed (see the card{'s' if failed > 1 else ''})."

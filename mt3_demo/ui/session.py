@@ -37,6 +37,7 @@ class PageState:
 
     duration: float = 0.0
     results: dict[int, ModelResult] = field(default_factory=dict)  # card index -> finished result
+    names: list[str] = field(default_factory=list)  # card index -> model name, for this run
 
 
 def runs_root() -> Path:
@@ -71,6 +72,7 @@ def load_reference(reference: str | None) -> tuple[list[Note] | None, str | None
 
 
 def check_selection(manager: ModelManager, model_ids: list[str]) -> list[str]:
+    """Known models that can run here (the page offers no others; the API may ask for any)."""
     if not model_ids:
         raise InputError("Select at least one model.")
     try:
@@ -78,6 +80,10 @@ def check_selection(manager: ModelManager, model_ids: list[str]) -> list[str]:
             manager.spec(m)
     except UnknownModel as e:
         raise InputError(str(e)) from None
+    for m in model_ids:
+        avail = manager.availability(m)
+        if not avail.usable:
+            raise InputError(f"{manager.spec(m).display_name} cannot run here: {avail.reason}")
     return model_ids
 
 
@@ -99,16 +105,15 @@ def start(audio: str | None, model_ids: list[str], reference: str | None, manage
     return Request(clip, model_ids, new_run_dir(), ref_notes, ref_name)
 
 
-ProgressFn = Callable[[float, str], None]  # (fraction of the whole request, description)
+ProgressFn = Callable[[int, float, str], None]  # (index of the model in the request, its fraction, phase)
 
 
 def results(request: Request, manager: ModelManager, progress: ProgressFn | None = None) -> Iterator[ModelResult]:
     """Each model's result as it finishes (files written), in the order of ``request.model_ids``."""
-    n = len(request.model_ids)
     for done, model_id in enumerate(request.model_ids):
         def on_progress(_id: str, frac: float, desc: str, done: int = done) -> None:
             if progress is not None:
-                progress((done + min(max(frac, 0.0), 1.0)) / n, desc)
+                progress(done, min(max(frac, 0.0), 1.0), desc)
 
         yield pipeline.transcribe_one(request.clip, model_id, manager, request.out_dir, on_progress)
 
