@@ -84,7 +84,7 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
             try:
                 kind, index, payload = events.get(timeout=POLL_S)
             except queue.Empty:
-                yield {}  # lets Gradio close this generator (Stop, a client gone) within a second
+                yield {page.state: gr.skip()}  # lets Gradio close this generator (Stop, client gone) within a second
                 continue
             if kind == "progress":
                 latest = {index: payload}

@@ -141,7 +141,7 @@ def card_head(name: str, state: str, detail: str = "", progress: tuple[float, st
         fraction, phase = progress if progress is not None else (0.0, "starting")
         return (f'{head}<div class="card-progress" data-phase="{esc(phase)}">'
                 f'<div class="bar"><span style="width:{100 * fraction:.0f}%"></span></div>'
-                f'<p class="phase">{esc(phase[:1].upper() + phase[1:])}…</p></div>')
+                f'<p class="phase">{esc(phase[:1].upper() + phase[1:])}{"" if "·" in phase else "…"}</p></div>')
     return head + (f"<p>{esc(detail)}</p>" if detail else "")
 
 

@@ -1,0 +1,164 @@
+"""A burst on the app's API, on loopback: good uploads queue behind each other, bad ones must not.
+
+Starts ``app.py`` in a child process (its own GRADIO_TEMP_DIR, a free 127.0.0.1 port), then at once
+sends ``--clients`` good requests (a short piano clip, transkun) from as many threads, and — while
+those fill the queue — ``len(BAD_UPLOADS)`` bad uploads. Checks: every good request succeeds, every
+bad one gets its message (from the validator, before the queue) in under ``--bad-limit`` seconds.
+Prints each request's time, the server's peak RSS and how much its temp dir grew.
+
+    python bench/burst.py                 # 16 clients + 6 bad uploads (issue 13)
+    python bench/burst.py --clients 4     # a quicker look
+
+Bounded: ``--timeout`` seconds for the whole burst (the server is stopped either way).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PIANO = ROOT / "examples_audio" / "piano_cschumann_polonaise.wav"
+
+# name -> bytes: what people (or scripts) upload by mistake
+BAD_UPLOADS = {
+    "empty.wav": b"",
+    "text.wav": b"this is plain text, not a recording\n" * 20,
+    "truncated.wav": b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    "random.mp3": os.urandom(4096),
+    "zeros.flac": bytes(2048),
+    "html.ogg": b"<html><body>not audio</body></html>",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the app exited with code {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the app did not start in time")
+
+
+class PeakRSS(threading.Thread):
+    """Polls the server's resident memory (with its children) until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc, self.peak_mb, self.stopped = psutil.Process(pid), 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(True))
+            except Exception:  # noqa: BLE001 - the process is going away
+                return
+            self.peak_mb = max(self.peak_mb, rss / 2**20)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--clip-seconds", type=float, default=3.0)
+    ap.add_argument("--bad-limit", type=float, default=5.0, help="seconds a bad upload may take")
+    ap.add_argument("--timeout", type=float, default=1500.0, help="seconds for the whole burst")
+    args = ap.parse_args()
+
+    import soundfile as sf
+    from gradio_client import Client, handle_file
+
+    work = Path(tempfile.mkdtemp(prefix="mt3-burst-"))
+    gradio_tmp = work / "gradio"
+    gradio_tmp.mkdir()
+    audio, rate = sf.read(str(PIANO), dtype="float32")
+    clip = work / "piano_clip.wav"
+    sf.write(str(clip), audio[: int(args.clip_seconds * rate)], rate)
+    bad_files = []
+    for name, data in BAD_UPLOADS.items():
+        (work / name).write_bytes(data)
+        bad_files.append(work / name)
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(gradio_tmp), GRADIO_SERVER_PORT=str(port),
+               GRADIO_SERVER_NAME="127.0.0.1", HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"),
+               GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, server, 180)
+        rss = PeakRSS(server.pid)
+        rss.start()
+        disk_before = folder_mb(gradio_tmp)
+        results: dict[str, tuple[str, float, str]] = {}
+
+        def call(tag: str, path: Path) -> None:
+            client = Client(url, verbose=False)
+            start = time.monotonic()
+            try:
+                out = client.predict(handle_file(str(path)), ["transkun"], None, api_name="/transcribe")
+                results[tag] = ("ok", time.monotonic() - start, f"{out[2]['models']['transkun']['stats']['total']} notes")
+            except Exception as e:  # noqa: BLE001 - recorded: a bad upload must fail, with its message
+                results[tag] = ("error", time.monotonic() - start, str(e).strip().splitlines()[-1][:120])
+            finally:
+                client.close()
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(args.clients + len(bad_files)) as pool:
+            futures = [pool.submit(call, f"good-{i:02d}", clip) for i in range(args.clients)]
+            time.sleep(3.0)  # the good ones have joined the queue; now the bad ones arrive
+            futures += [pool.submit(call, f"bad-{p.name}", p) for p in bad_files]
+            for f in futures:
+                f.result(timeout=max(1.0, args.timeout - (time.monotonic() - start)))
+        wall = time.monotonic() - start
+        rss.stopped.set()
+        rss.join()
+        disk_after = folder_mb(gradio_tmp)
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    for tag in sorted(results):
+        status, seconds, detail = results[tag]
+        print(f"{tag:22s} {status:6s} {seconds:7.1f} s  {detail}")
+    good = [r for t, r in results.items() if t.startswith("good")]
+    bad = [r for t, r in results.items() if t.startswith("bad")]
+    good_ok = sum(r[0] == "ok" for r in good)
+    bad_fast = sum(r[0] == "error" and r[1] < args.bad_limit for r in bad)
+    print(f"\ngood requests: {good_ok}/{len(good)} succeeded; bad uploads answered with an error in "
+          f"< {args.bad_limit:g} s: {bad_fast}/{len(bad)} (slowest {max((r[1] for r in bad), default=0):.2f} s)")
+    print(f"burst wall time {wall:.0f} s; server peak RSS {rss.peak_mb:.0f} MB; "
+          f"temp dir grew {disk_after - disk_before:.1f} MB ({disk_after:.1f} MB in all)")
+    return 0 if good_ok == len(good) and bad_fast == len(bad) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
