@@ -135,7 +135,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         text = json.dumps(writers.transcription_json(result, clip, include_tokens=args.tokens), indent=1)
         print(text) if str(args.json) == "-" else args.json.write_text(text)
     t = result.transcription
-    print(f"{args.model}: {t.stats['total']} notes ({t.stats['pitched']} pitched, {t.stats['drum']} drum) in "
+    total = t.stats["total"]
+    print(f"{args.model}: {total} note{'' if total == 1 else 's'} ({t.stats['pitched']} pitched, {t.stats['drum']} drum) in "
           f"{clip.duration:.1f} s of audio; load {t.load_seconds:.2f} s, inference "
           f"{t.inference_seconds:.2f} s, RTF {t.rtf:.3f} on {t.device}", file=sys.stderr)
     return EXIT_OK
@@ -152,7 +153,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
 
     def report(r) -> None:
-        line = (f"{r.model_id}: {len(r.transcription.notes)} notes, RTF {r.transcription.rtf:.3f}"
+        count = len(r.transcription.notes)
+        line = (f"{r.model_id}: {count} note{'' if count == 1 else 's'}, RTF {r.transcription.rtf:.3f}"
                 if r.ok else f"{r.model_id}: error: {r.error}")
         print(line, file=sys.stderr)
 

@@ -62,11 +62,12 @@ def test_api_is_listed(client):
     (b"", ("empty",)),
 ], ids=["text-renamed-wav", "empty-file"])
 def test_bad_upload_gives_clear_error(client, tmp_path, content, expected):
-    from gradio_client.exceptions import AppError
+    """Answered by the validator, before the request joins the queue (issue 13.6)."""
+    from gradio_client.exceptions import ValidationError
 
     bad = tmp_path / "recording.wav"
     bad.write_bytes(content)
-    with pytest.raises(AppError) as info:
+    with pytest.raises(ValidationError) as info:
         _call(client, bad)
     message = str(info.value)
     assert any(e in message.lower() for e in expected), message
@@ -75,20 +76,29 @@ def test_bad_upload_gives_clear_error(client, tmp_path, content, expected):
 
 
 def test_no_model_selected_gives_clear_error(client, short_clip):
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
-    with pytest.raises(AppError, match="at least one model"):
+    with pytest.raises(ValidationError, match="at least one model"):
         _call(client, short_clip, models=())
+
+
+def test_model_that_cannot_run_here_is_refused_before_the_queue(client, short_clip):
+    """Offline without weights, MT3 cannot load: one sentence, no download retries, no queue."""
+    from gradio_client.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="cannot run here") as info:
+        _call(client, short_clip, models=("mt3",))
+    assert "Traceback" not in str(info.value)
 
 
 def test_transcribes_example_after_a_bad_upload(client, short_clip, tmp_path):
     """A bad upload first (in this test, whatever ran before): the app stays up and transcribes."""
     import pretty_midi
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF not really a wave file")
-    with pytest.raises(AppError):
+    with pytest.raises(ValidationError):
         _call(client, bad)
     midis, pngs, results, report = _call(client, short_clip, reference=PIANO.with_suffix(".mid"))
 

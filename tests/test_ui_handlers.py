@@ -1,0 +1,189 @@
+"""The page's handlers without a browser: a bad request is refused by the validator (before the
+queue), a run reports phases in its card, closing the run (Stop, a client gone) stops the model at
+its next segment, errors are said once in one sentence, and no report is offered when nothing ran."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import EXAMPLES
+from mt3_demo.audio import Clip
+from mt3_demo.manager import ModelManager
+from mt3_demo.models.base import AdapterOutput, ModelSpec
+from mt3_demo.notes import Note, Transcription
+from mt3_demo.results import ModelResult, Run
+from mt3_demo.ui import handlers, render
+from mt3_demo.ui.components import Card, Page
+
+SEGMENTS = 200
+
+
+@dataclass(frozen=True)
+class SlowOptions:
+    pass
+
+
+class SlowTranscriber:
+    """Walks many short segments, reporting each: a run long enough to be stopped."""
+
+    def __init__(self, device):
+        self.device, self.dtype = device, torch.float32
+        self.reached = 0
+
+    def num_segments(self, clip):
+        return SEGMENTS
+
+    def transcribe(self, clip, progress=None):
+        for i in range(SEGMENTS):
+            time.sleep(0.02)
+            self.reached = i + 1
+            if progress:
+                progress(i + 1, SEGMENTS)
+        return AdapterOutput(notes=[Note(0.0, 0.5, 60)])
+
+
+def slow_manager() -> tuple[ModelManager, list[SlowTranscriber]]:
+    built: list[SlowTranscriber] = []
+
+    def build(location, device, options):
+        built.append(SlowTranscriber(device))
+        return built[-1]
+
+    spec = ModelSpec(id="slow", display_name="Slow", description="", source="", licence="", instruments="",
+                     size_mb=1.0, options_type=SlowOptions, resolve=lambda c, o, f: Path("/nowhere"), build=build)
+    m = ModelManager(device=torch.device("cpu"), budget_mb=100.0)
+    m.specs = {"slow": spec}
+    return m, built
+
+
+def fake_page(n_cards: int = 1) -> Page:
+    names = iter(range(10_000))
+
+    def comp() -> str:
+        return f"component-{next(names)}"
+
+    cards = [Card(*[comp() for _ in range(9)]) for _ in range(n_cards)]
+    return Page(*[comp() for _ in range(9)], cards)
+
+
+def run_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "mt3-demo-run"]
+
+
+@pytest.fixture
+def gradio_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+
+
+def test_validator_refuses_bad_inputs_with_their_message(tmp_path):
+    manager = ModelManager(device=torch.device("cpu"))
+    bad = tmp_path / "recording.wav"
+    bad.write_text("not audio")
+    audio, models, reference = handlers.validate_inputs(manager, 600.0, str(bad), [], str(bad))
+    assert audio["is_valid"] is False and "recording.wav" in audio["message"]
+    assert models["is_valid"] is False and "at least one model" in models["message"]
+    assert reference["is_valid"] is False and "reference MIDI" in reference["message"]
+    good = handlers.validate_inputs(manager, 600.0, str(EXAMPLES / "piano_cschumann_polonaise.wav"),
+                                    ["transkun"], str(EXAMPLES / "piano_cschumann_polonaise.mid"))
+    assert all(v["is_valid"] for v in good)
+    # Offline without weights MT3 cannot load: refused with one sentence, not after download retries.
+    _, unusable, _ = handlers.validate_inputs(manager, 600.0, None, ["mt3"], None)
+    assert unusable["is_valid"] is False and "cannot run here" in unusable["message"]
+
+
+def test_upload_note_says_what_was_uploaded(tmp_path):
+    ok = handlers.check_upload(str(EXAMPLES / "piano_cschumann_polonaise.wav"), 600.0)
+    assert "Ready" in ok and "19.5 s" in ok
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert "empty" in handlers.check_upload(str(empty), 600.0)
+    assert handlers.check_upload(None, 600.0) == ""
+
+
+def test_run_reports_phases_in_its_card_and_finishes(gradio_tmp, tone_wav):
+    manager, built = slow_manager()
+    page = fake_page()
+    updates = list(handlers.transcribe_page(page, manager, 600.0, str(tone_wav()), ["slow"], None))
+    heads = [u[page.cards[0].head] for u in updates if page.cards[0].head in u]
+    phases = [h for h in heads if "card-progress" in h]
+    assert any("Loading weights" in h for h in phases) or any("segment 1 of" in h for h in phases)
+    assert any(f"segment 2 of {SEGMENTS}" in h or "left" in h for h in phases)
+    assert "1 note " in heads[-1] or "1 note ·" in heads[-1]  # "1 note", not "1 notes"
+    final = updates[-1]
+    assert "Done" in final[page.status]
+    assert final[page.report]["visible"] is True
+    assert built[0].reached == SEGMENTS
+
+
+def test_closing_the_run_stops_the_model(gradio_tmp, tone_wav):
+    """What Stop (``cancels=``) and a vanished client do: Gradio closes the generator."""
+    manager, built = slow_manager()
+    page = fake_page()
+    run = handlers.transcribe_page(page, manager, 600.0, str(tone_wav()), ["slow"], None)
+    for update in run:
+        if "segment 3 of" in str(update.get(page.cards[0].head, "")):
+            break
+    run.close()
+    deadline = time.monotonic() + 30
+    while run_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not run_threads()
+    assert built[0].reached < SEGMENTS  # stopped at a segment boundary, not run to the end
+    # The model is free again: the next run goes through.
+    updates = list(handlers.transcribe_page(page, manager, 600.0, str(tone_wav()), ["slow"], None))
+    assert "Done" in updates[-1][page.status]
+
+
+def test_stop_marks_unfinished_cards():
+    page = fake_page(2)
+    from mt3_demo.ui.session import PageState
+
+    state = PageState(names=["A", "B"], results={0: ModelResult("a", "A")})
+    update = handlers.stop_page(page, state)
+    assert "Stopped" in update[page.status]
+    assert "stopped" in update[page.cards[1].head] and page.cards[0].head not in update
+
+
+def _run(results: list[ModelResult]) -> Run:
+    clip = Clip.from_array(torch.zeros(16000).numpy())
+    return Run(clip, results, None, None, {}, [], [])
+
+
+def test_an_error_is_one_sentence_with_details_folded():
+    message = ("mt3: checkpoint mt3.pth unavailable — offline mode. To fix: put the file at "
+               "$MT3_DEMO_CHECKPOINTS/mt3/mt3.pth.")
+    head = render.card_head("MT3", "error", message)
+    sentence = head.split('<p class="card-error">')[1].split("</p>")[0]
+    assert "To fix" not in sentence and sentence.endswith(".")
+    assert "<details>" in head and "MT3_DEMO_CHECKPOINTS" in head.split("<details>")[1]
+
+
+def test_no_report_when_nothing_was_transcribed():
+    page = fake_page()
+    failed = ModelResult("mt3", "MT3", error="Weights not on this machine; offline mode is on.")
+    update = handlers.summary_update(page, _run([failed]), "")
+    assert update[page.report]["visible"] is False and update[page.report]["value"] is None
+    assert "Nothing transcribed" in update[page.status]
+    assert "failed (see its card)" in update[page.summary]
+    assert "offline" not in update[page.summary]  # the reason is said once, in the card
+
+
+def test_best_only_where_it_beats_another_model():
+    assert render._best_cells([[0.0, 0.5], [0.0, 0.7]]) == {(1, 2)}  # a column of ties has no best
+    assert render._best_cells([[0.9, 0.5]]) == set()  # one model: nothing to beat
+    assert render.plural(1, "note") == "1 note" and render.plural(2, "note") == "2 notes"
+
+
+def test_done_detail_and_jargon_titles():
+    t = Transcription(model_id="x", notes=[Note(0.0, 0.5, 60)], audio_seconds=1.0, load_seconds=0.1,
+                      inference_seconds=0.5, device="cpu", dtype="float32", info={"trim": "magenta"})
+    result = ModelResult("x", "X", transcription=t)
+    assert render.done_detail(result).startswith("1 note ·")
+    stats = render.stats_html(result)
+    assert 'title="real-time factor' in stats and "What do these mean?" in stats
+    assert f'title="{render.esc(render.GLOSSARY["trim"])}"' in stats
