@@ -153,7 +153,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
 
     def report(r) -> None:
-        count = len(r.transcription.notes)
+        count = len(r.transcription.notes) if r.ok else 0
         line = (f"{r.model_id}: {count} note{'' if count == 1 else 's'}, RTF {r.transcription.rtf:.3f}"
                 if r.ok else f"{r.model_id}: error: {r.error}")
         print(line, file=sys.stderr)

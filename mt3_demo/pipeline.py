@@ -87,7 +87,7 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
     if not loaded:  # weights that cannot be had here fail at once, not after download retries
         avail = manager.availability(model_id)
         if not avail.usable:
-            result.error = avail.reason + (f" To fix: {avail.fix}" if avail.fix else "")
+            result.error = f"{model_id}: {avail.reason}" + (f" To fix: {avail.fix}" if avail.fix else "")
             result.error_kind = "checkpoint"
             return result
     phases.report(0.0, "starting" if loaded else "loading weights")

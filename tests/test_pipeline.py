@@ -48,7 +48,7 @@ def test_transcribe_compare_and_ui_write_the_same_midi_and_json(wav, tmp_path, m
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": TINY},
                            options={"mt3": MT3Options(compat="kunato", max_tokens=63)})
-    midis, pngs, results, zip_path = handlers.transcribe_api(manager, 600.0, str(wav), ["mt3"], str(reference))
+    *_, (midis, pngs, results, zip_path) = handlers.transcribe_api(manager, 600.0, str(wav), ["mt3"], str(reference))
 
     transcribed = json.loads((one / "mt3.json").read_text())
     compared = json.loads((tmp_path / "cmp" / "results.json").read_text())

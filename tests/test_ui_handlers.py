@@ -187,3 +187,20 @@ def test_done_detail_and_jargon_titles():
     stats = render.stats_html(result)
     assert 'title="real-time factor' in stats and "What do these mean?" in stats
     assert f'title="{render.esc(render.GLOSSARY["trim"])}"' in stats
+
+
+def test_api_run_of_a_vanished_client_stops(gradio_tmp, tone_wav):
+    """Gradio closes a generator whose client disconnected; the API's run then stops too."""
+    manager, built = slow_manager()
+    run = handlers.transcribe_api(manager, 600.0, str(tone_wav()), ["slow"], None)
+    next(run)
+    while built[0].reached < 3 if built else True:
+        next(run)
+    run.close()
+    deadline = time.monotonic() + 30
+    while run_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not run_threads()
+    assert built[0].reached < SEGMENTS
+    *_, (midis, pngs, results, zip_path) = handlers.transcribe_api(manager, 600.0, str(tone_wav()), ["slow"], None)
+    assert results["models"]["slow"]["stats"]["total"] == 1

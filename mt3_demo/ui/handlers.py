@@ -9,6 +9,7 @@ pressed, or the client went away — the worker stops at its next segment, so th
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -75,23 +76,13 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
     warnings = "".join(f"\n\n**Note:** {w}" for w in request.clip.warnings)
     yield _first_update(page, request, names, audio, warnings, state)
 
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    threading.Thread(target=_work, args=(request, manager, events, stop), name="mt3-demo-run", daemon=True).start()
     finished: list[ModelResult] = []
-    try:
-        while True:
-            try:
-                kind, index, payload = events.get(timeout=POLL_S)
-            except queue.Empty:
+    with contextlib.closing(relay(request, manager)) as events:  # closed with this generator
+        for kind, index, payload in events:
+            if kind == "tick":
                 yield {page.state: gr.skip()}  # lets Gradio close this generator (Stop, client gone) within a second
-                continue
-            if kind == "progress":
-                latest = {index: payload}
-                while not events.empty() and events.queue[0][0] == "progress":  # keep only the newest
-                    _, i, p = events.get_nowait()
-                    latest[i] = p
-                yield {page.cards[i].head: render.card_head(names[i], "running", progress=p) for i, p in latest.items()}
+            elif kind == "progress":
+                yield {page.cards[i].head: render.card_head(names[i], "running", progress=p) for i, p in payload.items()}
             elif kind == "result":
                 finished.append(payload)
                 state.results[index] = payload
@@ -103,11 +94,39 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
             elif kind == "crashed":
                 yield {page.status: f"**The run stopped:** {payload}", page.stop: gr.update(visible=False)}
                 return
-            else:  # "finished"
-                break
-    finally:
-        stop.set()  # closed early: the worker raises Cancelled at its next progress report
     yield summary_update(page, session.finish(request, finished), warnings)
+
+
+def relay(request: session.Request, manager: ModelManager) -> Iterator[tuple[str, Any, Any]]:
+    """Run the request's models in a worker thread and pass on what it reports:
+    ("progress", None, {model index: (fraction, phase)}) with only the newest phase per model,
+    ("result", model index, ModelResult), ("crashed", None, message), and ("tick", None, None) when
+    nothing happened for ``POLL_S``. Ends after the last result. When this generator is closed early
+    (Stop, a client gone), the worker raises ``Cancelled`` at its next progress report."""
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=_work, args=(request, manager, events, stop), name="mt3-demo-run", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, index, payload = events.get(timeout=POLL_S)
+            except queue.Empty:
+                yield "tick", None, None
+                continue
+            if kind == "progress":
+                latest = {index: payload}
+                while not events.empty() and events.queue[0][0] == "progress":  # keep only the newest
+                    _, i, p = events.get_nowait()
+                    latest[i] = p
+                yield "progress", None, latest
+            elif kind == "finished":
+                return
+            else:
+                yield kind, index, payload
+                if kind == "crashed":
+                    return
+    finally:
+        stop.set()
 
 
 def _work(request: session.Request, manager: ModelManager, events: queue.Queue, stop: threading.Event) -> None:
@@ -208,19 +227,28 @@ def summary_update(page: Page, run: Run, warnings: str) -> dict:
 
 
 def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None, selected: Any,
-                   reference: str | None, progress: gr.Progress | None = None):
-    """The ``/transcribe`` endpoint: the same run, answered with files and the results JSON."""
+                   reference: str | None, progress: gr.Progress | None = None) -> Iterator[tuple]:
+    """The ``/transcribe`` endpoint: the same run, answered with files and the results JSON (the
+    last value yielded; the ones before change nothing and let a vanished client's run be closed)."""
     selected = [selected] if isinstance(selected, str) else list(selected or [])
-    n = max(1, len(selected))
-
-    def on_progress(index: int, fraction: float, desc: str) -> None:
-        if progress is not None:
-            progress((index + fraction) / n, desc=desc)
-
     try:
         request = session.start(audio, selected, reference, manager, max_seconds)
-        run = session.run_all(request, manager, on_progress)
-        return session.api_payload(run)
+    except session.USER_ERRORS as e:
+        raise gr.Error(str(e), print_exception=False) from None
+    n = len(request.model_ids)
+    finished: list[ModelResult] = []
+    with contextlib.closing(relay(request, manager)) as events:  # closed with this generator
+        for kind, index, payload in events:
+            if kind == "progress" and progress is not None:
+                i, (fraction, desc) = max(payload.items())
+                progress((i + fraction) / n, desc=f"{manager.spec(request.model_ids[i]).display_name}: {desc}")
+            elif kind == "result":
+                finished.append(payload)
+            elif kind == "crashed":
+                raise gr.Error(f"The run stopped: {payload}", print_exception=False)
+            yield (gr.skip(),) * 4
+    try:
+        yield session.api_payload(session.finish(request, finished))
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None
 

@@ -179,7 +179,7 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
         Returns the MIDI files, the piano-roll PNGs, the results (per model: notes, stats,
         timings, RTF, device, errors; scores and agreement when available) and the report zip.
         """
-        return handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress)
+        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress)
 
     run_inputs = [inputs["audio"], inputs["models"], inputs["reference"]]
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)

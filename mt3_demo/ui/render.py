@@ -6,6 +6,7 @@ HTML strings; no Gradio here, nothing recomputed (a transcription's stats come w
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from .. import metrics, pianoroll, writers
@@ -134,7 +135,7 @@ def card_head(name: str, state: str, detail: str = "", progress: tuple[float, st
                   "stopped": ("queued", "stopped")}[state]
     head = f"<h3>{esc(name)} {badge(kind, text)}</h3>"
     if state == "error":
-        sentence, more = split_fix(detail)
+        sentence, more = split_fix(re.sub(r"^[a-z0-9_]+: ", "", detail))  # no "model_id: " in a card
         fold = f"<details><summary>details</summary>{esc(more)}</details>" if more else ""
         return f'{head}<p class="card-error">{esc(sentence)}</p>{fold}'
     if state == "running":
