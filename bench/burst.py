@@ -122,7 +122,8 @@ def main() -> int:
             start = time.monotonic()
             try:
                 out = client.predict(handle_file(str(path)), ["transkun"], None, api_name="/transcribe")
-                results[tag] = ("ok", time.monotonic() - start, f"{out[2]['models']['transkun']['stats']['total']} notes")
+                notes = out[2]["models"]["transkun"]["stats"]["total"]
+                results[tag] = ("ok", time.monotonic() - start, f"{notes} notes")
             except Exception as e:  # noqa: BLE001 - recorded: a bad upload must fail, with its message
                 results[tag] = ("error", time.monotonic() - start, str(e).strip().splitlines()[-1][:120])
             finally:

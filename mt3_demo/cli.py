@@ -136,7 +136,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         print(text) if str(args.json) == "-" else args.json.write_text(text)
     t = result.transcription
     total = t.stats["total"]
-    print(f"{args.model}: {total} note{'' if total == 1 else 's'} ({t.stats['pitched']} pitched, {t.stats['drum']} drum) in "
+    print(f"{args.model}: {total} note{'' if total == 1 else 's'} "
+          f"({t.stats['pitched']} pitched, {t.stats['drum']} drum) in "
           f"{clip.duration:.1f} s of audio; load {t.load_seconds:.2f} s, inference "
           f"{t.inference_seconds:.2f} s, RTF {t.rtf:.3f} on {t.device}", file=sys.stderr)
     return EXIT_OK

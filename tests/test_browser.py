@@ -144,6 +144,35 @@ def test_offline_start_offers_only_runnable_models(browser, app_url):
         page.close()
 
 
+def test_test_weights_are_labelled_as_such(browser, app_url, tmp_path, monkeypatch):
+    """With the tiny fixtures laid out as the README says, all four models are offered, and the
+    three random ones say "test weights" — never "official weights"."""
+    from playwright.sync_api import expect
+
+    from conftest import FIXTURES
+
+    root = tmp_path / "ckpt"
+    for model_id, files in {"mt3": ["mt3/tiny_model/mt3.pth", "mt3/tiny_model/config.json"],
+                            "mr_mt3": ["mr_mt3/set_b/model.ckpt", "mr_mt3/set_b/config.json"],
+                            "yourmt3": ["yourmt3/set_a/tiny_model/last.ckpt"]}.items():
+        (root / model_id).mkdir(parents=True)
+        for f in files:
+            shutil.copy(FIXTURES / f, root / model_id)
+    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))  # read live: the page load refreshes the list
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
+        page.goto(app_url)
+        expect(page.locator("#model-choice label")).to_have_count(4, timeout=60_000)
+        labels = page.locator("#model-choice label").all_inner_texts()
+        assert sum("test weights" in label for label in labels) == 3, labels
+        assert not any("official" in label for label in labels)
+        expect(page.locator("#availability li")).to_have_count(0)
+        assert not overlaps(visible_boxes(page, LAYOUT_PARTS))
+        shot(page, "01b_desktop_test_weights", full_page=False)
+    finally:
+        page.close()
+
+
 def test_bad_upload_is_flagged_on_upload(browser, app_url, tmp_path):
     from playwright.sync_api import expect
 
@@ -211,7 +240,8 @@ def test_progress_phases_stop_and_next_run(browser, app_url):
         card = page.locator("#card-0")
         expect(card.locator(".piano-roll img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
         expect(card.locator(".card-head").first).to_contain_text("done")
-        expect(card.locator(".card-head").first).to_contain_text(re.compile(r"(?<!\d)(1 note(?!s)|(?!1 notes)\d+ notes)"))
+        one_or_many = re.compile(r"(?<!\d)(1 note(?!s)|(?!1 notes)\d+ notes)")  # never "1 notes"
+        expect(card.locator(".card-head").first).to_contain_text(one_or_many)
         stats = card.locator(".card-stats").first
         expect(stats).to_contain_text("RTF")
         assert stats.locator("[title]").count() > 0  # jargon explained on hover

@@ -80,9 +80,10 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
     with contextlib.closing(relay(request, manager)) as events:  # closed with this generator
         for kind, index, payload in events:
             if kind == "tick":
-                yield {page.state: gr.skip()}  # lets Gradio close this generator (Stop, client gone) within a second
+                yield {page.state: gr.skip()}  # Gradio may close this generator here (Stop, client gone)
             elif kind == "progress":
-                yield {page.cards[i].head: render.card_head(names[i], "running", progress=p) for i, p in payload.items()}
+                yield {page.cards[i].head: render.card_head(names[i], "running", progress=p)
+                       for i, p in payload.items()}
             elif kind == "result":
                 finished.append(payload)
                 state.results[index] = payload

@@ -207,7 +207,7 @@ def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], head
     example.input(lambda i: (rows[i][0], rows[i][1]) if i is not None else (gr.skip(), gr.skip()),
                   inputs=example, outputs=[audio, reference], api_visibility="private", queue=False)
     # A new recording is not the example any more: clear its mark and its ground truth.
-    for event in (audio.upload, audio.stop_recording):
+    for event in (audio.upload, audio.stop_recording, audio.clear):
         event(lambda: (None, None), outputs=[reference, example], api_visibility="private", queue=False)
     # Every new recording is checked at once, and the result shown right under it.
     audio.change(lambda a: handlers.check_upload(a, settings.max_seconds), inputs=audio,

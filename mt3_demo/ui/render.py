@@ -77,8 +77,9 @@ def availability_html(manager: ModelManager) -> str:
         if avail.usable:
             continue
         fix = (f'<details><summary>details</summary>To fix: {esc(avail.fix)}</details>' if avail.fix else "")
-        lines.append(f'<li data-model="{esc(model_id)}"><b>{esc(manager.spec(model_id).display_name)}</b> '
-                     f'{badge("unavailable", "unavailable")} <span class="why">{esc(avail.reason)}</span>{fix}</li>')
+        name = esc(manager.spec(model_id).display_name)
+        lines.append(f'<li data-model="{esc(model_id)}"><b>{name}</b> {badge("unavailable", "unavailable")} '
+                     f'<span class="why">{esc(avail.reason)}</span>{fix}</li>')
     for module, error in manager.import_errors.items():
         lines.append(f'<li><code>{esc(module)}</code> {badge("unavailable", "unavailable")} '
                      f'<span class="why">its code could not be imported.</span>'
@@ -168,8 +169,8 @@ def stats_html(result: ModelResult) -> str:
                    for k, v in tiles)
     facts = [(label, t.info[key]) for key, label in INFO_LABELS.items()
              if isinstance(t.info.get(key), (str, int, float)) and not isinstance(t.info.get(key), bool)]
-    info = ('<div class="info-line">' + " · ".join(f"<span{_title(k)}>{esc(k)}: {esc(v)}</span>" for k, v in facts)
-            + "</div>") if facts else ""
+    spans = [f"<span{_title(k)}>{esc(k)}: {esc(v)}</span>" for k, v in facts]
+    info = f'<div class="info-line">{" · ".join(spans)}</div>' if facts else ""
     words = ["RTF"] + [k for k, _ in facts if k in GLOSSARY]
     glossary = ('<details class="glossary"><summary>What do these mean?</summary><ul>'
                 + "".join(f"<li><b>{esc(w)}</b>: {esc(GLOSSARY[w])}</li>" for w in words) + "</ul></details>")
@@ -294,7 +295,8 @@ def agreement_html(run: Run) -> str:
 def done_message(run: Run) -> str:
     ok, total = len(run.ok_results), len(run.results)
     if not ok:
-        return f"**Nothing transcribed:** {'the model' if total == 1 else 'no model'} could run (see the card{'s' if total > 1 else ''})."
+        cards = "the card" if total == 1 else "the cards"
+        return f"**Nothing transcribed:** {'the model' if total == 1 else 'no model'} could run (see {cards})."
     msg = f"**Done:** {ok} of {plural(total, 'model')} transcribed {run.clip.duration:.1f} s of audio."
     failed = total - ok
     if failed:
