@@ -296,3 +296,46 @@ def test_phone_first_screen_and_results(browser, app_url, short_clip):
         shot(page, "08_phone_agreement", full_page=False)
     finally:
         page.close()
+
+
+def test_side_by_side_with_a_failing_model(browser, app_url, short_clip, tmp_path, monkeypatch):
+    """Three models, one with a corrupt file: its card says so once, in one sentence (details
+    folded; no toast, nothing in the summary but a pointer to the card); the others are compared."""
+    import os as _os
+
+    from playwright.sync_api import expect
+
+    from conftest import FIXTURES
+
+    root = tmp_path / "ckpt"
+    (root / "mr_mt3").mkdir(parents=True)
+    for f in ("model.ckpt", "config.json"):
+        shutil.copy(FIXTURES / "mr_mt3/set_b" / f, root / "mr_mt3")
+    (root / "mt3").mkdir()
+    (root / "mt3" / "mt3.pth").write_bytes(_os.urandom(5000))  # not a checkpoint
+    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
+        page.goto(app_url)
+        expect(page.locator("#model-choice label")).to_have_count(3, timeout=60_000)
+        for label in page.locator("#model-choice label").all():
+            if not label.locator("input").is_checked():
+                label.click()
+        page.locator("#audio-input input[type=file]").set_input_files(str(short_clip))
+        expect(page.locator("#upload-check")).to_contain_text("Ready", timeout=30_000)
+        page.locator("#run-button").click()
+        expect(page.locator("#report-button")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        failed = page.locator(".model-card", has=page.locator(".badge.error"))
+        expect(failed).to_have_count(1)
+        sentence = failed.locator(".card-error").inner_text().strip()
+        assert sentence.endswith(".") and ". " not in sentence and "Traceback" not in sentence, sentence
+        assert page.locator(".toast-body").count() == 0  # said once: in the card, not in a toast too
+        page.get_by_role("tab", name="Summary").click()
+        expect(page.locator("#summary-table")).to_contain_text("failed (see its card)")
+        assert sentence not in page.locator("#summary-table").inner_text()
+        page.get_by_role("tab", name="Agreement").click()
+        expect(page.locator("#comparison table.heatmap")).to_be_visible()
+        assert not overlaps(visible_boxes(page, LAYOUT_PARTS))
+        shot(page, "09_desktop_two_models_one_failed")
+    finally:
+        page.close()

@@ -192,8 +192,12 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     api_outputs = [gr.File(file_count="multiple", visible=False, label="MIDI files"),
                    gr.File(file_count="multiple", visible=False, label="piano rolls"),
                    gr.JSON(visible=False, label="results"), gr.File(visible=False, label="report zip")]
-    gr.Button(visible=False).click(on_gpu(transcribe), inputs=run_inputs, outputs=api_outputs,
-                                   api_name="transcribe", **queue)
+    # The API names models by id, any id: the validator answers an unknown or unavailable one with
+    # a sentence (the page's checkbox group would refuse it with a bare 400 instead).
+    api_models = gr.Dropdown(choices=manager.model_ids(), value=None, multiselect=True, allow_custom_value=True,
+                             visible=False, label="models")
+    gr.Button(visible=False).click(on_gpu(transcribe), inputs=[inputs["audio"], api_models, inputs["reference"]],
+                                   outputs=api_outputs, api_name="transcribe", **queue)
 
 
 def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], header: Any,
