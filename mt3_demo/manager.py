@@ -132,7 +132,8 @@ def split_fix(message: str, model_id: str = "") -> tuple[str, str]:
     head, _, fix = text.partition(" To fix: ")
     if not fix and ". " in head:  # no "To fix": the first sentence, the rest as details
         head, _, fix = head.partition(". ")
-    head = head.rstrip(". ") + "."
+    head = head.rstrip(". ")
+    head += "" if head.endswith(("?", "!")) else "."
     return head[:1].upper() + head[1:], fix.strip()
 
 

@@ -173,6 +173,13 @@ def test_no_report_when_nothing_was_transcribed():
     assert "offline" not in update[page.summary]  # the reason is said once, in the card
 
 
+def test_one_sentence_keeps_its_own_end():
+    from mt3_demo.manager import split_fix
+
+    assert split_fix("mt3: x.pth could not be read; is it corrupt?", "mt3") == ("X.pth could not be read; is it corrupt?", "")
+    assert split_fix("Gone. To fix: put it back.") == ("Gone.", "put it back.")
+
+
 def test_best_only_where_it_beats_another_model():
     assert render._best_cells([[0.0, 0.5], [0.0, 0.7]]) == {(1, 2)}  # a column of ties has no best
     assert render._best_cells([[0.9, 0.5]]) == set()  # one model: nothing to beat
