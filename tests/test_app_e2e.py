@@ -124,3 +124,40 @@ def test_transcribes_example_after_a_bad_upload(client, short_clip, tmp_path):
         assert any(n.endswith("summary.md") for n in names)
         bundled = json.loads(zf.read(next(n for n in names if n.endswith("results.json"))))
     assert bundled["models"]["transkun"]["stats"]["total"] == entry["stats"]["total"]
+
+
+def test_a_client_that_leaves_does_not_keep_its_run(app_url, tmp_path):
+    """Issue 13.6: a client that disconnects mid-run used to leave its job running for the next
+    user to wait behind. Gradio closes the run's generator; the model stops at its next segment
+    and the run writes no results."""
+    import threading
+    import time
+
+    import httpx
+
+    from mt3_demo.ui.session import runs_root
+
+    config = httpx.get(app_url + "config").json()
+    fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "transcribe")
+    wav = PIANO.with_suffix(".wav")  # 20 s: several segments, so there is a boundary to stop at
+    with open(wav, "rb") as f:
+        uploaded = httpx.post(app_url + "gradio_api/upload", files={"files": (wav.name, f, "audio/wav")}).json()[0]
+    before = set(runs_root().iterdir())
+    session = "leaver0001"
+    audio = {"path": uploaded, "orig_name": wav.name, "meta": {"_type": "gradio.FileData"}}
+    joined = httpx.post(app_url + "gradio_api/queue/join", json={
+        "data": [audio, ["transkun"], None], "fn_index": fn_index, "session_hash": session,
+        "event_data": None, "trigger_id": None})
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", app_url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as stream:
+        for line in stream.iter_lines():  # wait until the run is under way, then hang up
+            if '"process_generating"' in line:
+                break
+    workers = lambda: [t for t in threading.enumerate() if t.name == "mt3-demo-run"]  # noqa: E731
+    deadline = time.monotonic() + 300
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not workers(), "the run of a client that left is still going"
+    new = set(runs_root().iterdir()) - before
+    assert len(new) == 1
+    assert not (next(iter(new)) / "results.json").exists()  # stopped before the end
