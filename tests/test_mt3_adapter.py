@@ -38,7 +38,9 @@ def kunato():
 
 def test_spec():
     spec = adapter.SPEC
-    assert spec.id == "mt3" and spec.display_name == "MT3 (Magenta, official weights)"
+    # "official weights" is not a name: it is claimed per file, by hash (mt3_demo.provenance).
+    assert spec.id == "mt3" and spec.display_name == "MT3 (Magenta)"
+    assert spec.published(None, MT3Options()) is adapter.HUB
     assert adapter.HUB.repo_id == "gudgud1014/MR-MT3" and adapter.HUB.filename == "mt3.pth"
     assert adapter.HUB.sha256 == "b8a3807ed265059abd25ad7f68142c06c35e8f6144dcaa45bd55946a3745398f"
     assert spec.options_type is MT3Options and MT3Options().compat == "magenta"
