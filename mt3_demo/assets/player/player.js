@@ -56,8 +56,9 @@
   }
 
   function createPlayer(root, data) {
+    // cacheLayers=false redraws every note every frame: the naive baseline of bench/bench_player.py.
     const state = { pps: 1, viewStart: 0, playing: false, pos: 0, pendingSeek: null, diff: false,
-                    mode: Object.keys(data.diff_modes || {})[0] || null, raf: 0, stats: [] };
+                    mode: Object.keys(data.diff_modes || {})[0] || null, raf: 0, stats: [], cacheLayers: true };
     const duration = Math.max(data.duration || 0, 0.001);
     const instruments = data.instruments || [];
     const ref = data.reference ? decode(data.reference.notes) : null;
@@ -272,7 +273,7 @@
     }
     function drawFrame(roll, t) {
       if (!layout(roll)) return;
-      if (roll.dirty) drawStatic(roll);
+      if (roll.dirty || !state.cacheLayers) drawStatic(roll);
       const dpr = window.devicePixelRatio || 1;
       const ctx = roll.canvas.getContext("2d");
       ctx.setTransform(1, 0, 0, 1, 0, 0);
