@@ -157,6 +157,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = compare.finish_run(results, clip, args.out, reference=reference,
                                 reference_name=str(args.reference) if reference is not None else None,
                                 include_tokens=args.tokens)
+    for line in compare.instrument_lines(results, report.instruments, markdown=False):
+        print(line)
     print(f"wrote {report.results_json} and {report.zip_path.name}", file=sys.stderr)
     return EXIT_OK if any(r.ok for r in results) else EXIT_MODEL
 

@@ -150,6 +150,9 @@ class RunReport:
     results_json: Path
     summary_md: Path
     zip_path: Path
+    instruments: dict[str, dict] = field(default_factory=dict)  # model id → leakage.instrument_leakage(...)
+    stems: dict[str, Path] = field(default_factory=dict)  # model id → zip of one MIDI per instrument
+    diff_pngs: dict[str, Path] = field(default_factory=dict)  # model id → <model>_diff.png (with a reference)
 
 
 def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
@@ -159,7 +162,7 @@ def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
 
     The CLI's ``compare`` and the UI's download write the same bundle through this function.
     """
-    from . import metrics, pianoroll
+    from . import leakage, metrics, pianoroll, stems
 
     done = {r.model_id: r.transcription.notes for r in results if r.ok}
     ids, matrix = metrics.agreement(done)
@@ -170,31 +173,48 @@ def finish_run(results: list[ModelResult], clip: Clip, out_dir: Path,
         pianoroll.save_figure(pianoroll.agreement_heatmap(ids, matrix), heatmap)
         extra_files.append(heatmap)
     scores = {m: metrics.score(notes, reference) for m, notes in done.items()} if reference is not None else {}
+    instruments = {m: leakage.instrument_leakage(notes, reference) for m, notes in done.items()}
+    stem_zips = {m: stems.write_stems_zip(notes, out_dir / f"{safe_name(m)}__stems.zip", end_time=clip.duration)
+                 for m, notes in done.items()}
+    diff_pngs: dict[str, Path] = {}
+    if reference is not None:  # matched / extra / missed, with the flat onset matching of the scores
+        names = {r.model_id: r.display_name for r in results}
+        for m, notes in done.items():
+            fig = pianoroll.render_diff(notes, reference, metrics.note_diff(notes, reference, "onset"),
+                                        clip.duration, title=names[m])
+            diff_pngs[m] = pianoroll.save_figure(fig, out_dir / f"{safe_name(m)}_diff.png")
     extra: dict[str, Any] = {"agreement": {"models": ids, "onset_f1": matrix}}
     if reference is not None:
         extra["reference"] = reference_name
     results_json = write_report(results, clip, out_dir, extra=extra, include_tokens=include_tokens,
-                                scores=scores)
+                                scores=scores, instruments=instruments)
     stem = safe_name(clip.path.stem if clip.path else "clip")
     zip_path = out_dir / f"{stem}__mt3-demo-report.zip"
     # This run's MIDI and PNG files, results.json and summary.md (nothing else that may sit in the
     # folder); audio previews stay out to keep it small.
     bundle = [r.files[k] for r in results if r.ok for k in ("midi", "png") if k in r.files]
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for p in bundle + extra_files + [results_json, out_dir / "summary.md"]:
+        for p in bundle + extra_files + list(diff_pngs.values()) + [results_json, out_dir / "summary.md"]:
             zf.write(p, arcname=f"{stem}/{p.name}")
-    return RunReport(scores, ids, matrix, results_json, out_dir / "summary.md", zip_path)
+        for m, stem_zip in stem_zips.items():  # stems unpacked: stems/<model>/<program>_<name>.mid
+            with zipfile.ZipFile(stem_zip) as sz:
+                for name in sz.namelist():
+                    zf.writestr(f"{stem}/stems/{safe_name(m)}/{name}", sz.read(name))
+    return RunReport(scores, ids, matrix, results_json, out_dir / "summary.md", zip_path,
+                     instruments=instruments, stems=stem_zips, diff_pngs=diff_pngs)
 
 
 def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
                  extra: dict[str, Any] | None = None, include_tokens: bool = False,
-                 scores: dict[str, dict] | None = None) -> Path:
+                 scores: dict[str, dict] | None = None, instruments: dict[str, dict] | None = None) -> Path:
     """``results.json`` + ``summary.md`` for a run.
 
     ``scores`` (model id → ``metrics.score`` output) is stored in each model's entry when a reference
-    was given; ``extra`` holds run-level fields such as the agreement matrix.
+    was given; ``instruments`` (model id → ``leakage.instrument_leakage`` output) under
+    ``"instruments"``; ``extra`` holds run-level fields such as the agreement matrix.
     """
     scores = scores or {}
+    instruments = instruments or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "audio": str(clip.path) if clip.path else None,
@@ -210,6 +230,8 @@ def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
             entry["files"] = {k: v.name for k, v in r.files.items()}
             if r.model_id in scores:
                 entry["scores"] = scores[r.model_id]
+            if r.model_id in instruments:
+                entry["instruments"] = instruments[r.model_id]
         else:
             entry["error"] = r.error
         payload["models"][r.model_id] = entry
@@ -232,5 +254,45 @@ def write_report(results: list[ModelResult], clip: Clip, out_dir: Path,
                 sc = scores[r.model_id]
                 lines.append(f"| {r.display_name} | {sc['onset']['f1']:.3f} | {sc['onset_offset']['f1']:.3f} | "
                              f"{sc['program_aware']['f1']:.3f} |")
+    if instruments:
+        lines += ["", *instrument_lines(results, instruments, markdown=True)]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return path
+
+
+def _instrument_list(entries: list[dict]) -> str:
+    return ", ".join(f"{e['name']} ({e['notes']})" for e in entries) or "—"
+
+
+def instrument_lines(results: list[ModelResult], instruments: dict[str, dict], markdown: bool) -> list[str]:
+    """The instrument-leakage view as text: a Markdown table (summary.md) or plain lines (CLI).
+
+    MR-MT3's measures (distinct instruments; detection P/R/F1 of the program set), drums counted as
+    their own instrument; leaked = predicted but absent from the reference, with note counts."""
+    with_ref = any("detection" in v for v in instruments.values())
+    out = []
+    if markdown:
+        out += ["Instruments (MR-MT3's leakage measures; drums count as their own instrument):", ""]
+        if with_ref:
+            out += ["| model | instruments | reference | detection P / R / F1 | family F1 | leaked | missed |",
+                    "|---|---|---|---|---|---|---|"]
+        else:
+            out += ["| model | instruments |", "|---|---|"]
+    for r in results:
+        m = instruments.get(r.model_id)
+        if m is None:
+            continue
+        if "detection" not in m:
+            out.append(f"| {r.display_name} | {m['count']} |" if markdown
+                       else f"{r.model_id}: {m['count']} instruments")
+            continue
+        d = m["detection"]
+        prf = f"{d['precision']:.2f} / {d['recall']:.2f} / {d['f1']:.2f}"
+        leaked, missed = _instrument_list(m["leaked"]), _instrument_list(m["missed"])
+        if markdown:
+            out.append(f"| {r.display_name} | {m['count']} | {m['reference_count']} | {prf} | "
+                       f"{m['family_detection']['f1']:.2f} | {leaked} | {missed} |")
+        else:
+            out.append(f"{r.model_id}: {m['count']} instruments (reference {m['reference_count']}), detection "
+                       f"P/R/F1 {prf}, family F1 {m['family_detection']['f1']:.2f}; leaked: {leaked}; missed: {missed}")
+    return out
