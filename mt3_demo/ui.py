@@ -1,8 +1,8 @@
 """The Gradio Blocks app: one recording in, every selected model's transcription side by side.
 
-This is the only module that imports gradio. It arranges components and calls the package
-(``audio.load_clip``, ``compare.run``, ``metrics``, ``synth``, ``pianoroll``); it holds no model or
-file-format logic of its own beyond zipping a run's report.
+This and ui_player.py (the interactive player) are the only modules that import gradio. It arranges
+components and calls the package (``audio.load_clip``, ``compare.run``, ``metrics``, ``synth``,
+``pianoroll``); it holds no model or file-format logic of its own beyond zipping a run's report.
 
 Two ways in:
 
@@ -30,6 +30,7 @@ from . import compare, metrics, pianoroll
 from .audio import AudioError, Clip, load_clip, max_seconds
 from .manager import ModelManager, eager_requested, get_manager
 from .notes import Note, instrument_name, note_stats, notes_from_midi
+from .ui_player import player_component, run_payload
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,26 @@ def _scores_html(names: list[str], scores: list[dict[str, Any]], reference_name:
     return _table_html(headers, rows, best, group_row) + note
 
 
+def _leakage_html(names: list[str], leakage: list[dict[str, Any]]) -> str:
+    """MR-MT3's instrument-leakage measures per model (see mt3_demo.leakage)."""
+    def listed(entries: list[dict]) -> str:
+        return ", ".join(f"{e['name']} ({e['notes']})" for e in entries) or "—"
+
+    rows = [[name, m["count"], m["reference_count"], f"{m['detection']['precision']:.2f}",
+             f"{m['detection']['recall']:.2f}", f"{m['detection']['f1']:.2f}", f"{m['family_detection']['f1']:.2f}",
+             listed(m["leaked"]), listed(m["missed"])] for name, m in zip(names, leakage) if "detection" in m]
+    if not rows:
+        return ""
+    headers = ["Model", "Instruments", "In reference", "P", "R", "F1", "Family F1", "Leaked (notes)",
+               "Missed (notes)"]
+    note = ('<div class="note">Instrument leakage (MR-MT3, Tan et al. 2024): how many instruments a model '
+            'wrote, and how well its set of instruments matches the reference\'s (P = share of predicted '
+            'instruments present in the reference, R = share of reference instruments found; "family": '
+            'General MIDI families of 8 programs). Drums count as their own instrument (MR-MT3\'s script '
+            'counts them as piano). No instruments on either side scores 1, on one side only 0.</div>')
+    return "<h4>Instruments</h4>" + _table_html(headers, rows) + note
+
+
 def _agreement_html(names: list[str], matrix: Any) -> str:
     """Pairwise onset F1 between models as a shaded table (a heatmap that also reads on a phone)."""
     head = "".join(f"<th>{_esc(n)}</th>" for n in names)
@@ -284,6 +305,7 @@ class RunSummary:
     results: list[compare.ModelResult]
     report: compare.RunReport
     reference_name: str = ""
+    reference_notes: list[Note] | None = None
 
 
 def _load_reference(reference: str | None) -> tuple[list[Note] | None, str]:
@@ -322,7 +344,7 @@ def _run(audio: str | None, model_ids: list[str], reference: str | None, manager
     if progress is not None:
         progress(1.0, desc="Scoring and writing the report…")
     report = compare.finish_run(results, clip, out_dir, reference=ref_notes, reference_name=ref_name or None)
-    yield "done", RunSummary(results, report, ref_name)
+    yield "done", RunSummary(results, report, ref_name, ref_notes)
 
 
 # ================================================================================================
@@ -369,10 +391,11 @@ class Card:
     synth: Any
     mix: Any
     breakdown: Any
+    stems: Any
 
     def components(self) -> list[Any]:
         return [self.column, self.head, self.roll, self.instrument, self.stats, self.midi, self.synth,
-                self.mix, self.breakdown]
+                self.mix, self.breakdown, self.stems]
 
 
 def _examples() -> tuple[list[list[str | None]], list[str]]:
@@ -455,6 +478,9 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
         original = gr.Audio(label="Original recording (transcriptions are level-matched to it)", interactive=False, visible=False,
                             elem_id="original-audio", waveform_options=_PLAYER)
 
+        # The interactive piano rolls: one transport for every model, filled when the run ends.
+        player = player_component(None, elem_id="player", visible=False)
+
         cards: list[Card] = []
         with gr.Row(equal_height=False, elem_id="cards"):
             for i in range(n_cards):
@@ -467,8 +493,11 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
                     instrument = gr.Dropdown(choices=[ALL_INSTRUMENTS], value=ALL_INSTRUMENTS,
                                              label="Piano roll: show", visible=False, interactive=True)
                     stats = gr.HTML("", padding=False, elem_classes="card-stats")
-                    midi = gr.DownloadButton("Download MIDI", visible=False, size="md",
-                                             elem_classes="midi-download", variant="secondary")
+                    with gr.Row(equal_height=False):
+                        midi = gr.DownloadButton("Download MIDI", visible=False, size="md",
+                                                 elem_classes="midi-download", variant="secondary")
+                        stems = gr.DownloadButton("Download stems", visible=False, size="md",
+                                                  elem_classes="stems-download", variant="secondary")
                     with gr.Row(equal_height=False):
                         synth_audio = gr.Audio(label="Transcription, synthesized", interactive=False,
                                                visible=False, min_width=260, waveform_options=_PLAYER)
@@ -478,7 +507,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
                     with gr.Accordion("Per-instrument breakdown", open=False):
                         breakdown = gr.HTML("", padding=False)
                 cards.append(Card(column, head, roll, instrument, stats, midi, synth_audio, mix_audio,
-                                  breakdown))
+                                  breakdown, stems))
 
         with gr.Tabs(visible=False, elem_id="comparison") as comparison:
             with gr.Tab("Summary"):
@@ -500,7 +529,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
         api_button = gr.Button(visible=False)
 
         card_outputs = [c for card in cards for c in card.components()]
-        page_outputs = [status, original, report, comparison, summary, scores, agreement, state,
+        page_outputs = [status, original, report, comparison, summary, scores, agreement, state, player,
                         *card_outputs]
 
         # ---------------------------------------------------------------- the page's run handler
@@ -525,6 +554,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
                 original: gr.update(value=str(audio_path), visible=True),
                 report: gr.update(value=None, visible=False),
                 comparison: gr.update(visible=False),
+                player: gr.update(value=None, visible=False),
                 state: run_state,
             }
             for i, card in enumerate(cards):
@@ -532,7 +562,7 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
                 first[card.column] = gr.update(visible=used)
                 if used:
                     first[card.head] = _card_head(names[i], "running" if i == 0 else "queued")
-                    for comp in (card.roll, card.instrument, card.midi, card.synth, card.mix):
+                    for comp in (card.roll, card.instrument, card.midi, card.synth, card.mix, card.stems):
                         first[comp] = gr.update(visible=False, value=None)
                     first[card.instrument] = gr.update(visible=False, choices=[ALL_INSTRUMENTS],
                                                        value=ALL_INSTRUMENTS)
@@ -554,7 +584,15 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
                         update[state] = run_state
                         yield update
                     elif kind == "done":
-                        yield _summary_update(payload, names, clip, warnings)
+                        update = _summary_update(payload, names, clip, warnings)
+                        update[player] = gr.update(visible=True, value=run_payload(
+                            player, payload.results, clip.duration, audio_path, payload.reference_notes,
+                            payload.reference_name or "reference"))
+                        for i, card in enumerate(cards[:len(selected)]):
+                            stem_zip = payload.report.stems.get(selected[i])
+                            update[card.stems] = gr.update(value=str(stem_zip) if stem_zip else None,
+                                                           visible=stem_zip is not None)
+                        yield update
             except USER_ERRORS as e:
                 gr.Warning(str(e))
                 yield {status: f"**Could not transcribe:** {e}"}
@@ -593,6 +631,8 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
                 scores_html = _scores_html([r.display_name for r in ok],
                                            [report_data.scores[r.model_id] for r in ok],
                                            summary_data.reference_name)
+                scores_html += _leakage_html([r.display_name for r in ok],
+                                             [report_data.instruments[r.model_id] for r in ok])
             else:
                 scores_html = ('<div class="note">No reference: click an example (they carry their '
                                'ground-truth MIDI) or upload a reference MIDI to score the models.</div>')

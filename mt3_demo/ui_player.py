@@ -32,3 +32,36 @@ def player_component(value: str | None = None, **kwargs) -> gr.HTML:
         raise ValueError("player.css must not contain '${'")
     return gr.HTML(value=value, html_template=TEMPLATE, css_template=css, js_on_load=_asset("player.js"),
                    apply_default_css=False, container=False, padding=False, **kwargs)
+
+
+def served_sources(component: gr.HTML, sources: list[dict]) -> list[dict]:
+    """The sources with each ``path`` copied into Gradio's cache (hash-named, so a file an Audio
+    component already shows is not copied twice): the page may fetch only cached or allowed files."""
+    out = []
+    for s in sources:
+        s = dict(s)
+        if s.get("path"):
+            s["path"] = component.move_resource_to_block_cache(s["path"])
+        out.append(s)
+    return out
+
+
+def run_payload(component: gr.HTML, results: list, duration: float, original: str | None,
+                reference: list | None = None, reference_name: str = "reference") -> str:
+    """Payload for one finished run: ``results`` are ``compare.ModelResult``s (the failed ones are
+    skipped), ``original`` the recording's path. Sources: the original, then per model its rendering
+    (level-matched to the original) and original-left / transcription-right."""
+    from mt3_demo.player import payload_json
+
+    ok = [r for r in results if r.ok]
+    sources = [{"id": "original", "label": "Original recording", "path": original}] if original else []
+    for r in ok:
+        if "audio_matched" in r.files:
+            sources.append({"id": r.model_id, "label": f"{r.display_name} (synthesized)",
+                            "path": str(r.files["audio_matched"])})
+        if "mix" in r.files:
+            sources.append({"id": f"{r.model_id}-mix", "label": f"Original L / {r.display_name} R",
+                            "path": str(r.files["mix"])})
+    rolls = [(r.model_id, r.display_name, r.transcription.notes) for r in ok]
+    return payload_json(rolls, duration, served_sources(component, sources), reference=reference,
+                        reference_name=reference_name)

@@ -363,6 +363,7 @@
     function fitPps() { return (rolls.length && rolls[0].scroller.clientWidth ? rolls[0].scroller.clientWidth : 800) / duration; }
     function zoom(factor, anchorT, anchorX) {
       const fit = fitPps();
+      state.fit = fit;
       const pps = Math.min(MAX_PPS, Math.max(fit, state.pps * factor));
       if (anchorT === undefined) { anchorT = now(); anchorX = (anchorT - state.viewStart) * state.pps; }
       state.pps = pps;
@@ -437,8 +438,11 @@
 
     // ---------------------------------------------------------------- start
     const resize = new ResizeObserver(() => {
+      // A view showing the whole clip keeps showing it at the new width; a zoomed view keeps its zoom.
+      const wasFit = !state.sized || Math.abs(state.pps - state.fit) < 1e-9;
       const fit = fitPps();
-      if (state.pps < fit || !state.sized) { state.pps = fit; state.sized = true; }
+      if (wasFit || state.pps < fit) state.pps = fit;
+      state.fit = fit; state.sized = true;
       for (const roll of rolls) { layout(roll); roll.dirty = true; }
       setScroll(Math.min(state.viewStart * state.pps, Math.max(0, duration * state.pps - (rolls[0] ? rolls[0].width : 0))));
     });
@@ -454,7 +458,7 @@
         const roll = rolls.find((r) => r.r.id === rollId);
         if (!roll) return null;
         const set = roll.notes;
-        for (let k = lowerBound(set.on, onset - 0.0005); k < set.n && set.on[k] <= onset + 0.0005; k++) {
+        for (let k = lowerBound(set.on, onset - 0.001); k < set.n && set.on[k] <= onset + 0.001; k++) {
           if (set.pitch[k] !== pitch) continue;
           const q = noteRect(roll, set, k), rect = roll.canvas.getBoundingClientRect();
           return { x: rect.left + q.x + Math.min(q.w / 2, 6), y: rect.top + q.y + q.h / 2 };
