@@ -287,6 +287,17 @@ def test_phone_width_one_column_tap_to_seek(browser, player_url):
         assert abs(_audio_time(page) - 8.0) < 0.5
         page.wait_for_function("Math.abs(+document.querySelector('[data-testid=roll-a]').dataset.playhead - 8) < 0.5")
         page.screenshot(path=str(ARTIFACTS / "08_phone.png"), full_page=True)
+
+        # Two-finger pinch (raw touch events through the DevTools protocol) zooms in.
+        width_before = page.evaluate("document.querySelector('.mt3-spacer').offsetWidth")
+        cdp = page.context.new_cdp_session(page)
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        for k, half in enumerate((20, 40, 60, 80)):
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchStart" if k == 0 else "touchMove", "touchPoints": [
+                {"x": cx - half, "y": cy, "id": 0}, {"x": cx + half, "y": cy, "id": 1}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        assert page.evaluate("document.querySelector('.mt3-spacer').offsetWidth") > 2 * width_before
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         assert errors == []
     finally:
         page.close()

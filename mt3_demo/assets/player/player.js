@@ -155,6 +155,20 @@
         ev.preventDefault();
         zoom(Math.exp(-ev.deltaY * 0.002), timeAt(roll, ev), ev.clientX - scroller.getBoundingClientRect().left);
       }, { passive: false });
+      // Two-finger pinch on a touch screen zooms around the fingers' midpoint (one finger still pans).
+      let pinch = null;
+      const spread = (ts) => Math.abs(ts[0].clientX - ts[1].clientX);
+      canvas.addEventListener("touchstart", (ev) => { if (ev.touches.length === 2) pinch = spread(ev.touches); }, { passive: true });
+      canvas.addEventListener("touchmove", (ev) => {
+        if (ev.touches.length !== 2 || !pinch) return;
+        ev.preventDefault();
+        const now = spread(ev.touches), mid = (ev.touches[0].clientX + ev.touches[1].clientX) / 2;
+        if (now > 0 && Math.abs(now - pinch) > 2) {
+          zoom(now / pinch, timeAt(roll, { clientX: mid }), mid - scroller.getBoundingClientRect().left);
+          pinch = now;
+        }
+      }, { passive: false });
+      canvas.addEventListener("touchend", () => { pinch = null; }, { passive: true });
       return roll;
     }
 
