@@ -4,7 +4,7 @@
 
 Builds a ``minutes``-long synthetic transcription with ``notes`` notes per model (five instruments
 and drums, random pitches and lengths), a quiet WAV of the same length, and a page holding only the
-player (:func:`mt3_demo.ui_player.player_component`). Debian's Chromium (headless, software
+player (:func:`mt3_demo.ui.player.player_component`). Debian's Chromium (headless, software
 rendering: ``--disable-gpu``) plays it while the player records the time its own drawing takes in
 each animation frame (``performance.now()`` around the work of one ``requestAnimationFrame``
 callback). Three runs in the same browser:
@@ -106,7 +106,7 @@ def main() -> None:
     import gradio as gr
     from playwright.sync_api import sync_playwright
 
-    from mt3_demo.ui_player import player_component
+    from mt3_demo.ui.player import player_component
 
     seconds = args.minutes * 60.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-player-"))

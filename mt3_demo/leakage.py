@@ -23,7 +23,8 @@ from collections import Counter
 from typing import Hashable, Iterable, Sequence
 
 from .metrics import prf
-from .notes import DRUMS, Note, instrument_name
+from .instruments import DRUMS, instrument_name
+from .notes import Note
 
 DRUM_KEY = "drums"  # the instrument key of drum notes; pitched instruments are keyed by program
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 from typing import Iterable, Sequence
 
-from .metrics import DIFF_MODES, note_diff
-from .notes import Note, instrument_key, instrument_name
-from .pianoroll import DRUM_KIND_ORDER, drum_kind, instrument_color
+from .instruments import DRUM_KIND_ORDER, drum_kind, instrument_key, instrument_name
+from .metrics import note_diff
+from .notes import Note
+from .pianoroll import instrument_color
 
 PAYLOAD_VERSION = 1
 DIFF_MODE_LABELS = {

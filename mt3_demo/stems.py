@@ -13,7 +13,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from .notes import Note, instrument_name, write_midi
+from .instruments import instrument_name
+from .notes import Note, write_midi
 
 
 def _safe(name: str) -> str:

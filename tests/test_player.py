@@ -1,6 +1,6 @@
 """The interactive player: its payload (pure Python) and, in a real browser, the standalone component.
 
-The browser part builds a minimal ``gr.Blocks`` page with :func:`mt3_demo.ui_player.player_component`
+The browser part builds a minimal ``gr.Blocks`` page with :func:`mt3_demo.ui.player.player_component`
 on synthetic notes and synthesized WAVs, then drives Debian's Chromium with Playwright (as
 tests/test_browser.py does). Screenshots of each state go to ``tests/artifacts/player/``.
 """
@@ -107,7 +107,7 @@ def player_url(browser, tmp_path_factory):
 
     from conftest import free_port
     from mt3_demo.synth import mix, render_audio, write_wav
-    from mt3_demo.ui_player import player_component
+    from mt3_demo.ui.player import player_component
 
     out = tmp_path_factory.mktemp("player")
     ref = reference_notes()

@@ -1,4 +1,4 @@
-"""The interactive player as a Gradio component (UI layer: the only player file importing gradio).
+"""The interactive player as a Gradio component (the player's only file importing gradio).
 
 ``player_component()`` makes a ``gr.HTML`` whose value is the JSON payload of
 :func:`mt3_demo.player.payload_json`; the shipped ``assets/player/player.js`` (run through
@@ -14,7 +14,10 @@ from pathlib import Path
 
 import gradio as gr
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "player"
+from ..player import payload_json
+from ..results import Run
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "player"
 TEMPLATE = '<div class="mt3-player"></div>'  # static: the script builds everything inside it
 
 
@@ -46,14 +49,11 @@ def served_sources(component: gr.HTML, sources: list[dict]) -> list[dict]:
     return out
 
 
-def run_payload(component: gr.HTML, results: list, duration: float, original: str | None,
-                reference: list | None = None, reference_name: str = "reference") -> str:
-    """Payload for one finished run: ``results`` are ``compare.ModelResult``s (the failed ones are
-    skipped), ``original`` the recording's path. Sources: the original, then per model its rendering
-    (level-matched to the original) and original-left / transcription-right."""
-    from mt3_demo.player import payload_json
-
-    ok = [r for r in results if r.ok]
+def run_payload(component: gr.HTML, run: Run, original: str | None) -> str:
+    """Payload for a finished :class:`~mt3_demo.results.Run` (failed models left out); ``original``
+    is the recording's path. Sources: the original, then per model its rendering (level-matched to
+    the original) and original-left / transcription-right, as the run wrote them."""
+    ok = run.ok_results
     sources = [{"id": "original", "label": "Original recording", "path": original}] if original else []
     for r in ok:
         if "audio_matched" in r.files:
@@ -63,5 +63,5 @@ def run_payload(component: gr.HTML, results: list, duration: float, original: st
             sources.append({"id": f"{r.model_id}-mix", "label": f"Original L / {r.display_name} R",
                             "path": str(r.files["mix"])})
     rolls = [(r.model_id, r.display_name, r.transcription.notes) for r in ok]
-    return payload_json(rolls, duration, served_sources(component, sources), reference=reference,
-                        reference_name=reference_name)
+    return payload_json(rolls, run.clip.duration, served_sources(component, sources), reference=run.reference,
+                        reference_name=run.reference_name or "reference")
