@@ -1,8 +1,10 @@
 """A real browser on the real page: Debian's chromium driven by Playwright (no `playwright install`).
 
 Clicks the piano example, runs the embedded default model and waits for its card: piano roll,
-stats and MIDI download must be visible. Then checks that a phone-sized viewport shows the main
-controls without horizontal scrolling. Screenshots go to the test's tmp dir.
+stats and MIDI download must be visible. Then drives the interactive player on that run (issue 12:
+play, click-to-seek, source switch, tooltip, legend, diff counts equal to results.json's scores) and
+checks that a phone-sized viewport shows the main controls without horizontal scrolling, tap-to-seek
+included. Screenshots go to the test's tmp dir; the player's to tests/artifacts/browser/.
 """
 from __future__ import annotations
 
