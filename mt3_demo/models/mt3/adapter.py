@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from ...audio import Clip
-from ...checkpoints import CheckpointError, HubFile, resolve_file, safe_torch_load
+from ...checkpoints import (CheckpointError, HubFile, check_tensors, checkpoint_errors, resolve_file,
+                             safe_torch_load)
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from ..t5 import T5, dims_from_state_dict, load_t5_state_dict
 from . import features, vocab
@@ -97,19 +98,21 @@ def resolve(checkpoint: Path | None = None) -> MT3Location:
 
 def load_model(location: MT3Location, device: torch.device | str = "cpu", positions: str = "magenta") -> T5:
     """Build the T5 from config.json and the checkpoint's shapes, load strictly, move to ``device``."""
-    what = f"MT3 checkpoint {location.weights}"
+    what = f"MT3 checkpoint {location.weights.name}"
     state = safe_torch_load(location.weights)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{what} is not a plain state_dict of tensors (kunato's mt3.pth layout).")
-    try:
-        dims = dims_from_state_dict(location.config, state)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{what}: config.json is incomplete ({e}).") from e
-    with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
-        model = T5(dims)
-    state = {k: v.float() for k, v in state.items()}
-    load_t5_state_dict(model, state, what, assign=True)
-    model.set_position_formula(positions)
+    check_tensors(state, what)
+    with checkpoint_errors(what):
+        try:
+            dims = dims_from_state_dict(location.config, state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{what}: config.json is incomplete ({e}).") from e
+        with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
+            model = T5(dims)
+        state = {k: v.float() for k, v in state.items()}
+        load_t5_state_dict(model, state, what, assign=True)
+        model.set_position_formula(positions)
     return model.eval().to(device)
 
 
