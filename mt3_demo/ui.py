@@ -17,16 +17,13 @@ import html
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
 
-from . import compare, metrics, pianoroll
+from . import compare, metrics, pianoroll, runs
 from .audio import AudioError, Clip, load_clip, max_seconds
 from .manager import ModelManager, eager_requested, get_manager
 from .notes import Note, instrument_name, note_stats, notes_from_midi
@@ -40,7 +37,7 @@ CSS_PATH = Path(__file__).resolve().parent / "assets" / "ui.css"
 ALL_INSTRUMENTS = "All instruments"
 QUEUE_SIZE_ENV = "MT3_DEMO_QUEUE_SIZE"
 CONCURRENCY_ENV = "MT3_DEMO_CONCURRENCY"
-RUN_TTL_S = 6 * 3600  # per-request output folders older than this are removed on the next run
+RUN_TTL_S = runs.RUN_TTL_S  # per-request output folders older than this are removed on the next run
 MAX_UPLOAD = "200mb"  # 10 minutes of 48 kHz stereo WAV is ~110 MB
 
 # Example labels come from clips.json; these say what each kind demonstrates.
@@ -258,27 +255,6 @@ class RunState:
     notes: dict[str, list[Note]] = field(default_factory=dict)
 
 
-def _runs_root() -> Path:
-    """Per-request folders live under Gradio's temp dir (or the system's): both are served paths."""
-    base = os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()
-    root = Path(base) / "mt3-demo-runs"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _new_run_dir() -> Path:
-    """A fresh folder per request, so two users' files never collide; old ones are pruned."""
-    root = _runs_root()
-    now = time.time()
-    for old in root.iterdir():
-        try:
-            if old.is_dir() and now - old.stat().st_mtime > RUN_TTL_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
-
-
 @dataclass
 class RunSummary:
     results: list[compare.ModelResult]
@@ -297,14 +273,34 @@ def _load_reference(reference: str | None) -> tuple[list[Note] | None, str]:
 
 
 def _run(audio: str | None, model_ids: list[str], reference: str | None, manager: ModelManager,
-         progress: gr.Progress | None) -> Iterator[tuple[str, Any]]:
+         progress: gr.Progress | None, synthesize: bool = True) -> Iterator[tuple[str, Any]]:
     """The run both entry points share. Yields ("clip", Clip), then ("model", (index, result,
-    per model as it finishes, then ("done", RunSummary). Raises AudioError / InputError."""
+    per model as it finishes, then ("done", RunSummary). Raises AudioError / InputError.
+    ``synthesize``: render the listening WAVs (the page plays them; the API returns none)."""
     if not model_ids:
         raise InputError("Select at least one model.")
-    ref_notes, ref_name = _load_reference(reference)
-    clip = load_clip(audio)
-    out_dir = _new_run_dir()
+    # --- disk (issue 13.7): a rejected upload is deleted now, not hours later by Gradio's cache
+    try:
+        ref_notes, ref_name = _load_reference(reference)
+    except USER_ERRORS:
+        runs.discard_upload(reference)
+        raise
+    try:
+        clip = load_clip(audio)
+    except USER_ERRORS:
+        runs.discard_upload(audio)
+        raise
+    out_dir = runs.new_run_dir()
+    try:
+        yield from _run_models(clip, out_dir, model_ids, manager, progress, synthesize, ref_notes, ref_name)
+    finally:
+        runs.release(out_dir)
+    # --- end disk
+
+
+def _run_models(clip: Clip, out_dir: Path, model_ids: list[str], manager: ModelManager,
+                progress: gr.Progress | None, synthesize: bool, ref_notes: list[Note] | None,
+                ref_name: str) -> Iterator[tuple[str, Any]]:
     # Keep the user's file name on the report (Gradio's upload path ends in the original name).
     yield "clip", (clip, out_dir)
     n = len(model_ids)
@@ -315,7 +311,11 @@ def _run(audio: str | None, model_ids: list[str], reference: str | None, manager
             progress((done + min(max(frac, 0.0), 1.0)) / n, desc=desc)
 
     results = []
-    for result in compare.run(clip, model_ids, manager, out_dir, on_progress=on_progress):
+    for result in compare.run(clip, model_ids, manager, out_dir, on_progress=on_progress,
+                              synthesize=synthesize):
+        plain = result.files.pop("audio", None)  # the page plays the level-matched WAV and the mix
+        if plain is not None:
+            plain.unlink(missing_ok=True)
         results.append(result)
         yield "model", (model_ids.index(result.model_id), result)
         done += 1
@@ -632,7 +632,8 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
             selected = [selected] if isinstance(selected, str) else list(selected or [])
             try:
                 summary_data = None
-                for kind, payload in _run(audio_path, selected, reference_path, manager, progress):
+                for kind, payload in _run(audio_path, selected, reference_path, manager, progress,
+                                          synthesize=False):  # the API returns no audio
                     if kind == "done":
                         summary_data = payload
             except USER_ERRORS as e:
