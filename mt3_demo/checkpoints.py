@@ -182,8 +182,9 @@ def file_identity(path: Path) -> tuple:
     return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    """Raise CheckpointError unless the file's bytes hash to ``expected``.
+def verify_sha256(path: Path, expected: str) -> tuple:
+    """Raise CheckpointError unless the file's bytes hash to ``expected``; return the identity
+    (:func:`file_identity`) of the file that was verified.
 
     Hashes at most once per process per file identity (500 MB take about a second) and remembers
     the pin, so :func:`safe_torch_load` checks the same file again right before reading it.
@@ -206,6 +207,7 @@ def verify_sha256(path: Path, expected: str) -> None:
         raise CheckpointError(
             f"checkpoint {path.name} is corrupt or not the published file: sha256 {actual[:16]}… "
             f"!= expected {expected[:16]}…. Delete it and download again.")
+    return ident
 
 
 def _identity_or_none(path: Path) -> tuple | None:
@@ -237,8 +239,7 @@ def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = (), mmap: bool 
         raise CheckpointError(f"checkpoint {path.name} does not exist.")
     expected = pinned_sha256(path)
     if expected is not None:  # a published file: the bytes read now must be the ones verified
-        verify_sha256(path, expected)
-        before = file_identity(path)
+        before = verify_sha256(path, expected)
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
