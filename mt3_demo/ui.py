@@ -663,6 +663,8 @@ def build_demo(manager: ModelManager | None = None) -> gr.Blocks:
             if notes is None:
                 return gr.skip()
             out_dir = Path(run_state.out_dir)
+            if not out_dir.is_dir():  # pruned (older than 6 h, or over MT3_DEMO_RUNS_MAX_MB)
+                return gr.skip()
             stem = compare.safe_name(model_id)
             if not choice or choice == ALL_INSTRUMENTS:
                 return str(out_dir / f"{stem}.png")
