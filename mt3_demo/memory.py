@@ -20,11 +20,18 @@ class RunMemory:
         return self.base_mb + self.per_minute_mb * max(0.0, seconds) / 60.0
 
 
-# Measured with bench/bench_memory.py on the 2-core development CPU (see README "Security and
-# limits"). Transkun: real weights. MT3: full-size random checkpoint, 64 tokens per segment.
+# Measured with bench/bench_memory.py on the 2-core development CPU, float32 (README "Security and
+# limits"). Both models work in windows, so the run peak hardly grows with the file: over 20-80 s
+# the growth is below the measurement noise (±50 MB), and per_minute is the signal's own size.
 RUN_MEMORY: dict[str, RunMemory] = {
-    "transkun": RunMemory(1150.0, 25.0, "bench_memory.py, real weights, 20-80 s"),
-    "mt3": RunMemory(60.0, 25.0, "bench_memory.py, full-size random weights, 64 tokens/segment"),
+    # Real weights; run peak 1179 / 1135 / 1129 MB at 20 / 40 / 80 s: one 16 s window's scorer.
+    # Per minute: the 44.1 kHz float32 signal and its padded copy, 2 × 10.6 MB.
+    "transkun": RunMemory(1180.0, 21.0, "bench_memory.py: real weights, 20-80 s"),
+    # Full-size random weights at 64 tokens per segment: 109 / 175 / 152 MB at 20 / 40 / 80 s (one
+    # chunk of 16 segments at most); plus the self-attention cache of 1024-token segments, which
+    # 64 tokens do not reach: 16 segments × 1024 × 8 layers × (k, v) × 512 × 4 B = 512 MB.
+    # Per minute: the 16 kHz signal and its features (< 10 MB).
+    "mt3": RunMemory(175.0 + 512.0, 10.0, "bench_memory.py: random full-size weights + KV-cache bound"),
 }
 # Not measured yet (MR-MT3, YourMT3+): the largest measured need, so admission errs on the side of
 # unloading an idle model rather than running out of memory.
