@@ -321,3 +321,18 @@ def test_cli_exit_4_for_int64_weights(tmp_path, capsys):
     load, _ = _mt3(tmp_path, CORRUPTIONS["int64"][0])
     assert main(["transcribe", str(AUDIO), "--model", "mt3", "--checkpoint", str(tmp_path)]) == EXIT_CHECKPOINT
     assert "holds int64 values" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config_text, message", [
+    ('{"segmem_length": "sixty-four"}', "does not fit the model"),
+    ('{"num_heads": [6]}', "does not fit the model"),
+    ("not json", "could not read config.json beside the checkpoint"),
+])
+def test_mr_mt3_config_json_of_the_wrong_kind_is_a_checkpoint_error(tmp_path, config_text, message):
+    from mt3_demo.models.mr_mt3 import checkpoint as ck
+
+    shutil.copy(MR_MT3_CKPT, tmp_path / "model.ckpt")
+    (tmp_path / "config.json").write_text(config_text)
+    with pytest.raises(CheckpointError, match=message) as e:
+        ck.load_model(ck.location_for_file(tmp_path / "model.ckpt"))
+    assert str(tmp_path) not in str(e.value)

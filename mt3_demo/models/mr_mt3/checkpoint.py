@@ -211,9 +211,10 @@ def read_config_json(path: Path | None) -> dict[str, Any]:
     try:
         cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"mr_mt3: could not read {path}: {e}") from e
+        raise CheckpointError(f"mr_mt3: could not read {Path(path).name} beside the checkpoint "
+                              f"({type(e).__name__}).") from e
     if not isinstance(cfg, dict):
-        raise CheckpointError(f"mr_mt3: {path} is not a JSON object.")
+        raise CheckpointError(f"mr_mt3: {Path(path).name} beside the checkpoint is not a JSON object.")
     return cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
 
 
@@ -258,8 +259,8 @@ def load_model(location: Location, memory_length: int | None = None,
         raise CheckpointError(f"{location.name} is not an MR-MT3 checkpoint: {NOT_MR_MT3[location.name]}.")
     sd = lightning_state_dict(read_checkpoint(location.path, mmap), what)  # tensors checked there
     cfg_json = read_config_json(location.config_json)
-    n, n_src = settle_memory_length(location, cfg_json, memory_length)
-    with checkpoint_errors(what):
+    with checkpoint_errors(what):  # config.json values of the wrong type included
+        n, n_src = settle_memory_length(location, cfg_json, memory_length)
         heads = int(cfg_json.get("num_heads") or DEFAULT_NUM_HEADS)
         cfg = config_from_state_dict(sd, what, heads, n)
         cfg.layer_norm_epsilon = float(cfg_json.get("layer_norm_epsilon", cfg.layer_norm_epsilon))
