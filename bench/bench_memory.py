@@ -63,13 +63,14 @@ def build(model: str, folder: str, tokens: int):
     if model == "transkun":
         from mt3_demo.models.transkun import SPEC
 
-        return SPEC.build(SPEC.resolve(None), torch.device("cpu"), {})
+        return SPEC.build(SPEC.resolve(), torch.device("cpu"), SPEC.options_type())
     if model == "mt3":
         from mt3_demo.models.mt3 import adapter
+        from mt3_demo.options import MT3Options
 
         decode = adapter.generate_ids
         adapter.generate_ids = lambda *a, **kw: decode(*a, **kw, eos_id=-1)  # fixed work: no EOS stop
-        return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), {"max_tokens": tokens})
+        return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), MT3Options(max_tokens=tokens))
     raise SystemExit(f"unknown model {model}")
 
 

@@ -39,6 +39,7 @@ from mt3_demo.models.mr_mt3.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from mt3_demo.models.mr_mt3.model import contiguous_decode, dummy_memory_ids  # noqa: E402
 from mt3_demo.models.mt3 import features  # noqa: E402
 from mt3_demo.models.mt3.decoding import Timings, generate_ids  # noqa: E402
+from mt3_demo.options import MRMT3Options  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "fixtures" / "mr_mt3" / "mrmt3_ckpt_manifest.json"
 NO_EOS = -1
@@ -164,7 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         path = write_random_ckpt(Path(tmp))
         t0 = time.perf_counter()
-        tr = adapter.build(adapter.resolve(path), device, {})
+        tr = adapter.build(adapter.resolve(path), device, MRMT3Options())
         load_s = time.perf_counter() - t0
         print(f"load (weights_only read + strict check + build): {load_s:.2f} s, "
               f"{sum(p.numel() for p in tr.model.parameters()) / 1e6:.1f} M parameters, "

@@ -27,6 +27,7 @@ from common import ROOT, peak_rss_mb, table, test_signal, write_checkpoint  # no
 
 from mt3_demo.models.mt3 import adapter, features  # noqa: E402
 from mt3_demo.models.mt3.decoding import Timings, default_batch_size, generate_ids  # noqa: E402
+from mt3_demo.options import MT3Options  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json"
 
@@ -49,7 +50,7 @@ def rss_child(folder: str, seconds: float, tokens: int, device: str) -> None:
     stages = {"import": peak_rss_mb()}
     x = test_signal(seconds, seed=1)
     stages["signal"] = peak_rss_mb()
-    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), {"max_tokens": tokens})
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), MT3Options(max_tokens=tokens))
     stages["load"] = peak_rss_mb()
     t0 = time.perf_counter()
     res = run(tr, x, tokens, naive=False)
@@ -87,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth", seed=0)
         t0 = time.perf_counter()
-        tr = adapter.build(adapter.resolve(folder), device, {"max_tokens": a.tokens})
+        tr = adapter.build(adapter.resolve(folder), device, MT3Options(max_tokens=a.tokens))
         load_s = time.perf_counter() - t0
         print(f"load (torch.load weights_only + strict check + build): {load_s:.2f} s, "
               f"{sum(p.numel() for p in tr.model.parameters()) / 1e6:.1f} M parameters")

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mt3_demo.models.yourmt3.decoder import naive_decode  # noqa: E402
+from bench.naive import naive_decode  # noqa: E402
 from mt3_demo.models.yourmt3.features import SAMPLE_RATE, segment_audio  # noqa: E402
 from mt3_demo.models.yourmt3.model import load_model  # noqa: E402
 

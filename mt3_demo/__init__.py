@@ -1,7 +1,7 @@
 """mt3-demo: run the MT3 family of music-transcription models side by side.
 
 Public API (the package never imports Gradio): ``load_clip``, ``list_models``, ``transcribe``,
-``compare_models``::
+``compare_models``; the options of each model in ``mt3_demo.options``::
 
     from mt3_demo import load_clip, list_models, transcribe
     clip = load_clip("song.wav")
@@ -9,35 +9,31 @@ Public API (the package never imports Gradio): ``load_clip``, ``list_models``, `
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from .audio import AudioError, Clip, load_clip
 from .checkpoints import CheckpointError
+from .manager import get_manager
 from .notes import Note, Transcription, write_midi
+from .pipeline import run_models
+from .results import Run
 
 __version__ = "0.1.0"
-__all__ = ["AudioError", "CheckpointError", "Clip", "Note", "Transcription", "compare_models", "list_models",
+__all__ = ["AudioError", "CheckpointError", "Clip", "Note", "Run", "Transcription", "compare_models", "list_models",
            "load_clip", "transcribe", "write_midi"]
 
 
 def list_models() -> dict[str, str]:
     """Model id → availability status ("ready", "download" or "unavailable")."""
-    from .manager import get_manager
-
     manager = get_manager()
     return {m: manager.availability(m).status for m in manager.model_ids()}
 
 
 def transcribe(clip: Clip, model_id: str = "transkun") -> Transcription:
     """Transcribe a clip with one model, through the shared (warm) model manager."""
-    from .manager import get_manager
-
     return get_manager().transcribe(model_id, clip)
 
 
-def compare_models(clip: Clip, model_ids: list[str], out_dir):
-    """Run several models; yields :class:`compare.ModelResult` as each finishes."""
-    from pathlib import Path
-
-    from .compare import run
-    from .manager import get_manager
-
-    return run(clip, model_ids, get_manager(), Path(out_dir))
+def compare_models(clip: Clip, model_ids: list[str], out_dir, reference: list[Note] | None = None) -> Run:
+    """Run several models, write every file into ``out_dir``; returns the :class:`Run`."""
+    return run_models(clip, model_ids, get_manager(), Path(out_dir), reference=reference)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .options import MAX_SECONDS_ENV, Settings, settings_from_env
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # every model sees the identical 16 kHz mono float32 array
-MAX_SECONDS_ENV = "MT3_DEMO_MAX_SECONDS"
-DEFAULT_MAX_SECONDS = 600.0  # 10 minutes
 MIN_SECONDS = 0.05  # shorter than one analysis frame of any model is not music
 MIN_RATE, MAX_RATE = 4000, 384000
 MAX_CHANNELS = 32
@@ -63,10 +63,8 @@ class Clip:
 
 
 def max_seconds() -> float:
-    try:
-        return float(os.environ.get(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS))
-    except ValueError:
-        return DEFAULT_MAX_SECONDS
+    """The longest accepted recording: ``MT3_DEMO_MAX_SECONDS`` (checked in ``options``), else 600 s."""
+    return settings_from_env().max_seconds
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -144,12 +142,13 @@ def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None
         raise AudioError("No audio given: upload a recording or pick an example.")
     path = Path(path)
     if not path.exists():
-        raise AudioError(f"Audio file not found: {path}")
+        raise AudioError(f"Audio file not found: {path.name or path}")
     if path.is_dir():
-        raise AudioError(f"'{path}' is a folder, not an audio file.")
+        raise AudioError(f"'{path.name or path}' is a folder, not an audio file.")
     if path.stat().st_size == 0:
         raise AudioError(f"'{path.name}' is empty (0 bytes).")
-    limit = max_seconds() if limit_seconds is None else limit_seconds
+    # A limit that is not a positive number (NaN included) would switch the length check off.
+    limit = max_seconds() if limit_seconds is None else Settings(max_seconds=limit_seconds).max_seconds
     frames, rate = _decode(path, limit)
     return _clip_from_frames(frames, rate, path, limit)
 
@@ -168,7 +167,7 @@ def _check_shape(name: str, n_frames: int, channels: int, rate: int, limit: floa
     if seconds < MIN_SECONDS:
         raise AudioError(f"{name} is too short ({seconds * 1000:.0f} ms); give at least "
                          f"{MIN_SECONDS * 1000:.0f} ms of audio.")
-    if seconds > limit:
+    if not seconds <= limit:  # (written so that a NaN limit refuses rather than accepts)
         raise AudioError(f"{name} is {_fmt_duration(seconds)} long; the limit is {_fmt_duration(limit)}. "
                          f"Trim it, or raise the limit with {MAX_SECONDS_ENV} / --max-seconds.")
 

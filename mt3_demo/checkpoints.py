@@ -5,7 +5,9 @@ Resolution order for a model's file:
    that holds the file;
 2. ``$MT3_DEMO_CHECKPOINTS/<model_id>/<filename>`` (or ``$MT3_DEMO_CHECKPOINTS/<filename>``);
 3. ``huggingface_hub.hf_hub_download`` at a pinned revision (honours ``HF_HUB_OFFLINE=1``: then only
-   the local HF cache is consulted).
+   the local HF cache is consulted). With ``fetch=False`` (a probe) nothing is fetched: a file
+   that would have to be is reported as :class:`NotDownloaded`.
+Resolution only looks: it never writes into checkpoint folders or the Hugging Face cache.
 Downloaded files (and cached ones, even when only probed) are checked against their published
 sha256, and checked again by :func:`safe_torch_load` right before their bytes are read: the hash is
 kept in memory for this process only, never in a file. Files the user places (an explicit path,
@@ -16,7 +18,6 @@ says what is missing and how to provide it.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import os
 import pickle
@@ -29,22 +30,12 @@ from typing import Any, Iterable, Mapping
 import torch
 
 CHECKPOINTS_ENV = "MT3_DEMO_CHECKPOINTS"
-# While set, resolution only looks (local folders and the HF cache) and never downloads: the model
-# manager uses it to tell "ready" from "downloads on first use" without fetching hundreds of MB.
-_probe_only: contextvars.ContextVar[bool] = contextvars.ContextVar("probe_only", default=False)
 
 
 class NotDownloaded(Exception):
-    """Raised in probe mode when a file would have to be downloaded (it is published, not cached)."""
-
-
-@contextlib.contextmanager
-def probe_only():
-    token = _probe_only.set(True)
-    try:
-        yield
-    finally:
-        _probe_only.reset(token)
+    """Raised with ``fetch=False`` when a file would have to be downloaded (it is published, not
+    cached): the model manager tells "ready" from "downloads on first use" this way, without
+    fetching hundreds of MB."""
 
 
 class CheckpointError(RuntimeError):
@@ -100,33 +91,33 @@ def how_to_provide(model_id: str, hub: HubFile | None, basename: str) -> str:
 
 
 def resolve_file(model_id: str, basename: str, override: Path | None = None,
-                 hub: HubFile | None = None, verify_local: bool = False) -> Path:
+                 hub: HubFile | None = None, verify_local: bool = False, fetch: bool = True) -> Path:
     """Return a local path to the file, downloading it from the Hub if needed.
 
     A user-given path that does not exist is an error (we do not silently fall back to a download).
     """
     if override is not None and not Path(override).expanduser().exists():
-        raise CheckpointError(f"{model_id}: checkpoint path {override} does not exist.")
+        raise CheckpointError(f"{model_id}: checkpoint path {Path(override).name} does not exist.")
     for cand in local_candidates(model_id, basename, override):
         if cand.is_file():
             if verify_local and hub is not None and hub.sha256:
                 verify_sha256(cand, hub.sha256)
             return cand
     if override is not None:
-        raise CheckpointError(f"{model_id}: no {basename} in {override}.")
+        raise CheckpointError(f"{model_id}: no {basename} in {Path(override).name}/.")
     if hub is None:
         raise CheckpointError(f"{model_id}: {basename} not found; {how_to_provide(model_id, None, basename)}.")
-    return download(model_id, hub)
+    return download(model_id, hub, fetch=fetch)
 
 
-def download(model_id: str, hub: HubFile) -> Path:
+def download(model_id: str, hub: HubFile, fetch: bool = True) -> Path:
     """hf_hub_download at the pinned revision, then a sha256 check (cached per file)."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a requirement
         raise CheckpointError(f"{model_id}: huggingface_hub is not installed ({e}).") from e
     offline = hub_offline()
-    if _probe_only.get():
+    if not fetch:  # a probe: the local cache only, never the network
         try:
             cached = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
                                           repo_type=hub.repo_type, local_files_only=True))
@@ -336,7 +327,9 @@ def lightning_state_dict(ckpt: Any, what: str) -> dict[str, torch.Tensor]:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    """The error's kind and first line, for a message to people (an OSError's text would name the
+    file by its full path: only its reason is kept)."""
+    text = (e.strerror or "") if isinstance(e, OSError) else str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 

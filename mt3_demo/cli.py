@@ -6,35 +6,43 @@ Errors print one line on stderr, never a traceback (set ``MT3_DEMO_DEBUG=1`` for
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+
+from . import writers
+from .audio import AudioError, load_clip
+from .checkpoints import CheckpointError
+from .manager import ModelManager, parse_device
+from .notes import notes_from_midi
+from .options import OptionError, Settings, model_options, settings_from_env
+from .pipeline import run_models, transcribe_one
+from .writers import OutputError
 
 EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_AUDIO, EXIT_CHECKPOINT = 0, 1, 2, 3, 4
+EXIT_CODES = {"checkpoint": EXIT_CHECKPOINT, "audio": EXIT_AUDIO, "options": EXIT_USAGE}  # pipeline error kinds
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options (each model uses the ones that apply to it)")
-    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: $MT3_DEMO_DEVICE, else cuda when available)")
     g.add_argument("--max-tokens", type=int, help="decode at most N tokens per segment (token models)")
-    g.add_argument("--compat", choices=["magenta", "kunato"],
-                   help="MT3: 'magenta' (default, what the weights were trained with) or 'kunato' (port)")
-    g.add_argument("--frontend", choices=["tf", "torchaudio", "torchaudio-legacy"],
-                   help="MR-MT3: mel frontend (default: the one the checkpoint was trained with)")
+    g.add_argument("--compat", help="MT3: 'magenta' (default, what the weights were trained with) or "
+                                    "'kunato' (the port)")
+    g.add_argument("--frontend", help="MR-MT3: tf, torchaudio or torchaudio-legacy "
+                                      "(default: the one the checkpoint was trained with)")
     g.add_argument("--memory-length", type=int, help="MR-MT3: memory length N (default from the registry)")
     g.add_argument("--checkpoint-name", help="pick a known published checkpoint of the model by name")
-    g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="CUDA precision (default auto: the model's usual choice; fp32 on CPU)")
-    g.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 600)")
+    g.add_argument("--precision", help="auto, fp32, fp16 or bf16: CUDA precision (default auto: the "
+                                       "model's usual choice; fp32 on CPU)")
+    g.add_argument("--max-seconds", type=float,
+                   help="reject audio longer than this (default $MT3_DEMO_MAX_SECONDS, else 600)")
 
 
-def _model_options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = {"max_tokens": args.max_tokens, "compat": args.compat, "frontend": args.frontend,
-            "memory_length": args.memory_length, "checkpoint_name": args.checkpoint_name,
-            "precision": args.precision}
-    return {k: v for k, v in keys.items() if v is not None}
+# CLI flag -> options field; each model takes the fields it has (mt3_demo.options.model_options).
+MODEL_FLAGS = ("max_tokens", "compat", "frontend", "memory_length", "checkpoint_name", "precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,103 +75,96 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None):
-    import torch
-
-    from .manager import ModelManager, default_device
-
-    device = default_device()
-    if getattr(args, "device", None):
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise _Fail(EXIT_USAGE, f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N.") from None
-        if device.type not in ("cpu", "cuda"):
-            raise _Fail(EXIT_USAGE, f"--device {args.device!r} is not supported; use cpu, cuda or cuda:N.")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise _Fail(EXIT_USAGE, "--device cuda was requested but CUDA is not available on this machine.")
-    options = _model_options(args) if hasattr(args, "max_tokens") else {}
-    return ModelManager(device=device,
-                        checkpoints={m: checkpoint for m in model_ids} if checkpoint else {},
-                        options={m: dict(options) for m in model_ids})
-
-
 class _Fail(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
 
 
-def _load_audio(args: argparse.Namespace):
-    from .audio import load_clip
+def _settings(args: argparse.Namespace) -> Settings:
+    """Environment settings, then the flags given; every value checked once (OptionError: exit 2)."""
+    settings = settings_from_env()
+    changes = {"max_seconds": args.max_seconds, "device": args.device}
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
-    return load_clip(args.audio, limit_seconds=args.max_seconds)
+
+def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None,
+             settings: Settings) -> ModelManager:
+    """A manager for these models with their options; unknown ids and bad options stop here."""
+    device = parse_device(settings.device) if settings.device else None
+    manager = ModelManager(**({"device": device} if device is not None else {}),
+                           budget_mb=settings.memory_budget_mb)
+    flags = {name: getattr(args, name) for name in MODEL_FLAGS}
+    for spec in manager.specs.values():  # every flag checked, also where no chosen model uses it
+        model_options(spec.options_type, flags)
+    manager.options = {m: model_options(manager.spec(m).options_type, flags) for m in model_ids}
+    manager.checkpoints = {m: checkpoint for m in model_ids} if checkpoint else {}
+    return manager
+
+
+def _reference(path: Path | None):
+    if path is None:
+        return None
+    try:
+        return notes_from_midi(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
+        raise _Fail(EXIT_AUDIO, f"reference MIDI {path.name} could not be read: {e}") from e
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from . import pianoroll
-    from .notes import write_midi
-
-    clip = _load_audio(args)
+    settings = _settings(args)
+    manager = _manager(args, [args.model], args.checkpoint, settings)
+    outputs = {"--midi": args.midi, "--png": args.png}
+    if args.json is not None and str(args.json) != "-":
+        outputs["--json"] = args.json
+    for flag, path in outputs.items():
+        if path is not None:
+            writers.check_output_file(path, flag)
+    clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
     for w in clip.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    manager = _manager(args, [args.model], args.checkpoint)
-    manager.spec(args.model)  # unknown id → CheckpointError with the known ids
-    result = manager.transcribe(args.model, clip)
+    result = transcribe_one(clip, args.model, manager, out_dir=None)
+    if not result.ok:
+        raise _Fail(EXIT_CODES.get(result.error_kind, EXIT_MODEL), result.error or "failed")
+    notes = result.transcription.notes
     if args.midi:
-        write_midi(result.notes, args.midi, end_time=clip.duration)
+        writers.write_midi(notes, clip.duration, args.midi)
     if args.png:
-        pianoroll.save_png(result.notes, clip.duration, args.png, title=manager.spec(args.model).display_name)
-    payload = result.to_json(include_tokens=args.tokens)
-    payload["audio"] = str(args.audio)
-    payload["warnings"] = clip.warnings
+        writers.write_png(notes, clip.duration, args.png, title=result.display_name)
     if args.json is not None:
-        text = json.dumps(payload, indent=1)
-        if str(args.json) == "-":
-            print(text)
-        else:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(text)
-    stats = payload["stats"]
-    print(f"{args.model}: {stats['total']} notes ({stats['pitched']} pitched, {stats['drum']} drum) in "
-          f"{clip.duration:.1f} s of audio; load {result.load_seconds:.2f} s, inference "
-          f"{result.inference_seconds:.2f} s, RTF {result.rtf:.3f} on {result.device}", file=sys.stderr)
+        text = json.dumps(writers.transcription_json(result, clip, include_tokens=args.tokens), indent=1)
+        print(text) if str(args.json) == "-" else args.json.write_text(text)
+    t = result.transcription
+    print(f"{args.model}: {t.stats['total']} notes ({t.stats['pitched']} pitched, {t.stats['drum']} drum) in "
+          f"{clip.duration:.1f} s of audio; load {t.load_seconds:.2f} s, inference "
+          f"{t.inference_seconds:.2f} s, RTF {t.rtf:.3f} on {t.device}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare
-    from .notes import notes_from_midi
-
     model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
     if not model_ids:
         raise _Fail(EXIT_USAGE, "--models needs at least one model id.")
-    reference = None
-    if args.reference is not None:
-        try:
-            reference = notes_from_midi(args.reference)
-        except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-            raise _Fail(EXIT_AUDIO, f"reference MIDI {args.reference} could not be read: {e}") from e
-    clip = _load_audio(args)
-    manager = _manager(args, model_ids, args.checkpoints)
-    for m in model_ids:
-        manager.spec(m)
-    results = []
-    for r in compare.run(clip, model_ids, manager, args.out, synthesize=not args.no_synth):
+    settings = _settings(args)
+    manager = _manager(args, model_ids, args.checkpoints, settings)
+    writers.check_output_dir(args.out, "--out")
+    reference = _reference(args.reference)
+    clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
+
+    def report(r) -> None:
         line = (f"{r.model_id}: {len(r.transcription.notes)} notes, RTF {r.transcription.rtf:.3f}"
                 if r.ok else f"{r.model_id}: error: {r.error}")
         print(line, file=sys.stderr)
-        results.append(r)
-    report = compare.finish_run(results, clip, args.out, reference=reference,
-                                reference_name=str(args.reference) if reference is not None else None,
-                                include_tokens=args.tokens)
-    print(f"wrote {report.results_json} and {report.zip_path.name}", file=sys.stderr)
-    return EXIT_OK if any(r.ok for r in results) else EXIT_MODEL
+
+    run = run_models(clip, model_ids, manager, args.out, reference=reference,
+                     reference_name=args.reference.name if reference is not None else None,
+                     include_tokens=args.tokens, listening=() if args.no_synth else writers.LISTENING,
+                     on_result=report)
+    print(f"wrote {run.files['results_json'].name} and {run.files['zip'].name} in {args.out}", file=sys.stderr)
+    return EXIT_OK if run.ok_results else EXIT_MODEL
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .manager import ModelManager
-
     manager = ModelManager()
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
@@ -175,8 +176,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .audio import AudioError
-    from .checkpoints import CheckpointError
 
     handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "models": cmd_models}
     try:
@@ -184,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except _Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except (OptionError, OutputError) as e:  # unknown model ids included
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except AudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_AUDIO

@@ -5,7 +5,11 @@
 * Once: a per-model lock makes two simultaneous requests share a single load.
 * Warm: loaded models stay in memory, most recently used last.
 * Bounded: before a load, least-recently-used idle models are unloaded until the new one fits the
-  budget (``MT3_DEMO_MEMORY_BUDGET_MB``, default half the free RAM or 80 % of the GPU).
+  budget (``MT3_DEMO_MEMORY_BUDGET_MB``, default half the free RAM or 80 % of the GPU); on CPU
+  the budget also holds each run in progress at its measured need (``mt3_demo.memory``).
+* One resolution: :meth:`ModelManager.resolve` finds a model's checkpoint once per load and hands
+  the location to the adapter's ``build``; :meth:`availability` resolves with ``fetch=False``,
+  which downloads and writes nothing.
 * Honest about time: load time is measured and reported apart from inference time.
 """
 from __future__ import annotations
@@ -13,21 +17,21 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .audio import Clip
-from .checkpoints import CheckpointError, NotDownloaded, probe_only
+from .checkpoints import CheckpointError, NotDownloaded
 from .memory import run_mb
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
+from .options import DEVICE_ENV, OptionError, Settings, settings_from_env
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,10 @@ ADAPTER_MODULES = [
     "mt3_demo.models.yourmt3",
 ]
 DEFAULT_MODEL = "transkun"
-DEVICE_ENV = "MT3_DEMO_DEVICE"
-BUDGET_ENV = "MT3_DEMO_MEMORY_BUDGET_MB"
-EAGER_ENV = "MT3_DEMO_EAGER"
+
+
+class UnknownModel(OptionError):
+    """A model id that is not in the registry (a usage error: the CLI exits with 2)."""
 
 
 def load_registry() -> tuple[dict[str, ModelSpec], dict[str, str]]:
@@ -62,29 +67,35 @@ def load_registry() -> tuple[dict[str, ModelSpec], dict[str, str]]:
     return specs, errors
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU; ``MT3_DEMO_DEVICE`` overrides (ignored, with a warning, when it
-    names something unusable: a bad setting must not keep the app from starting)."""
-    wanted = os.environ.get(DEVICE_ENV, "").strip()
+def parse_device(wanted: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists here, else :class:`OptionError` saying why."""
+    try:
+        device = torch.device(wanted)
+    except RuntimeError:
+        raise OptionError(f"device {wanted!r} is not a device; use cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise OptionError(f"device {wanted!r} is not supported; use cpu, cuda or cuda:N.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device {wanted!r} was requested but CUDA is not available on this machine.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise OptionError(f"device {wanted!r}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+def default_device(wanted: str | None = None) -> torch.device:
+    """``wanted`` (from ``Settings.device``: ``MT3_DEMO_DEVICE``) when usable, else CUDA when
+    present, else CPU. An unusable setting is logged and ignored: it must not keep the app from
+    starting (the CLI checks ``--device`` with :func:`parse_device` and stops instead)."""
     if wanted:
         try:
-            device = torch.device(wanted)
-            if device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available()
-                                        and (device.index or 0) < torch.cuda.device_count()):
-                return device
-        except RuntimeError:
-            pass
-        log.warning("%s=%r is not usable here; using the default device", DEVICE_ENV, wanted)
+            return parse_device(wanted)
+        except OptionError as e:
+            log.warning("%s: %s Using the default device.", DEVICE_ENV, e)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def default_budget_mb(device: torch.device) -> float:
-    env = os.environ.get(BUDGET_ENV)
-    if env:
-        try:
-            return float(env)
-        except ValueError:
-            log.warning("%s=%r is not a number of megabytes; using the default", BUDGET_ENV, env)
+    """Half the free RAM, or 80 % of the GPU (``Settings.memory_budget_mb`` overrides)."""
     if device.type == "cuda":
         return 0.8 * torch.cuda.get_device_properties(device).total_memory / 2**20
     import psutil
@@ -115,9 +126,12 @@ class _Loaded:
 
 @dataclass
 class ModelManager:
+    """``options`` maps a model id to its options dataclass (``mt3_demo.options``); a model without
+    an entry runs with its defaults."""
+
     device: torch.device = field(default_factory=default_device)
     checkpoints: dict[str, Path] = field(default_factory=dict)  # per-model user override
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model build options
+    options: dict[str, Any] = field(default_factory=dict)  # model id -> its options dataclass
     budget_mb: float | None = None
 
     def __post_init__(self) -> None:
@@ -140,16 +154,23 @@ class ModelManager:
             return self.specs[model_id]
         except KeyError:
             known = ", ".join(self.specs) or "none"
-            raise CheckpointError(f"Unknown model '{model_id}'. Known models: {known}.") from None
+            raise UnknownModel(f"Unknown model '{model_id}'. Known models: {known}.") from None
+
+    def options_for(self, model_id: str) -> Any:
+        """The model's options: the ones given for it, else its defaults."""
+        options = self.options.get(model_id)
+        return options if options is not None else self.spec(model_id).options_type()
+
+    def resolve(self, model_id: str, fetch: bool = True) -> Any:
+        """The one resolution of a model's checkpoint (override, options, ``fetch`` as in ModelSpec)."""
+        return self.spec(model_id).resolve(self.checkpoints.get(model_id), self.options_for(model_id), fetch)
 
     def availability(self, model_id: str) -> Availability:
-        """Cheap check: are the weights here, downloadable, or missing (with the fix)?"""
+        """Cheap and pure: are the weights here, downloadable, or missing (with the fix)?"""
         if model_id in self._loaded:
             return Availability("ready", "loaded")
         try:
-            spec = self.spec(model_id)
-            with probe_only():
-                spec.resolve(self.checkpoints.get(model_id))
+            self.resolve(model_id, fetch=False)
             return Availability("ready", "weights found locally")
         except NotDownloaded as e:
             return Availability("download", str(e))
@@ -170,8 +191,7 @@ class ModelManager:
             return self._model_locks.setdefault(model_id, threading.Lock())
 
     def _options_key(self, model_id: str) -> tuple:
-        opts = self.options.get(model_id, {})
-        return (str(self.checkpoints.get(model_id)), tuple(sorted((k, repr(v)) for k, v in opts.items())))
+        return (str(self.checkpoints.get(model_id)), self.options_for(model_id))
 
     def loaded_ids(self) -> list[str]:
         with self._state_lock:
@@ -201,8 +221,8 @@ class ModelManager:
                 self.unload(model_id)
             self._make_room(spec.size_mb)
             start = time.perf_counter()
-            location = spec.resolve(self.checkpoints.get(model_id))
-            transcriber = spec.build(location, self.device, dict(self.options.get(model_id, {})))
+            location = self.resolve(model_id)
+            transcriber = spec.build(location, self.device, self.options_for(model_id))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
@@ -239,10 +259,6 @@ class ModelManager:
             torch.cuda.empty_cache()
         return True
 
-    def unload_all(self) -> None:
-        for model_id in self.loaded_ids():
-            self.unload(model_id)
-
     def unload_idle(self) -> None:
         """Free every model no request is using (after running out of memory)."""
         with self._state_lock:
@@ -266,8 +282,7 @@ class ModelManager:
 
     # ------------------------------------------------------------------ inference
 
-    def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None,
-                   on_loaded: Callable[[float], None] | None = None) -> Transcription:
+    def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None) -> Transcription:
         """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors."""
         entry, load_seconds = self._acquire(model_id, hold=True)
         transcriber = entry.transcriber
@@ -280,8 +295,6 @@ class ModelManager:
             with self._state_lock:
                 self._running_mb += run_need_mb
                 counted = run_need_mb
-            if on_loaded is not None:
-                on_loaded(load_seconds)
             start = time.perf_counter()
             with torch.inference_mode():
                 out = transcriber.transcribe(clip, progress=progress)
@@ -312,20 +325,20 @@ def _weights_mb(transcriber: Any) -> float:
     return total / 2**20
 
 
-def eager_requested() -> bool:
-    """Eager loading for hosts that want it: explicitly, or on ZeroGPU Spaces."""
-    flag = lambda name: os.environ.get(name, "").lower() in ("1", "true", "yes", "on")  # noqa: E731
-    return flag(EAGER_ENV) or flag("SPACES_ZERO_GPU")
-
-
 _default_manager: ModelManager | None = None
 _default_lock = threading.Lock()
 
 
-def get_manager() -> ModelManager:
-    """The process-wide manager (the UI and the package API share it)."""
+def manager_for(settings: Settings) -> ModelManager:
+    """A manager on the settings' device (unusable: the default) and memory budget."""
+    return ModelManager(device=default_device(settings.device), budget_mb=settings.memory_budget_mb)
+
+
+def get_manager(settings: Settings | None = None) -> ModelManager:
+    """The process-wide manager (the UI and the package API share it); ``settings`` default to
+    the environment's (``mt3_demo.options.settings_from_env``)."""
     global _default_manager
     with _default_lock:
         if _default_manager is None:
-            _default_manager = ModelManager()
+            _default_manager = manager_for(settings or settings_from_env(strict=False))
         return _default_manager

@@ -32,7 +32,8 @@ import mir_eval
 import numpy as np
 import pretty_midi
 
-from .notes import Note, instrument_family, instrument_key, instrument_name
+from .instruments import DRUM_KIND_ORDER, drum_kind, instrument_family, instrument_key, instrument_name
+from .notes import Note
 
 ONSET_TOLERANCE = 0.05  # seconds
 PITCH_TOLERANCE = 50.0  # cents
@@ -162,8 +163,6 @@ def instrument_breakdown(notes: Iterable[Note]) -> list[dict]:
     for drums the kinds of drum heard, e.g. "Kick, Snare, Hi-hat"), ``lowest``/``highest`` (MIDI
     pitches, None for drums), ``first_onset``/``last_onset`` (seconds).
     """
-    from .pianoroll import DRUM_KIND_ORDER, drum_kind  # the piano roll's drum lane grouping
-
     groups: dict[tuple, list[Note]] = defaultdict(list)
     for n in notes:
         key = instrument_key(n)

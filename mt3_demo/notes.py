@@ -5,25 +5,19 @@ statistics, metrics, synthesis) reads only that list, so all models are treated 
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
 import pretty_midi
 
+from .instruments import instrument_key, instrument_name, note_name
+
 DRUM_CHANNEL = 9  # General MIDI channel 10, zero-based
 # Channels available to pitched instruments: 0..15 without the drum channel.
 PITCHED_CHANNELS = [c for c in range(16) if c != DRUM_CHANNEL]
-
-# The 16 General MIDI families (8 programs each), used for colours and grouping.
-GM_FAMILIES = [
-    "Piano", "Chromatic Percussion", "Organ", "Guitar", "Bass", "Strings", "Ensemble", "Brass",
-    "Reed", "Pipe", "Synth Lead", "Synth Pad", "Synth Effects", "Ethnic", "Percussive", "Sound Effects",
-]
-DRUMS = "Drums"
-
 
 @dataclass(frozen=True, order=True)
 class Note:
@@ -56,39 +50,6 @@ class Note:
         return d
 
 
-def instrument_key(note: Note) -> tuple[bool, int, str | None]:
-    """(is_drum, program, label): notes with the same key are one instrument (one MIDI track, one
-    legend entry, one breakdown row); all drums are one kit. Sorting keys puts drums last."""
-    if note.is_drum:
-        return (True, 0, None)
-    return (False, note.program, note.label)
-
-
-def instrument_name(program: int, is_drum: bool = False, label: str | None = None) -> str:
-    """Human name of an instrument: the label if given, 'Drums', or the General MIDI program name."""
-    if label:
-        return label
-    if is_drum:
-        return DRUMS
-    return pretty_midi.program_to_instrument_name(int(program))
-
-
-def instrument_family(program: int, is_drum: bool = False, label: str | None = None) -> str:
-    """Coarse family (GM's 16 classes, plus 'Drums' and any custom label such as 'Singing Voice').
-
-    Families drive colours, so one instrument family has the same colour in every plot.
-    """
-    if is_drum:
-        return DRUMS
-    if label:
-        return label
-    return GM_FAMILIES[int(program) // 8]
-
-
-def note_name(note: Note) -> str:
-    return instrument_name(note.program, note.is_drum, note.label)
-
-
 @dataclass
 class Transcription:
     """What one model heard in one clip, with the timings the UI and CLI report."""
@@ -102,6 +63,11 @@ class Transcription:
     dtype: str = "float32"
     tokens: list | None = None  # raw generated ids per segment (token models only)
     info: dict[str, Any] = field(default_factory=dict)  # model-specific facts, e.g. {"frontend": "tf"}
+
+    @cached_property
+    def stats(self) -> dict[str, Any]:
+        """:func:`note_stats` of the notes, computed once (the notes are never changed afterwards)."""
+        return note_stats(self.notes)
 
     @property
     def rtf(self) -> float:
@@ -119,7 +85,7 @@ class Transcription:
                 "inference_s": round(self.inference_seconds, 6),
                 "rtf": round(self.rtf, 6),
             },
-            "stats": note_stats(self.notes),
+            "stats": self.stats,
             "notes": [n.to_dict() for n in self.notes],
         }
         out.update({k: v for k, v in self.info.items() if k not in out})
@@ -143,11 +109,6 @@ def note_stats(notes: Iterable[Note]) -> dict[str, Any]:
             [min(n.pitch for n in pitched), max(n.pitch for n in pitched)] if pitched else None
         ),
     }
-
-
-def notes_from_dicts(items: Iterable[dict[str, Any]]) -> list[Note]:
-    fields = {f.name for f in dataclasses.fields(Note)}
-    return [Note(**{k: v for k, v in d.items() if k in fields}) for d in items]
 
 
 # ------------------------------------------------------------------------------------------------

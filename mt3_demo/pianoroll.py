@@ -31,7 +31,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .notes import DRUMS, GM_FAMILIES, Note, instrument_family, instrument_key, instrument_name
+from .instruments import (DRUM_KIND_ORDER, DRUMS, GM_FAMILIES, drum_kind, instrument_family, instrument_key,
+                          instrument_name)
+from .notes import Note
 
 # ------------------------------------------------------------------------------------------------
 # Colours
@@ -66,7 +68,7 @@ _SPARE_COLORS = ["#4d9221", "#2166ac", "#b2182b", "#8073ac", "#e08214", "#35978f
 
 
 def family_color(family: str) -> str:
-    """Hex colour of an instrument family (see :func:`mt3_demo.notes.instrument_family`)."""
+    """Hex colour of an instrument family (see :func:`mt3_demo.instruments.instrument_family`)."""
     if family in FAMILY_COLORS:
         return FAMILY_COLORS[family]
     if family.lower().startswith("sing") or "voice" in family.lower() or "vocal" in family.lower():
@@ -93,28 +95,6 @@ def instrument_color(program: int, is_drum: bool = False, label: str | None = No
         return base
     return _shade(base, _SHADES[int(program) % 8])
 
-
-# ------------------------------------------------------------------------------------------------
-# Drum lane
-
-# General MIDI percussion keys grouped into the kinds people listen for. Unlisted keys → "Other".
-_DRUM_KINDS: list[tuple[str, set[int]]] = [
-    ("Kick", {35, 36}),
-    ("Snare", {37, 38, 39, 40}),
-    ("Hi-hat", {42, 44, 46}),
-    ("Toms", {41, 43, 45, 47, 48, 50}),
-    ("Cymbals", {49, 51, 52, 53, 55, 57, 59}),
-]
-
-
-def drum_kind(pitch: int) -> str:
-    for kind, keys in _DRUM_KINDS:
-        if pitch in keys:
-            return kind
-    return "Other perc."
-
-
-DRUM_KIND_ORDER = [k for k, _ in _DRUM_KINDS] + ["Other perc."]
 
 # ------------------------------------------------------------------------------------------------
 # Rendering

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .instruments import drum_kind
 from .notes import Note, to_midi
 
 SOUNDFONT_ENV = "MT3_DEMO_SOUNDFONT"
@@ -102,8 +103,6 @@ def _pitched_tone(pitch: int, duration: float, velocity: int, sr: int) -> np.nda
 
 def _drum_hit(pitch: int, velocity: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Noise bursts (plus a pitch sweep for the kick) shaped roughly like the GM drum kinds."""
-    from .pianoroll import drum_kind  # the same grouping the piano roll shows
-
     kind = drum_kind(pitch)
     length = {"Kick": 0.25, "Snare": 0.18, "Hi-hat": 0.06, "Toms": 0.25, "Cymbals": 0.6}.get(kind, 0.12)
     n = int(length * sr)

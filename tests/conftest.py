@@ -23,11 +23,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
-    config.addinivalue_line("markers", "slow: runs a real model on real audio")
-
-
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from mt3_demo import compare
+from mt3_demo import pipeline, writers
 from mt3_demo.audio import load_clip
 from mt3_demo.manager import ModelManager
+from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
 
 MT3_FAMILY = ["mt3", "mr_mt3", "yourmt3"]
 
@@ -46,11 +47,13 @@ def test_all_models_ready_and_selected_by_default(checkpoint_root):
 
 
 def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
-    manager = ModelManager(device=torch.device("cpu"), options={m: {"max_tokens": 24} for m in MT3_FAMILY})
+    manager = ModelManager(device=torch.device("cpu"), options={
+        "mt3": MT3Options(max_tokens=24), "mr_mt3": MRMT3Options(max_tokens=24),
+        "yourmt3": YourMT3Options(max_tokens=24)})
     clip = load_clip(FIXTURES / "mr_mt3/set_b/audio.wav")
     events = []
-    results = list(compare.run(clip, MT3_FAMILY, manager, tmp_path / "run",
-                               on_progress=lambda m, f, d: events.append((m, f)), synthesize=False))
+    results = list(pipeline.transcribe_each(clip, MT3_FAMILY, manager, tmp_path / "run",
+                                            on_progress=lambda m, f, d: events.append((m, f)), listening=()))
     assert [r.model_id for r in results] == MT3_FAMILY
     for r in results:
         assert r.ok, r.error
@@ -62,13 +65,19 @@ def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
         assert {m for m, _ in events} >= {r.model_id}
     assert results[1].transcription.info["frontend"] == "torchaudio"  # unknown file: upstream HEAD's
     assert results[0].transcription.info["compat"] == "magenta"
-    report = compare.finish_run(results, clip, tmp_path / "run")
-    data = json.loads(report.results_json.read_text())
+    run = pipeline.finish(results, clip)
+    files = writers.write_run(run, tmp_path / "run")
+    data = json.loads(files["results_json"].read_text())
+    # YourMT3's card and results.json name the checkpoint file (it used to read "lm_head").
+    assert data["models"]["yourmt3"]["checkpoint"] == "last.ckpt"
+    from mt3_demo.ui import render
+
+    assert "checkpoint: last.ckpt" in render.stats_html(run.result("yourmt3"))
     assert set(data["models"]) == set(MT3_FAMILY)
     assert data["agreement"]["models"] == MT3_FAMILY
     matrix = data["agreement"]["onset_f1"]
     assert all(matrix[i][i] == 1.0 for i in range(3))
     assert all(matrix[i][j] == matrix[j][i] for i in range(3) for j in range(3))
-    names = sorted(n.split("/")[-1] for n in zipfile.ZipFile(report.zip_path).namelist())
+    names = sorted(n.split("/")[-1] for n in zipfile.ZipFile(files["zip"]).namelist())
     assert names == sorted(["agreement.png", "results.json", "summary.md"]
                            + [f"{m}.{ext}" for m in MT3_FAMILY for ext in ("mid", "png")])

@@ -81,10 +81,15 @@ def test_no_model_selected_gives_clear_error(client, short_clip):
         _call(client, short_clip, models=())
 
 
-def test_transcribes_example_after_bad_uploads(client, short_clip):
-    """Runs after the error tests (file order): the app is still up and transcribes for real."""
+def test_transcribes_example_after_a_bad_upload(client, short_clip, tmp_path):
+    """A bad upload first (in this test, whatever ran before): the app stays up and transcribes."""
     import pretty_midi
+    from gradio_client.exceptions import AppError
 
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(AppError):
+        _call(client, bad)
     midis, pngs, results, report = _call(client, short_clip, reference=PIANO.with_suffix(".mid"))
 
     assert len(midis) == 1 and len(pngs) == 1
@@ -100,6 +105,7 @@ def test_transcribes_example_after_bad_uploads(client, short_clip):
     # The reference covers the whole piece, the clip only its start: precision is the fair check.
     assert entry["scores"]["onset"]["precision"] > 0.8
     assert results["agreement"]["models"] == ["transkun"]
+    assert results["audio"] == short_clip.name  # a file name, not the server's upload path
 
     with zipfile.ZipFile(report) as zf:
         names = zf.namelist()

@@ -106,7 +106,9 @@ def test_missing_file_and_unknown_model(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     wav = tmp_path / "t.wav"
     sf.write(wav, 0.1 * np.ones(16000), 16000)
-    assert main(["transcribe", str(wav), "--model", "nope"]) == EXIT_CHECKPOINT
+    assert main(["transcribe", str(wav), "--model", "nope"]) == EXIT_USAGE  # a usage error, not a checkpoint
+    assert "Unknown model 'nope'" in capsys.readouterr().err
+    assert main(["compare", str(wav), "--models", "transkun,nope", "--out", str(tmp_path / "o")]) == EXIT_USAGE
     assert "Unknown model 'nope'" in capsys.readouterr().err
 
 

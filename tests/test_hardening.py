@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from mt3_demo.checkpoints import (CheckpointError, HubFile, probe_only, read_checkpoint, resolve_file,
+from mt3_demo.checkpoints import (CheckpointError, HubFile, read_checkpoint, resolve_file,
                                   sha256_file, verify_sha256)
 from mt3_demo.cli import EXIT_CHECKPOINT, main
 
@@ -138,8 +138,8 @@ def test_probe_of_a_cached_published_file_hashes_it(tmp_path, monkeypatch):
     f.write_bytes(b"not the published bytes")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **kw: str(f))
     hub = HubFile("someone/repo", "model.ckpt", sha256="ab" * 32)
-    with probe_only(), pytest.raises(CheckpointError, match="sha256"):
-        resolve_file("m", "model.ckpt", None, hub)
+    with pytest.raises(CheckpointError, match="sha256"):
+        resolve_file("m", "model.ckpt", None, hub, fetch=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_conf_cannot_import_or_call_anything(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     folder = gadget_folder(tmp_path, "gadget_mod", "run")
     with pytest.raises(CheckpointError, match="only Transkun's own model"):
-        SPEC.build(SPEC.resolve(folder), torch.device("cpu"), {})
+        SPEC.build(SPEC.resolve(folder), torch.device("cpu"), SPEC.options_type())
     assert not (tmp_path / "imported").exists() and not (tmp_path / "called").exists()
 
 
@@ -276,7 +276,7 @@ def _transkun(folder: Path, corrupt):
         _TRANSKUN_SD.update(torch.load(wheel_folder() / "2.0.pt", weights_only=True)["state_dict"])
     torch.save({"state_dict": corrupt(_TRANSKUN_SD)}, folder / "2.0.pt")
     shutil.copy(wheel_folder() / "2.0.conf", folder / "2.0.conf")
-    return lambda: SPEC.build(SPEC.resolve(folder), torch.device("cpu"), {}), "2.0.pt"
+    return lambda: SPEC.build(SPEC.resolve(folder), torch.device("cpu"), SPEC.options_type()), "2.0.pt"
 
 
 ADAPTERS = {"mt3": _mt3, "mr_mt3": _mr_mt3, "yourmt3": _yourmt3, "transkun": _transkun}

@@ -11,10 +11,12 @@ import soundfile as sf
 import torch
 
 from mt3_demo.audio import Clip
-from mt3_demo.checkpoints import CheckpointError, NotDownloaded, probe_only
+from mt3_demo.checkpoints import CheckpointError, NotDownloaded
 from mt3_demo.models.mr_mt3 import SPEC
 from mt3_demo.models.mr_mt3 import checkpoint as ck
 from mt3_demo.models.mr_mt3.adapter import default_frontend
+from mt3_demo.models.mr_mt3.model import contiguous_decode
+from mt3_demo.options import MRMT3Options, OptionError
 
 FIX = Path(__file__).parent / "fixtures" / "mr_mt3"
 SETS = {"a": FIX, "b": FIX / "set_b"}
@@ -39,7 +41,7 @@ def upstream_ids(e2e: dict) -> list[list[int]]:
 def test_end_to_end_notes_and_tokens_equal_upstream(name):
     folder = SETS[name]
     e2e = json.loads((folder / "e2e.json").read_text())
-    transcriber = SPEC.build(SPEC.resolve(folder), CPU, {"frontend": None, "unknown_option": 1})
+    transcriber = SPEC.build(SPEC.resolve(folder), CPU, MRMT3Options(frontend=None))
     progress = []
     out = transcriber.transcribe(clip(folder), progress=lambda d, n: progress.append((d, n)))
     assert out.tokens == upstream_ids(e2e)
@@ -58,25 +60,26 @@ def test_end_to_end_notes_and_tokens_equal_upstream(name):
     assert transcriber.num_segments(clip(folder)) == 3
 
 
-def test_transcribe_many_equals_one_by_one():
-    t = SPEC.build(SPEC.resolve(SETS["a"]), CPU, {"max_tokens": 20})
+def test_several_files_decoded_together_equal_one_by_one():
+    t = SPEC.build(SPEC.resolve(SETS["a"]), CPU, MRMT3Options(max_tokens=20))
     a, b = clip(SETS["a"]), Clip.from_array(clip(SETS["a"]).samples[: 16000 * 3])
-    both = t.transcribe_many([a, b])
-    assert both[0].tokens == t.transcribe(a).tokens
-    assert both[1].tokens == t.transcribe(b).tokens
+    with torch.inference_mode():
+        both = contiguous_decode(t.model, [t.encode(a.samples), t.encode(b.samples)], 20)
+    assert both[0] == t.transcribe(a).tokens
+    assert both[1] == t.transcribe(b).tokens
 
 
 def test_options_override_frontend_and_memory_length():
-    t = SPEC.build(SPEC.resolve(SETS["b"]), CPU, {"frontend": "torchaudio-legacy", "memory_length": 8,
-                                                  "max_tokens": 5})
+    t = SPEC.build(SPEC.resolve(SETS["b"]), CPU, MRMT3Options(frontend="torchaudio-legacy", memory_length=8,
+                                                              max_tokens=5))
     out = t.transcribe(clip(SETS["b"]))
     assert (out.info["frontend"], out.info["frontend_source"]) == ("torchaudio-legacy", "user")
     assert (out.info["memory_length"], out.info["memory_length_source"]) == (8, "user")
     assert all(len(g) <= 5 for g in out.tokens)
-    out = SPEC.build(SPEC.resolve(SETS["b"]), CPU, {"frontend": "tf", "max_tokens": 3}).transcribe(clip(SETS["b"]))
+    out = SPEC.build(SPEC.resolve(SETS["b"]), CPU, MRMT3Options(frontend="tf", max_tokens=3)).transcribe(clip(SETS["b"]))
     assert out.info["frontend"] == "tf" and len(out.tokens) == 3
-    with pytest.raises(ValueError, match="frontend"):
-        SPEC.build(SPEC.resolve(SETS["b"]), CPU, {"frontend": "librosa"})
+    with pytest.raises(OptionError, match="frontend"):
+        MRMT3Options(frontend="librosa")
 
 
 def test_default_frontend_per_checkpoint_family():
@@ -115,14 +118,15 @@ def test_checkpoint_name_selects_a_known_file(tmp_path):
     folder = published_folder(tmp_path, ["exp_segmemV2_prev_context=32.ckpt", ck.DEFAULT_CHECKPOINT])
     loc = SPEC.resolve(folder)
     assert loc.name == ck.DEFAULT_CHECKPOINT  # the default first
-    t = SPEC.build(loc, CPU, {})
+    t = SPEC.build(loc, CPU, MRMT3Options())
     assert (t.checkpoint, t.memory_length, t.frontend) == (ck.DEFAULT_CHECKPOINT, 64, "torchaudio-legacy")
-    t = SPEC.build(loc, CPU, {"checkpoint_name": "exp_segmemV2_prev_context=32.ckpt"})
+    by_name = MRMT3Options(checkpoint_name="exp_segmemV2_prev_context=32.ckpt")
+    t = SPEC.build(SPEC.resolve(folder, by_name), CPU, by_name)  # the name is applied when resolving
     assert (t.checkpoint, t.memory_length, t.memory_length_source) == ("exp_segmemV2_prev_context=32.ckpt", 32, "registry")
     with pytest.raises(CheckpointError, match="unknown checkpoint name"):
-        SPEC.build(loc, CPU, {"checkpoint_name": "best.ckpt"})
+        SPEC.resolve(folder, MRMT3Options(checkpoint_name="best.ckpt"))
     with pytest.raises(CheckpointError, match="no exp_segmemV2_prev_context=64.ckpt in"):
-        SPEC.build(loc, CPU, {"checkpoint_name": "exp_segmemV2_prev_context=64.ckpt"})
+        SPEC.resolve(folder, MRMT3Options(checkpoint_name="exp_segmemV2_prev_context=64.ckpt"))
 
 
 def test_resolve_default_from_checkpoints_root(tmp_path, monkeypatch):
@@ -136,8 +140,7 @@ def test_resolve_without_files(tmp_path, monkeypatch):
     monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises((CheckpointError, NotDownloaded), match="exp_segmemV2_prev_context=64_prevaug_frame=3"):
-        with probe_only():
-            SPEC.resolve(None)
+        SPEC.resolve(None, MRMT3Options(), fetch=False)
     with pytest.raises(CheckpointError, match="does not exist"):
         SPEC.resolve(tmp_path / "missing.ckpt")
     (tmp_path / "empty").mkdir()

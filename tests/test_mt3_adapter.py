@@ -12,6 +12,7 @@ import torch
 from mt3_demo.audio import Clip
 from mt3_demo.models.base import Transcriber
 from mt3_demo.models.mt3 import adapter, features
+from mt3_demo.options import MT3Options, OptionError
 
 FIX = Path(__file__).parent / "fixtures" / "mt3"
 TINY = FIX / "tiny_model"
@@ -31,7 +32,7 @@ def note_tuples(notes):
 @pytest.fixture(scope="module")
 def kunato():
     t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"),
-                           {"compat": "kunato", "max_tokens": 63, "unknown_option": 1})
+                           MT3Options(compat="kunato", max_tokens=63))
     return t, t.transcribe(clip_a())
 
 
@@ -40,7 +41,7 @@ def test_spec():
     assert spec.id == "mt3" and spec.display_name == "MT3 (Magenta, official weights)"
     assert adapter.HUB.repo_id == "gudgud1014/MR-MT3" and adapter.HUB.filename == "mt3.pth"
     assert adapter.HUB.sha256 == "b8a3807ed265059abd25ad7f68142c06c35e8f6144dcaa45bd55946a3745398f"
-    assert spec.options["compat"] == "magenta"
+    assert spec.options_type is MT3Options and MT3Options().compat == "magenta"
 
 
 def test_e2e_kunato_matches_reference(kunato):
@@ -60,7 +61,7 @@ def test_e2e_kunato_matches_reference(kunato):
 
 
 def test_magenta_default_differs_where_documented(kunato):
-    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"), {"max_tokens": 63})
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"), MT3Options(max_tokens=63))
     out = t.transcribe(clip_a())
     assert out.info["compat"] == "magenta" and out.info["positions"] == "magenta"
     assert out.info["log_floor"] == "clamp" and t.max_tokens == 63
@@ -72,26 +73,51 @@ def test_magenta_default_differs_where_documented(kunato):
 
 def test_default_max_tokens_per_compat():
     loc = adapter.SPEC.resolve(TINY)
-    assert adapter.build(loc, "cpu", {}).max_tokens == 1024
-    assert adapter.build(loc, "cpu", {"compat": "kunato"}).max_tokens == 1023
-    with pytest.raises(ValueError, match="compat"):
-        adapter.build(loc, "cpu", {"compat": "hf"})
+    assert adapter.build(loc, "cpu", MT3Options()).max_tokens == 1024
+    assert adapter.build(loc, "cpu", MT3Options(compat="kunato")).max_tokens == 1023
+    with pytest.raises(OptionError, match="compat"):
+        MT3Options(compat="hf")
 
 
 def test_progress_and_chunking_do_not_change_results(kunato):
-    t = adapter.build(adapter.resolve(TINY), "cpu", {"compat": "kunato", "max_tokens": 63, "batch_size": 1})
+    t = adapter.build(adapter.resolve(TINY), "cpu", MT3Options(compat="kunato", max_tokens=63, batch_size=1))
     seen = []
     out = t.transcribe(clip_a(), progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 2), (2, 2)]
     assert out.tokens == kunato[1].tokens and out.notes == kunato[1].notes
 
 
-def test_config_written_when_absent(tmp_path):
+def test_missing_config_is_inferred_in_memory_and_nothing_is_written(tmp_path, monkeypatch):
+    """Issue 13.5: resolving (even the `models` probe) used to write a full-size config.json next to
+    a lone mt3.pth, which broke every later load of that (tiny) checkpoint. Now the folder is
+    never touched and the dims come from the tensors' shapes."""
+    from mt3_demo.manager import ModelManager
+
     shutil.copy(TINY / "mt3.pth", tmp_path / "mt3.pth")
+    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path.parent))
+    manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": tmp_path})
+    assert manager.availability("mt3").status == "ready"
     loc = adapter.resolve(tmp_path)
-    assert loc.config == adapter.KNOWN_CONFIG
-    assert json.loads((tmp_path / "config.json").read_text())["d_model"] == 512
-    assert loc.weights == tmp_path / "mt3.pth"
+    assert loc.weights == tmp_path / "mt3.pth" and loc.config is None
+    model = adapter.load_model(loc)
+    tiny = json.loads((TINY / "config.json").read_text())
+    dims = model.dims
+    assert (dims.d_model, dims.d_ff, dims.num_layers, dims.num_decoder_layers, dims.vocab_size) == (
+        tiny["d_model"], tiny["d_ff"], tiny["num_layers"], tiny["num_decoder_layers"], tiny["vocab_size"])
+    assert dims.num_heads * dims.d_kv == tiny["num_heads"] * tiny["d_kv"]  # heads: the published 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mt3.pth"]  # nothing written
+    # ... and a second load of the same folder still works (it used to fail on the written config)
+    assert adapter.load_model(adapter.resolve(tmp_path)).dims == dims
+
+
+def test_published_config_is_what_the_shapes_say():
+    """Without config.json, the full-size mt3.pth's shapes give kunato's published config.json."""
+    from mt3_demo.models.mt3.shapes import t5_config_from_shapes
+
+    manifest = json.loads((FIX / "mt3_pth_manifest.json").read_text())
+    shapes = {k["key"]: torch.empty(k["shape"], device="meta") for k in manifest["keys"]}
+    inferred = t5_config_from_shapes(shapes, "mt3.pth")
+    assert inferred == {k: manifest["config_json"][k] for k in inferred}
 
 
 def test_cli_transcribe_with_tiny_checkpoint(tmp_path):
@@ -111,7 +137,7 @@ def test_cli_transcribe_with_tiny_checkpoint(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_matches_cpu(kunato, precision):
     t = adapter.build(adapter.resolve(TINY), torch.device("cuda"),
-                      {"compat": "kunato", "max_tokens": 63, "precision": precision})
+                      MT3Options(compat="kunato", max_tokens=63, precision=precision))
     out = t.transcribe(clip_a())
     if precision == "fp32":
         assert out.tokens == kunato[1].tokens and out.notes == kunato[1].notes

@@ -8,6 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from numerics import assert_within, mel_log_tolerance, stft_magnitude64
+
 from mt3_demo.models.mt3 import features as F
 
 FIX = Path(__file__).parent / "fixtures" / "mt3" / "logmel"
@@ -32,6 +34,16 @@ def test_mel_matrix_matches_tf():
     assert np.all(got[:, 1] == 0) and np.all(got[:, 10] == 0)  # bands between FFT bins
 
 
+def oracle_logmel(x: np.ndarray, bins: int):
+    """Float64 oracle of the TF frontend's log-mel and its per-element float32 bound (each segment
+    is its own signal: 32768 samples plus 1920 zeros, frames of 2048 every 128)."""
+    n = F.num_segments(len(x)) * F.SEGMENT_SAMPLES
+    seg = torch.nn.functional.pad(torch.from_numpy(x).double(), (0, n - len(x))).view(-1, F.SEGMENT_SAMPLES)
+    frames = torch.nn.functional.pad(seg, (0, F.FFT_SIZE - F.HOP)).unfold(-1, F.FFT_SIZE, F.HOP)
+    window = torch.hann_window(F.FFT_SIZE, periodic=True, dtype=torch.float64)
+    return mel_log_tolerance(stft_magnitude64(frames, window), F.mel_matrix(bins), F.FFT_SIZE)
+
+
 @pytest.mark.parametrize("name", ["a", "b"])
 @pytest.mark.parametrize("bins", [512, 64])
 def test_logmel_matches_tf(name, bins):
@@ -46,15 +58,18 @@ def test_logmel_matches_tf(name, bins):
         valid[k, :v] = True
     # padding rows are exact zeros
     assert np.all(got[~valid] == 0.0) and np.all(expected[~valid] == 0.0)
-    exp_v, got_v = expected[valid], got[valid]
-    diff = np.abs(got_v - exp_v)[exp_v > -11.5]
-    assert diff.mean() < 2e-4
-    assert np.quantile(diff, 0.999) < 5e-3
-    assert diff.max() < 0.1
-    # exactly-zero mel bands are floored to ln(1e-5), values below it stay (the "zero" rule)
-    assert np.isclose(got_v.min(), exp_v.min(), atol=0.1)
+    _, tol = oracle_logmel(x, bins)
+    # Signal a is a chirp plus a three-note chord: most of its mel bands lie below the worst-case
+    # rounding level of their frame's FFT, so only about a quarter of its values carry information.
+    assert_within(got[valid], expected[valid], tol.numpy()[valid], f"signal {name}, {bins} bins",
+                  min_compared=0.25 if name == "a" else 0.5)
+    # The "zero" rule: bands with no FFT bin under them (mel exactly 0 on every machine) are set
+    # to ln(1e-5); tiny but non-zero mels keep their own log (far below ln 1e-5, not clamped to it).
+    empty = F.mel_matrix(bins).sum(0) == 0
     if bins == 512:
-        assert np.isclose(exp_v.min(), meta["logmel_min"]) and got_v.min() < math.log(1e-5)
+        assert bool(empty.any()) and np.all(got[valid][:, empty.numpy()] == np.float32(math.log(1e-5)))
+    if bins == 512 and meta["logmel_min"] < math.log(1e-5) - 1:
+        assert (got[valid] < math.log(1e-5) - 1).any()
 
 
 def test_clamp_floor_only_changes_values_below_1e5():

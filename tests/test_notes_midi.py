@@ -5,7 +5,8 @@ import mido
 import pretty_midi
 import pytest
 
-from mt3_demo.notes import (Note, Transcription, instrument_family, instrument_name, note_stats,
+from mt3_demo.instruments import instrument_family, instrument_name
+from mt3_demo.notes import (Note, Transcription, note_stats,
                             notes_from_midi, write_midi)
 
 

@@ -7,7 +7,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from mt3_demo import pianoroll
-from mt3_demo.notes import GM_FAMILIES, Note, instrument_family
+from mt3_demo.instruments import GM_FAMILIES, instrument_family
+from mt3_demo.notes import Note
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -82,18 +82,17 @@ def test_discard_upload_deletes_only_uploads(gradio_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The app's shared run (ui._run): what a request leaves on disk
+# The app's request (ui.session, ui.handlers): what a request leaves on disk
 
 
 @pytest.fixture
-def ui_and_manager(gradio_dir):
-    pytest.importorskip("gradio")
-    from mt3_demo import ui
+def manager(gradio_dir):
+    pytest.importorskip("gradio")  # mt3_demo.ui's package imports it
     from mt3_demo.manager import ModelManager
 
-    manager = ModelManager(device=torch.device("cpu"), budget_mb=100.0)
-    manager.specs = {"fake": fake_spec("fake")}
-    return ui, manager
+    m = ModelManager(device=torch.device("cpu"), budget_mb=100.0)
+    m.specs = {"fake": fake_spec("fake")}
+    return m
 
 
 def upload(gradio_dir: Path, name: str, data: bytes | None = None) -> Path:
@@ -106,35 +105,48 @@ def upload(gradio_dir: Path, name: str, data: bytes | None = None) -> Path:
     return path
 
 
-def run_dir_of(steps) -> tuple[Path, list]:
-    events = list(steps)
-    (clip, out_dir), = [payload for kind, payload in events if kind == "clip"]
-    return out_dir, events
+def test_api_run_writes_no_audio_and_page_run_only_what_it_plays(manager, gradio_dir):
+    from mt3_demo.ui import handlers, session
 
-
-def test_api_run_writes_no_audio_and_page_run_only_what_it_plays(ui_and_manager, gradio_dir):
-    ui, manager = ui_and_manager
     audio = upload(gradio_dir, "tone.wav")
-    out_dir, events = run_dir_of(ui._run(str(audio), ["fake"], None, manager, None, synthesize=False))
-    assert events[-1][0] == "done" and not list(out_dir.glob("*.wav"))
-    out_dir, events = run_dir_of(ui._run(str(audio), ["fake"], None, manager, None))
-    (result,) = [payload[1] for kind, payload in events if kind == "model"]
-    assert sorted(p.name for p in out_dir.glob("*.wav")) == sorted(
+    midis, _, _, zip_path = handlers.transcribe_api(manager, 600.0, str(audio), ["fake"], None)
+    api_dir = Path(zip_path).parent
+    assert Path(midis[0]).parent == api_dir and not list(api_dir.glob("*.wav"))
+    with session.start(str(audio), ["fake"], None, manager, 600.0) as request:
+        (result,) = list(session.results(request, manager))  # the page's run
+        session.finish(request, [result])
+        assert request.out_dir in runs._active  # not prunable while it runs
+    assert result.ok and sorted(p.name for p in request.out_dir.glob("*.wav")) == sorted(
         result.files[k].name for k in ("audio_matched", "mix"))  # the two the card plays
     assert "audio" not in result.files
     assert not runs._active  # both runs released: prunable from now on
 
 
-def test_rejected_upload_is_deleted_at_once(ui_and_manager, gradio_dir):
-    ui, manager = ui_and_manager
+def test_instrument_view_skips_a_pruned_run(manager, gradio_dir):
+    from mt3_demo.ui import session
+
+    audio = upload(gradio_dir, "tone.wav")
+    with session.start(str(audio), ["fake"], None, manager, 600.0) as request:
+        (result,) = list(session.results(request, manager))
+    state = session.PageState(duration=request.clip.duration, results={0: result})
+    assert session.instrument_png(state, 0, None, "All") == str(result.files["png"])
+    runs.prune(runs.runs_root(), max_bytes=0)  # over any cap: the finished run goes
+    assert not request.out_dir.exists()
+    assert session.instrument_png(state, 0, None, "All") is None
+
+
+def test_rejected_upload_is_deleted_at_once(manager, gradio_dir):
+    from mt3_demo.ui import session
+
     bad = upload(gradio_dir, "notes.wav", b"this is text, not audio")
-    with pytest.raises(ui.AudioError):
-        list(ui._run(str(bad), ["fake"], None, manager, None))
+    with pytest.raises(session.AudioError):
+        session.start(str(bad), ["fake"], None, manager, 600.0)
     assert not bad.exists()
     good = upload(gradio_dir, "tone.wav")
     bad_ref = gradio_dir / "cafe" / "ref.mid"
     bad_ref.parent.mkdir()
     bad_ref.write_bytes(b"not midi")
-    with pytest.raises(ui.InputError):
-        list(ui._run(str(good), ["fake"], str(bad_ref), manager, None))
+    with pytest.raises(session.InputError):
+        session.start(str(good), ["fake"], str(bad_ref), manager, 600.0)
     assert not bad_ref.exists() and good.exists()  # only the rejected file goes
+    assert not list(runs.runs_root().iterdir())  # a rejected request opens no folder

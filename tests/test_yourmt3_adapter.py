@@ -12,6 +12,7 @@ from mt3_demo.audio import Clip
 from mt3_demo.checkpoints import CheckpointError
 from mt3_demo.models.base import Transcriber
 from mt3_demo.models.yourmt3.adapter import CHECKPOINTS, SPEC, choose_dtype
+from mt3_demo.options import YourMT3Options
 
 FIX = Path(__file__).parent / "fixtures" / "yourmt3"
 
@@ -35,9 +36,9 @@ def test_resolve(tmp_path):
     from mt3_demo.models.yourmt3.adapter import resolve
 
     with pytest.raises(CheckpointError, match="does not implement"):
-        resolve(folder, "YMT3+")
+        resolve(folder, YourMT3Options(checkpoint_name="YMT3+"))
     with pytest.raises(CheckpointError, match="unknown checkpoint name"):
-        resolve(folder, "nope")
+        resolve(folder, YourMT3Options(checkpoint_name="nope"))
 
 
 def test_precision_choice():
@@ -51,7 +52,7 @@ def test_precision_choice():
 def test_transcribe_reproduces_upstream_tokens():
     d = FIX / "set_b"
     golden = json.loads((d / "greedy_and_notes.json").read_text())
-    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), {"max_tokens": 24, "unknown": 1})
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
     assert isinstance(t, Transcriber) and t.dtype == torch.float32
     audio, _ = sf.read(d / "audio.wav", dtype="float32")
     assert t.num_segments(Clip.from_array(audio)) == 2
@@ -84,6 +85,8 @@ def test_cli_tokens_json(tmp_path, capsys):
     golden = json.loads((d / "greedy_and_notes.json").read_text())["greedy_tokens"]
     assert [[ch + [0] * (32 - len(ch)) for ch in seg] for seg in payload["tokens"]] == golden[:1]
     assert payload["model"] == "yourmt3" and payload["notes"] == []
+    # The checkpoint's file name (a loop variable used to overwrite it: it read "lm_head").
+    assert payload["checkpoint"] == "last.ckpt" and payload["variant"] == "YPTF.MoE+Multi (noPS)"
 
 
 def test_half_precision_path_runs():

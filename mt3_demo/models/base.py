@@ -1,7 +1,7 @@
 """The small protocol every transcription model implements, and its registry entry.
 
-An adapter is built by ``ModelSpec.load(checkpoint, device, options)`` and then only asked to
-``transcribe`` clips. The manager owns loading, timing, caching and unloading; adapters own nothing
+An adapter is resolved once by ``ModelSpec.resolve``, built by ``ModelSpec.build(location, device,
+options)`` and then only asked to ``transcribe`` clips. The manager owns loading, timing, caching and unloading; adapters own nothing
 but their weights and their inference code.
 """
 from __future__ import annotations
@@ -44,14 +44,17 @@ class Transcriber(Protocol):
         ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
     """A registry entry: what the UI shows about a model, and how to get it running.
 
-    ``resolve(checkpoint)`` finds the weights (local path or download) and returns a location, or
-    raises ``CheckpointError`` with a message that says how to fix it. ``build(location, device,
-    options)`` returns a :class:`Transcriber`. ``checkpoint`` is the user's override (a file or
-    folder), or None for the default source.
+    ``resolve(checkpoint, options, fetch)`` finds the weights and returns a location (a path, or a
+    small dataclass with the path and what is known about it), or raises ``CheckpointError`` with
+    a message that says how to fix it. ``checkpoint`` is the user's override (a file or folder), or
+    None for the default source; ``fetch=False`` never downloads (raises ``NotDownloaded`` instead)
+    and, like every resolution, writes nothing. ``build(location, device, options)`` loads that
+    location and returns a :class:`Transcriber`; it never resolves again. ``options`` is an
+    instance of ``options_type`` (``mt3_demo.options``), validated when it was made.
     """
 
     id: str
@@ -61,7 +64,7 @@ class ModelSpec:
     licence: str
     instruments: str  # what it transcribes, in words
     size_mb: float  # approximate weights size, for the memory budget
-    resolve: Callable[[Path | None], Any]
-    build: Callable[[Any, torch.device, dict[str, Any]], Transcriber]
+    options_type: type
+    resolve: Callable[[Path | None, Any, bool], Any]
+    build: Callable[[Any, torch.device, Any], Transcriber]
     paper_url: str = ""
-    options: dict[str, Any] = field(default_factory=dict)  # defaults, overridable per load

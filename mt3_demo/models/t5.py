@@ -132,7 +132,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 at least (float64 stays)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(self.weight.dtype)  # fp16/bf16 weights: HF casts before the scale
 
@@ -309,7 +309,8 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Keep the residual stream in float32 even under fp16 autocast: T5.1.1 activations overflow
         # fp16 (the norms already compute in float32; the matmuls still run in half precision).
-        x = self.embed_tokens(x).float()
+        x = self.embed_tokens(x)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         x = x + self.pos_emb(0, x.shape[1])
         for block in self.block:
             x = block(x)

@@ -20,6 +20,7 @@ import torch
 from ..audio import Clip
 from ..checkpoints import CheckpointError, check_tensors, checkpoint_errors, load_strict, safe_torch_load
 from ..notes import Note
+from ..options import TranskunOptions
 from .base import AdapterOutput, ModelSpec, ProgressFn
 
 WEIGHTS, CONFIG = "2.0.pt", "2.0.conf"
@@ -28,7 +29,7 @@ MODEL_MODULE, CONFIG_CLASS = "transkun.ModelTransformer", "Config"
 MAX_CONFIG_NUMBER = 1_000_000  # every setting of the 2.0 model is far below (fs = 44100 is the largest)
 
 
-def resolve(checkpoint: Path | None) -> Path:
+def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = None, fetch: bool = True) -> Path:
     """The folder holding 2.0.pt + 2.0.conf: the user's, else the one inside the installed wheel."""
     if checkpoint is not None:
         folder = Path(checkpoint).expanduser()
@@ -41,7 +42,7 @@ def resolve(checkpoint: Path | None) -> Path:
                                   "run `pip install -r requirements.txt`.") from e
     for name in (WEIGHTS, CONFIG):
         if not (folder / name).is_file():
-            raise CheckpointError(f"transkun: {name} not found in {folder}.")
+            raise CheckpointError(f"transkun: {name} not found in {folder.name}/.")
     return folder
 
 
@@ -92,7 +93,7 @@ def read_config(path: Path) -> Any:
 class TranskunTranscriber:
     """Piano transcription with Transkun's pretrained 2.0 model."""
 
-    def __init__(self, folder: Path, device: torch.device, options: dict[str, Any]):
+    def __init__(self, folder: Path, device: torch.device, options: TranskunOptions):
         from transkun.ModelTransformer import TransKun
 
         what = f"transkun checkpoint {WEIGHTS}"
@@ -113,10 +114,8 @@ class TranskunTranscriber:
         self.device = device
         self.dtype = torch.float32
         self.rate = int(model.fs)
-        # Hop 12 s instead of the default 8 s: the same onset F1 on our examples, ~30 % less compute
-        # (see specs/embedded_default.md). Options may override.
-        self.segment_s = float(options.get("segment_s") or model.segmentSizeInSecond)
-        self.hop_s = float(options.get("hop_s") or 12.0)
+        self.segment_s = float(options.segment_s or model.segmentSizeInSecond)
+        self.hop_s = float(options.hop_s)  # see TranskunOptions (specs/embedded_default.md)
         # transcribe() hooks the model's per-segment method to count progress; one call at a time.
         self._lock = threading.Lock()
 
@@ -161,8 +160,8 @@ class TranskunTranscriber:
         return AdapterOutput(notes=notes, info={"segment_s": self.segment_s, "hop_s": self.hop_s})
 
 
-def build(folder: Path, device: torch.device, options: dict[str, Any]) -> TranskunTranscriber:
-    return TranskunTranscriber(folder, device, options)
+def build(folder: Path, device: torch.device, options: TranskunOptions | None = None) -> TranskunTranscriber:
+    return TranskunTranscriber(folder, device, options or TranskunOptions())
 
 
 SPEC = ModelSpec(
@@ -173,6 +172,7 @@ SPEC = ModelSpec(
     licence="MIT code; weights trained on MAESTRO (CC BY-NC-SA 4.0)",
     instruments="Piano only (no other instruments, no drums)",
     size_mb=55.0,
+    options_type=TranskunOptions,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2305.16245",

@@ -15,49 +15,54 @@ known file therefore defaults to the frontend it was trained with: from-scratch 
 ``torchaudio`` (what upstream test.py runs today, and what the golden fixtures were made with). The
 ``frontend`` option overrides. ``info["frontend"]`` says which one ran.
 
-Options (None = default, unknown keys ignored): ``frontend``, ``memory_length`` (N), ``max_tokens``
-(default 1023 as upstream), ``checkpoint_name``, ``trim`` ("kunato" as upstream: a segment without
-EOS is dropped and UNK ends a segment; or "magenta"), ``precision`` ("fp32", or "fp16"/"bf16"
-autocast on CUDA), ``batch_size`` (segments per encoder chunk).
+Options (:class:`mt3_demo.options.MRMT3Options`): ``frontend``, ``memory_length`` (N),
+``max_tokens`` (default 1023 as upstream), ``checkpoint_name`` (applied when resolving), ``trim``
+("kunato" as upstream: a segment without EOS is dropped and UNK ends a segment; or "magenta"),
+``precision`` ("fp32", or "fp16"/"bf16" autocast on CUDA), ``batch_size`` (segments per chunk).
 """
 from __future__ import annotations
 
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Sequence
-
 import torch
 
 from ...audio import Clip
 from ...checkpoints import CheckpointError, checkpoints_root, local_candidates, resolve_file
+from ...options import MRMT3Options
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from ..mt3 import features as mt3_features
 from ..mt3 import vocab
 from ..mt3.decoding import AMP_DTYPES
 from ..mt3.notes import ids_to_notes
 from . import checkpoint as ck
-from .frontends import FRONTENDS, compute_features
+from .frontends import Frontend
 from .model import UPSTREAM_MAX_TOKENS, MRMT3, contiguous_decode
 
 MODEL_ID = "mr_mt3"
 DEFAULT = ck.known_checkpoint(ck.DEFAULT_CHECKPOINT)
 UNKNOWN_FILE_FRONTEND = "torchaudio"  # upstream HEAD's
-TRIM_MODES = ("kunato", "magenta")
 
 
 # ------------------------------------------------------------------------------------------------
 # resolve: where the file is
 
 
-def resolve(checkpoint: Path | None = None) -> ck.Location:
-    """Find the .ckpt: the user's file or folder; else a known file under $MT3_DEMO_CHECKPOINTS
+def resolve(checkpoint: Path | None = None, options: MRMT3Options | None = None, fetch: bool = True) -> ck.Location:
+    """The .ckpt to load: the user's file or folder; else a known file under $MT3_DEMO_CHECKPOINTS
     (the default first), or the one .ckpt in $MT3_DEMO_CHECKPOINTS/mr_mt3/; else the default file
-    from the Hub (sha256-checked where known)."""
+    from the Hub (sha256-checked where known). ``options.checkpoint_name`` then picks a published
+    file by name (:func:`select_by_name`)."""
+    location = _find(checkpoint, fetch)
+    name = options.checkpoint_name if options is not None else None
+    return select_by_name(location, name, fetch) if name else location
+
+
+def _find(checkpoint: Path | None, fetch: bool) -> ck.Location:
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
-            raise CheckpointError(f"{MODEL_ID}: checkpoint path {path} does not exist.")
+            raise CheckpointError(f"{MODEL_ID}: checkpoint path {path.name} does not exist.")
         return ck.find_in_folder(path) if path.is_dir() else ck.location_for_file(path)
     for known in (DEFAULT, *[k for k in ck.KNOWN_CHECKPOINTS if k is not DEFAULT]):
         for cand in local_candidates(MODEL_ID, known.name, None):
@@ -66,11 +71,11 @@ def resolve(checkpoint: Path | None = None) -> ck.Location:
     root = checkpoints_root()
     if root is not None and (root / MODEL_ID).is_dir() and any((root / MODEL_ID).glob("*.ckpt")):
         return ck.find_in_folder(root / MODEL_ID)  # the user's own (e.g. fine-tuned) file
-    return ck.location_for_file(resolve_file(MODEL_ID, DEFAULT.name, None, DEFAULT.hub))
+    return ck.location_for_file(resolve_file(MODEL_ID, DEFAULT.name, None, DEFAULT.hub, fetch=fetch))
 
 
-def select_by_name(location: ck.Location, name: str) -> ck.Location:
-    """Apply the ``checkpoint_name`` option: the named known file (and its registry entry).
+def select_by_name(location: ck.Location, name: str, fetch: bool = True) -> ck.Location:
+    """The named known file (and its registry entry) instead of ``location``.
 
     Default source or a folder: that file is looked up there (or downloaded). An explicit file
     keeps its path and takes the named entry's settings (a renamed published file).
@@ -84,7 +89,7 @@ def select_by_name(location: ck.Location, name: str) -> ck.Location:
     override = location.override
     if override is not None and Path(override).is_file():
         return ck.Location(location.path, location.config_json, known, override)
-    path = resolve_file(MODEL_ID, known.name, override, known.hub)
+    path = resolve_file(MODEL_ID, known.name, override, known.hub, fetch=fetch)
     cfg = path.parent / "config.json"
     return ck.Location(path, cfg if cfg.is_file() else None, known, override)
 
@@ -103,8 +108,7 @@ def default_frontend(location: ck.Location) -> tuple[str, str]:
 class MRMT3Transcriber:
     """A loaded MR-MT3: ``transcribe(clip)`` → notes, raw ids per segment, and what ran.
 
-    Segments of one clip are decoded in order (each needs the previous one's tokens);
-    :meth:`transcribe_many` batches several clips' segments per step.
+    Segments of one clip are decoded in order (each needs the previous one's tokens).
     """
 
     def __init__(self, model: MRMT3, device: torch.device, frontend: str, *, checkpoint: str,
@@ -113,6 +117,7 @@ class MRMT3Transcriber:
                  precision: str = "fp32", batch_size: int | None = None):
         self.model, self.device = model, torch.device(device)
         self.frontend, self.frontend_source = frontend, frontend_source
+        self.features = Frontend(frontend, model.dims.input_dim, self.device)
         self.memory_length_source = memory_length_source
         self.checkpoint, self.max_tokens, self.trim = checkpoint, max_tokens, trim
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 16)
@@ -137,20 +142,16 @@ class MRMT3Transcriber:
         total = mt3_features.num_segments(x.numel())
         out = []
         for start in range(0, total, self.batch_size):
-            feats = compute_features(x, self.frontend, self.model.dims.input_dim, self.device,
-                                     start, start + self.batch_size)
+            feats = self.features(x, start, start + self.batch_size)
             with self._amp():
                 out.append(self.model.encode(feats))
         return torch.cat(out)
 
-    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
-        return self.transcribe_many([clip], progress)[0]
-
     @torch.inference_mode()
-    def transcribe_many(self, clips: Sequence[Clip], progress: ProgressFn | None = None) -> list[AdapterOutput]:
-        """Several clips at once: encoders per clip, then one batched contiguous decode."""
+    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
+        """Encoder over all segments, then the contiguous decode, one segment after another."""
         t0 = time.perf_counter()
-        encoded = [self.encode(c.samples) for c in clips]
+        encoded = self.encode(clip.samples)
         t1 = time.perf_counter()
         steps = [0]
 
@@ -158,59 +159,43 @@ class MRMT3Transcriber:
             steps[0] += 1
 
         with self._amp():
-            ids = contiguous_decode(self.model, encoded, self.max_tokens, on_segment=progress, on_step=count)
+            (segs,) = contiguous_decode(self.model, [encoded], self.max_tokens, on_segment=progress,
+                                        on_step=count)
         t2 = time.perf_counter()
-        outputs = []
-        for segs in ids:
-            decoded = ids_to_notes(segs, mt3_features.segment_start_times(len(segs)), trim=self.trim)
-            info = {
-                "frontend": self.frontend,
-                "frontend_source": self.frontend_source,
-                "memory_length": self.memory_length,
-                "memory_length_source": self.memory_length_source,
-                "checkpoint": self.checkpoint,
-                "trim": self.trim,
-                "max_tokens": self.max_tokens,
-                "segments": len(segs),
-                "segments_without_eos": sum(1 for g in segs if not g or g[-1] != vocab.EOS),
-                "invalid_events": decoded.invalid_events,
-                "dropped_events": decoded.dropped_events,
-                "stage_timings": {"frontend_encoder_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4),
-                                  "decode_steps": steps[0], "tokens": sum(len(g) for g in segs),
-                                  "clips_in_batch": len(clips)},
-            }
-            outputs.append(AdapterOutput(notes=decoded.notes, tokens=segs, info=info))
-        return outputs
+        decoded = ids_to_notes(segs, mt3_features.segment_start_times(len(segs)), trim=self.trim)
+        info = {
+            "frontend": self.frontend,
+            "frontend_source": self.frontend_source,
+            "memory_length": self.memory_length,
+            "memory_length_source": self.memory_length_source,
+            "checkpoint": self.checkpoint,
+            "trim": self.trim,
+            "max_tokens": self.max_tokens,
+            "segments": len(segs),
+            "segments_without_eos": sum(1 for g in segs if not g or g[-1] != vocab.EOS),
+            "invalid_events": decoded.invalid_events,
+            "dropped_events": decoded.dropped_events,
+            "stage_timings": {"frontend_encoder_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4),
+                              "decode_steps": steps[0], "tokens": sum(len(g) for g in segs),
+                              },
+        }
+        return AdapterOutput(notes=decoded.notes, tokens=segs, info=info)
 
 
 def build(location: ck.Location, device: torch.device | str = "cpu",
-          options: dict[str, Any] | None = None) -> MRMT3Transcriber:
-    """Load the checkpoint strictly and settle N, frontend, limits. See the module docstring."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    if options.get("checkpoint_name"):
-        location = select_by_name(location, str(options["checkpoint_name"]))
+          options: MRMT3Options | None = None) -> MRMT3Transcriber:
+    """Load the resolved checkpoint strictly and settle N, frontend, limits (module docstring)."""
+    options = options or MRMT3Options()
     frontend, why = default_frontend(location)
-    if "frontend" in options:
-        frontend, why = options["frontend"], "user"
-    if frontend not in FRONTENDS:
-        raise ValueError(f"{MODEL_ID}: frontend must be one of {', '.join(FRONTENDS)}, not {frontend!r}")
-    trim = options.get("trim", "kunato")
-    if trim not in TRIM_MODES:
-        raise ValueError(f"{MODEL_ID}: trim must be one of {', '.join(TRIM_MODES)}, not {trim!r}")
-    precision = options.get("precision", "fp32")
-    if precision == "auto":
-        precision = "fp32"
-    if precision not in AMP_DTYPES:
-        raise ValueError(f"{MODEL_ID}: precision must be one of {', '.join(AMP_DTYPES)}, not {precision!r}")
-    max_tokens = int(options.get("max_tokens", UPSTREAM_MAX_TOKENS))
-    if max_tokens < 1:
-        raise ValueError(f"{MODEL_ID}: max_tokens must be at least 1")
-    loaded = ck.load_model(location, options.get("memory_length"))
+    if options.frontend is not None:
+        frontend, why = options.frontend, "user"
+    loaded = ck.load_model(location, options.memory_length)
     device = torch.device(device)
     return MRMT3Transcriber(loaded.model.to(device), device, frontend, checkpoint=location.name,
                             frontend_source=why, memory_length_source=loaded.memory_length_source,
-                            max_tokens=max_tokens, trim=trim, precision=precision,
-                            batch_size=options.get("batch_size"))
+                            max_tokens=options.max_tokens or UPSTREAM_MAX_TOKENS, trim=options.trim,
+                            precision="fp32" if options.precision == "auto" else options.precision,
+                            batch_size=options.batch_size)
 
 
 SPEC = ModelSpec(
@@ -223,8 +208,8 @@ SPEC = ModelSpec(
     licence="MIT (gudgud96/MR-MT3)",
     instruments="Multi-instrument (trained on Slakh2100): piano, guitar, bass, strings, winds, synths, drums",
     size_mb=194.1,  # float32 weights; the .ckpt files are ~3x that (AdamW moments, not loaded)
+    options_type=MRMT3Options,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2403.10024",
-    options={"frontend": None, "memory_length": None, "checkpoint_name": None, "max_tokens": None},
 )

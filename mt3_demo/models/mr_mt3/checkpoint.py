@@ -24,12 +24,13 @@ from typing import Any, Mapping
 import torch
 
 from ...checkpoints import CheckpointError, HubFile, checkpoint_errors, lightning_state_dict, read_checkpoint
+from ..mt3.shapes import PUBLISHED_NUM_HEADS, REQUIRED_KEYS, count_blocks, t5_config_from_shapes
 
 HF_REPO = "gudgud1014/MR-MT3"
 # No commit of the model repo could be read when this was written; pin it here once known.
 HF_REVISION = "main"
 
-DEFAULT_NUM_HEADS = 6  # every published file (config/model/*.yaml); not recoverable from shapes
+DEFAULT_NUM_HEADS = PUBLISHED_NUM_HEADS  # every published file (config/model/*.yaml); not in the shapes
 DEFAULT_MEMORY_LENGTH = 64  # test.sh's model_segmem_length for all memory checkpoints
 
 
@@ -128,35 +129,17 @@ class MRMT3Config:
     layer_norm_epsilon: float = 1e-6
 
 
-def _count_blocks(sd: Mapping[str, torch.Tensor], stack: str) -> int:
-    ids = {int(m.group(1)) for k in sd if (m := re.match(rf"{stack}\.block\.(\d+)\.", k))}
-    return max(ids) + 1 if ids else 0
-
-
 def config_from_state_dict(sd: Mapping[str, torch.Tensor], what: str, num_heads: int,
                            segmem_length: int) -> MRMT3Config:
     """Dims from shapes (§8): widths, layer counts — memory layers included — and the mel depth."""
-    need = ["proj.weight", "decoder_embed_tokens.weight", "lm_head.weight",
-            "encoder.block.0.layer.0.SelfAttention.q.weight",
-            "encoder.block.0.layer.1.DenseReluDense.wi_0.weight"]
-    missing = [k for k in need if k not in sd]
-    if missing:
-        raise CheckpointError(f"{what} does not look like an MT3/MR-MT3 model: missing "
-                              f"{', '.join(missing)}.")
-    if not any(k.startswith("segmem_encoder.") or k.startswith("segmem_proj.") for k in sd):
+    if all(k in sd for k in REQUIRED_KEYS) and not any(
+            k.startswith("segmem_encoder.") or k.startswith("segmem_proj.") for k in sd):
         raise CheckpointError(
             f"{what} has no memory block (no segmem_* weights): it is a plain MT3 checkpoint, not "
             "MR-MT3. Load it with the MT3 model instead.")
-    inner = sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0]
-    if inner % num_heads:
-        raise CheckpointError(f"{what}: attention width {inner} is not divisible by {num_heads} heads; "
-                              "give the right head count in a config.json beside the checkpoint.")
-    return MRMT3Config(
-        d_model=sd["proj.weight"].shape[0], n_mels=sd["proj.weight"].shape[1], num_heads=num_heads,
-        d_kv=inner // num_heads, d_ff=sd["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
-        num_layers=_count_blocks(sd, "encoder"), num_decoder_layers=_count_blocks(sd, "decoder"),
-        vocab_size=sd["lm_head.weight"].shape[0], segmem_num_layers=_count_blocks(sd, "segmem_encoder"),
-        segmem_length=segmem_length)
+    t5 = t5_config_from_shapes(sd, what, num_heads)
+    return MRMT3Config(**t5, n_mels=sd["proj.weight"].shape[1],
+                       segmem_num_layers=count_blocks(sd, "segmem_encoder"), segmem_length=segmem_length)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,12 +169,12 @@ def find_in_folder(folder: Path) -> Location:
     folder = Path(folder)
     ckpts = sorted(p for p in folder.iterdir() if p.suffix == ".ckpt" and p.is_file())
     if not ckpts:
-        raise CheckpointError(f"mr_mt3: no .ckpt file in {folder}.")
+        raise CheckpointError(f"mr_mt3: no .ckpt file in {folder.name}/.")
     if len(ckpts) > 1:
         names = {p.name for p in ckpts}
         known = [k.name for k in KNOWN_CHECKPOINTS if k.name in names]
         if not known:
-            raise CheckpointError(f"mr_mt3: {folder} holds several .ckpt files "
+            raise CheckpointError(f"mr_mt3: {folder.name}/ holds several .ckpt files "
                                   f"({', '.join(sorted(names))}); pass the file itself.")
         ckpts = [folder / known[0]]
     cfg = folder / "config.json"

@@ -14,7 +14,7 @@ The three frontends:
                         linear in Hz), ln with values <= 0 floored to 1e-5.
 * ``torchaudio-legacy`` the training-era frontend of the from-scratch checkpoints: centred frames
                         with reflect padding (257 rows per segment), mel 20-8000 Hz, ln(x + 1e-6).
-* ``tf``                MT3's exact Magenta/TF frontend (``mt3.features``), used by the
+* ``tf``                MT3's exact Magenta/TF frontend (``mt3.features.LogMel``), used by the
                         "continual" checkpoints that were fine-tuned from MT3's weights.
 
 The torchaudio frontends are written with ``torch.stft`` and torchaudio's filterbank in the same
@@ -28,14 +28,13 @@ from functools import lru_cache
 
 import torch
 
-from ..mt3.features import HOP, SAMPLE_RATE, SEGMENT_SAMPLES, num_segments, valid_frames
+from ...options import MR_MT3_FRONTENDS as FRONTENDS
+from ..mt3.features import HOP, SAMPLE_RATE, SEGMENT_SAMPLES, LogMel, num_segments, valid_frames
 
 N_FFT = 2048
 
 MIN_LOG_MEL = -12.0  # upstream's mel_norm constants
 MAX_LOG_MEL = 5.0
-
-FRONTENDS = ("torchaudio", "torchaudio-legacy", "tf")
 
 
 @lru_cache(maxsize=8)
@@ -84,14 +83,6 @@ def logmel_torchaudio_legacy(segments: torch.Tensor, n_mels: int = 512) -> torch
     return torch.log(mel.clamp_min(0) + 1e-6)
 
 
-def logmel_tf(samples: torch.Tensor, n_mels: int = 512, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """MT3's Magenta/TF frontend (the shared ``mt3.features.LogMel``, current log floor):
-    whole signal [n] -> segments start … stop−1, [S, 256, n_mels]."""
-    from ..mt3.features import LogMel
-
-    return LogMel(n_mels, device=samples.device)(samples, start, stop)
-
-
 def normalise(logmel: torch.Tensor, valid: list[int] | torch.Tensor) -> torch.Tensor:
     """Clip to [−12, 5], scale to [0, 1], then zero every row >= the segment's valid frame count.
 
@@ -104,27 +95,39 @@ def normalise(logmel: torch.Tensor, valid: list[int] | torch.Tensor) -> torch.Te
     return x * (rows < valid_t).unsqueeze(-1).to(x.dtype)
 
 
+class Frontend:
+    """One frontend, chosen once: ``frontend(x, start, stop)`` -> encoder inputs [S, T, n_mels].
+
+    The transcriber builds it at load time, so the choice is not re-dispatched per chunk and the
+    TF frontend's mel matrix and window are built once, not per call.
+    """
+
+    def __init__(self, name: str, n_mels: int = 512, device: torch.device | str = "cpu"):
+        if name not in FRONTENDS:
+            raise ValueError(f"unknown MR-MT3 frontend {name!r}; choose one of {', '.join(FRONTENDS)}")
+        self.name, self.n_mels, self.device = name, n_mels, torch.device(device)
+        self._tf = LogMel(n_mels, device=self.device) if name == "tf" else None
+        self._logmel = logmel_torchaudio if name == "torchaudio" else logmel_torchaudio_legacy
+
+    def __call__(self, samples, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """16 kHz mono signal [n] -> segments ``start`` … ``stop − 1`` (all by default; a range
+        bounds memory on long files — every segment's features depend on its own samples only).
+        T = 256 rows per segment, 257 for ``torchaudio-legacy``. Segmentation as MT3 (mt3.md §3)."""
+        x = torch.as_tensor(samples, dtype=torch.float32).to(self.device).flatten()
+        total = num_segments(x.numel())
+        stop = total if stop is None else min(stop, total)
+        valid = valid_frames(x.numel())[start:stop]
+        if self._tf is not None:
+            logmel = self._tf(x, start, stop)
+        else:
+            logmel = self._logmel(split_segments(x)[start:stop], self.n_mels)
+        return normalise(logmel, valid)
+
+
 def compute_features(samples, frontend: str, n_mels: int = 512, device: torch.device | str = "cpu",
                      start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Encoder inputs for MR-MT3: 16 kHz mono signal [n] -> [S, T, n_mels] normalised features.
-
-    Segments ``start`` … ``stop − 1`` (all by default; a range bounds memory on long files — every
-    segment's features depend on its own samples only). T = 256 rows per segment, 257 for
-    ``torchaudio-legacy``. Segmentation as MT3 (mt3.md §3).
-    """
-    if frontend not in FRONTENDS:
-        raise ValueError(f"unknown MR-MT3 frontend {frontend!r}; choose one of {', '.join(FRONTENDS)}")
-    x = torch.as_tensor(samples, dtype=torch.float32).to(device).flatten()
-    total = num_segments(x.numel())
-    stop = total if stop is None else min(stop, total)
-    valid = valid_frames(x.numel())[start:stop]
-    if frontend == "tf":
-        logmel = logmel_tf(x, n_mels, start, stop)
-    else:
-        segments = split_segments(x)[start:stop]
-        fn = logmel_torchaudio if frontend == "torchaudio" else logmel_torchaudio_legacy
-        logmel = fn(segments, n_mels)
-    return normalise(logmel, valid)
+    """Encoder inputs for MR-MT3 in one call: ``Frontend(frontend, n_mels, device)(samples, start, stop)``."""
+    return Frontend(frontend, n_mels, device)(samples, start, stop)
 
 
 def split_segments(samples: torch.Tensor) -> torch.Tensor:

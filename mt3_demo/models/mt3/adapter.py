@@ -2,8 +2,9 @@
 
 Checkpoint: ``mt3.pth`` (+ ``config.json``) from a local folder, or ``mt3.pth`` from the Hugging Face
 model repo gudgud1014/MR-MT3 (sha256-verified). Loaded strictly with ``torch.load(weights_only=True)``.
+Without a ``config.json`` the dims are read off the tensors' shapes (heads: the published 6).
 
-``compat`` option:
+``MT3Options.compat``:
 * "magenta" (default): what the weights were trained with — Magenta's position frequencies
   10000^(−i/(d/2−1)) recomputed at load, the training-era log floor (clamp below 1e-5), Magenta's
   trimming (a segment without EOS is kept, UNK is an invalid token), up to 1024 tokens.
@@ -23,11 +24,13 @@ import torch
 from ...audio import Clip
 from ...checkpoints import (CheckpointError, HubFile, check_tensors, checkpoint_errors, resolve_file,
                              safe_torch_load)
+from ...options import MT3_COMPAT_MODES, MT3Options, OptionError
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from ..t5 import T5, dims_from_state_dict, load_t5_state_dict
 from . import features, vocab
 from .decoding import AMP_DTYPES, DEFAULT_MAX_TOKENS, Timings, generate_ids
 from .notes import ids_to_notes
+from .shapes import t5_config_from_shapes
 
 MODEL_ID = "mt3"
 WEIGHTS = "mt3.pth"
@@ -39,16 +42,7 @@ HUB = HubFile(
     sha256="b8a3807ed265059abd25ad7f68142c06c35e8f6144dcaa45bd55946a3745398f",
     size_bytes=183_672_643,
 )
-# kunato's pretrained/config.json (= Magenta's gin/model.gin), used when the folder has none.
-KNOWN_CONFIG: dict[str, Any] = {
-    "architectures": ["T5ForConditionalGeneration"],
-    "d_ff": 1024, "d_kv": 64, "d_model": 512, "decoder_start_token_id": 0, "dropout_rate": 0.1,
-    "pad_token_id": 0, "eos_token_id": 1, "unk_token_id": 2, "feed_forward_proj": "gated-gelu",
-    "initializer_factor": 1.0, "is_encoder_decoder": True, "layer_norm_epsilon": 1e-06,
-    "model_type": "t5", "num_heads": 6, "num_decoder_layers": 8, "num_layers": 8,
-    "output_past": True, "tie_word_embeddings": False, "vocab_size": 1536,
-}
-COMPAT_MODES = ("magenta", "kunato")
+CONFIG_KEYS = ("d_model", "num_heads", "d_kv", "d_ff", "num_layers", "vocab_size")
 
 
 @dataclass(frozen=True)
@@ -63,41 +57,42 @@ COMPAT = {
     "magenta": CompatSettings(positions="magenta", log_floor="clamp", trim="magenta", max_tokens=DEFAULT_MAX_TOKENS),
     "kunato": CompatSettings(positions="checkpoint", log_floor="zero", trim="kunato", max_tokens=DEFAULT_MAX_TOKENS - 1),
 }
+assert set(COMPAT) == set(MT3_COMPAT_MODES)
 
 
 @dataclass(frozen=True)
 class MT3Location:
     weights: Path
-    config: dict[str, Any]
+    config: Path | None = None  # config.json beside the weights, when there is one
 
 
-def resolve(checkpoint: Path | None = None) -> MT3Location:
-    """Find mt3.pth (a file, or a folder holding it; else $MT3_DEMO_CHECKPOINTS; else the Hub).
-
-    config.json next to the weights is used when present; otherwise the known values are used and
-    written there (best effort) so the folder matches kunato's layout.
-    """
-    weights = resolve_file(MODEL_ID, WEIGHTS, Path(checkpoint) if checkpoint is not None else None, HUB)
+def resolve(checkpoint: Path | None = None, options: MT3Options | None = None, fetch: bool = True) -> MT3Location:
+    """Find mt3.pth (a file, or a folder holding it; else $MT3_DEMO_CHECKPOINTS; else the Hub) and
+    the config.json beside it, if any. Only looks: a missing config is inferred at load time."""
+    weights = resolve_file(MODEL_ID, WEIGHTS, Path(checkpoint) if checkpoint is not None else None, HUB,
+                           fetch=fetch)
     cfg_path = weights.parent / CONFIG
-    if cfg_path.is_file():
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{MODEL_ID}: {cfg_path} is not valid JSON ({e}).") from e
-        missing = [k for k in ("d_model", "num_heads", "d_kv", "d_ff", "num_layers", "vocab_size") if k not in config]
-        if missing:
-            raise CheckpointError(f"{MODEL_ID}: {cfg_path} lacks {', '.join(missing)}.")
-    else:
-        config = dict(KNOWN_CONFIG)
-        try:
-            cfg_path.write_text(json.dumps(config, indent=2))
-        except OSError:
-            pass  # read-only folder: the values are known anyway
-    return MT3Location(weights, config)
+    return MT3Location(weights, cfg_path if cfg_path.is_file() else None)
+
+
+def read_config(location: MT3Location, state: dict[str, torch.Tensor], what: str) -> dict[str, Any]:
+    """config.json when the folder has one, else the dims read off the state dict's shapes (with
+    the published 6 heads, which no shape records) — in memory, nothing is written."""
+    if location.config is None:
+        return t5_config_from_shapes(state, what)
+    try:
+        config = json.loads(location.config.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{MODEL_ID}: {CONFIG} beside {location.weights.name} could not be read "
+                              f"({type(e).__name__}).") from e  # OSError's text holds the full path
+    missing = [k for k in CONFIG_KEYS if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise CheckpointError(f"{MODEL_ID}: {CONFIG} beside {location.weights.name} lacks {', '.join(missing)}.")
+    return config
 
 
 def load_model(location: MT3Location, device: torch.device | str = "cpu", positions: str = "magenta") -> T5:
-    """Build the T5 from config.json and the checkpoint's shapes, load strictly, move to ``device``."""
+    """Build the T5 from config.json (or the checkpoint's shapes), load strictly, move to ``device``."""
     what = f"MT3 checkpoint {location.weights.name}"
     state = safe_torch_load(location.weights)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
@@ -105,7 +100,7 @@ def load_model(location: MT3Location, device: torch.device | str = "cpu", positi
     check_tensors(state, what)
     with checkpoint_errors(what):
         try:
-            dims = dims_from_state_dict(location.config, state)
+            dims = dims_from_state_dict(read_config(location, state, what), state)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{what}: config.json is incomplete ({e}).") from e
         with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
@@ -119,12 +114,15 @@ def load_model(location: MT3Location, device: torch.device | str = "cpu", positi
 class MT3Transcriber:
     """A loaded MT3: ``transcribe(clip)`` → notes, raw ids per segment, and decoding facts."""
 
-    def __init__(self, model: T5, device: torch.device, compat: str = "magenta",
-                 max_tokens: int | None = None, batch_size: int | None = None, precision: str = "fp32"):
-        self.model, self.device, self.compat = model, torch.device(device), compat
-        self.settings = COMPAT[compat]
-        self.max_tokens = int(max_tokens) if max_tokens else self.settings.max_tokens
-        self.batch_size = batch_size
+    def __init__(self, model: T5, device: torch.device, options: MT3Options):
+        self.model, self.device, self.compat = model, torch.device(device), options.compat
+        self.settings = COMPAT[options.compat]
+        self.max_tokens = options.max_tokens or self.settings.max_tokens
+        if self.max_tokens >= model.dims.max_positions:
+            raise OptionError(f"max_tokens must be below {model.dims.max_positions} for MT3, not {self.max_tokens}.")
+        self.batch_size = options.batch_size
+        # "auto" is full precision: greedy argmax paths are sensitive to rounding
+        precision = "fp32" if options.precision == "auto" else options.precision
         self.amp_dtype = AMP_DTYPES[precision] if self.device.type == "cuda" else None
         self.dtype = self.amp_dtype or torch.float32
         self.frontend = features.LogMel(model.dims.input_dim, self.settings.log_floor, self.device)
@@ -154,21 +152,12 @@ class MT3Transcriber:
         return AdapterOutput(notes=decoded.notes, tokens=ids, info=info)
 
 
-def build(location: MT3Location, device: torch.device | str = "cpu", options: dict[str, Any] | None = None) -> MT3Transcriber:
-    """Options: compat ("magenta" | "kunato"), max_tokens, batch_size, precision ("auto" = "fp32" |
-    "fp16" | "bf16", CUDA only). Unknown keys are ignored; None means the default."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    compat = options.get("compat", "magenta")
-    if compat not in COMPAT_MODES:
-        raise ValueError(f"mt3: compat must be one of {', '.join(COMPAT_MODES)}, not {compat!r}")
-    precision = options.get("precision", "auto")
-    if precision == "auto":  # full precision: greedy argmax paths are sensitive to rounding
-        precision = "fp32"
-    if precision not in AMP_DTYPES:
-        raise ValueError(f"mt3: precision must be one of {', '.join(AMP_DTYPES)}, not {precision!r}")
+def build(location: MT3Location, device: torch.device | str = "cpu", options: MT3Options | None = None) -> MT3Transcriber:
+    """Load the resolved checkpoint with the positions of the options' compat mode."""
+    options = options or MT3Options()
     device = torch.device(device)
-    model = load_model(location, device, COMPAT[compat].positions)
-    return MT3Transcriber(model, device, compat, options.get("max_tokens"), options.get("batch_size"), precision)
+    model = load_model(location, device, COMPAT[options.compat].positions)
+    return MT3Transcriber(model, device, options)
 
 
 SPEC = ModelSpec(
@@ -181,8 +170,8 @@ SPEC = ModelSpec(
     licence="Apache-2.0 (magenta/mt3)",
     instruments="Multi-instrument: piano, guitar, bass, strings, winds, synths, drums (General MIDI programs)",
     size_mb=HUB.size_bytes / 1e6,
+    options_type=MT3Options,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2111.03017",
-    options={"compat": "magenta", "max_tokens": None},
 )

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
 from ...audio import Clip
 from ...checkpoints import CheckpointError, HubFile, resolve_file
+from ...options import YOURMT3_DEFAULT_CHECKPOINT, OptionError, YourMT3Options
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from .features import num_segments, segment_audio, segment_start_times
 from .model import YourMT3, load_model
@@ -46,7 +45,7 @@ CHECKPOINTS = {
             revision="main", sha256=None, size_bytes=724_000_000, repo_type="space")),
     ]
 }
-DEFAULT_CHECKPOINT = "YPTF.MoE+Multi (noPS)"
+DEFAULT_CHECKPOINT = YOURMT3_DEFAULT_CHECKPOINT
 NOT_IMPLEMENTED = {  # published too, but with a T5 encoder / an MLP Perceiver-TF / a single decoder
     "YMT3+": "a T5 encoder on mel spectrograms and a single decoder",
     "YPTF+Single (noPS)": "a Perceiver-TF without mixture-of-experts and a single decoder",
@@ -64,10 +63,11 @@ def _published(name: str | None) -> PublishedCheckpoint:
     return CHECKPOINTS[name]
 
 
-def resolve(checkpoint: Path | None, checkpoint_name: str | None = None) -> Path:
-    """A checkpoint file: the given file, a folder holding the published file name (``last.ckpt``),
+def resolve(checkpoint: Path | None = None, options: YourMT3Options | None = None, fetch: bool = True) -> Path:
+    """The checkpoint file of ``options.checkpoint_name``: the given file, a folder holding its
+    published file name (``last.ckpt``; another published name in the folder is taken too),
     $MT3_DEMO_CHECKPOINTS/yourmt3/, or the download from the Space (sha256-checked)."""
-    pub = _published(checkpoint_name)
+    pub = _published((options or YourMT3Options()).checkpoint_name)
     if checkpoint is not None:
         folder = Path(checkpoint).expanduser()
         if folder.is_dir() and not (folder / pub.hub.basename).is_file():
@@ -75,7 +75,7 @@ def resolve(checkpoint: Path | None, checkpoint_name: str | None = None) -> Path
             others = [c.hub.basename for c in CHECKPOINTS.values() if (folder / c.hub.basename).is_file()]
             if others:
                 return folder / others[0]
-    return resolve_file(MODEL_ID, pub.hub.basename, checkpoint, pub.hub)
+    return resolve_file(MODEL_ID, pub.hub.basename, checkpoint, pub.hub, fetch=fetch)
 
 
 def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
@@ -86,9 +86,7 @@ def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
     Casting the whole model (norms, position table, residual stream, KV cache) to bf16 changes the
     greedy ids of most channels on the fixtures, so half precision stays opt-in.
     """
-    precision = precision or "auto"
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}")
+    precision = precision or "auto"  # a value of options.PRECISIONS
     if device.type != "cuda" or precision in ("auto", "fp32"):
         return torch.float32
     return torch.float16 if precision == "fp16" else torch.bfloat16
@@ -98,15 +96,16 @@ class YourMT3Transcriber:
     """A loaded YourMT3+ model. ``batch_segments`` segments (× 13 channels) are decoded together."""
 
     def __init__(self, model: YourMT3, device: torch.device, dtype: torch.dtype,
-                 max_tokens: int = MAX_TOKENS_PER_CHANNEL, batch_segments: int = 8, name: str = ""):
+                 max_tokens: int = MAX_TOKENS_PER_CHANNEL, batch_segments: int = 8,
+                 checkpoint: str = "", variant: str = DEFAULT_CHECKPOINT):
         self.device, self.dtype = device, dtype
         self.model = model.to(device).eval()
-        for name, child in self.model.named_children():
-            if name != "spectrogram":  # the frontend stays float32 (see LogSpectrogram)
+        for child_name, child in self.model.named_children():
+            if child_name != "spectrogram":  # the frontend stays float32 (see LogSpectrogram)
                 child.to(dtype)
         self.max_tokens = max_tokens
         self.batch_segments = max(1, batch_segments)
-        self.name = name
+        self.checkpoint, self.variant = checkpoint, variant  # file name; published variant
 
     def num_segments(self, clip: Clip) -> int:
         return num_segments(len(clip.samples))
@@ -130,25 +129,24 @@ class YourMT3Transcriber:
         tokens = self.tokens(clip.samples, progress)
         decoded = decode_tokens(tokens, segment_start_times(len(tokens)))
         errors = decoded.errors()
-        info = {"checkpoint": self.name, "segments": len(tokens), "max_tokens": self.max_tokens,
+        info = {"checkpoint": self.checkpoint, "variant": self.variant, "segments": len(tokens), "max_tokens": self.max_tokens,
                 "decoded_tokens": sum(len(ch) for seg in tokens for ch in seg)}
         if errors:
             info["decoding_errors"] = errors
         return AdapterOutput(notes=to_shared_notes(decoded.notes), tokens=tokens, info=info)
 
 
-def build(location: Path, device: torch.device, options: dict[str, Any]) -> YourMT3Transcriber:
-    name = options.get("checkpoint_name")
-    if name and name != DEFAULT_CHECKPOINT and Path(location).name != _published(name).hub.basename:
-        location = resolve(None, name)  # another published variant than the resolved default
+def build(location: Path, device: torch.device, options: YourMT3Options | None = None) -> YourMT3Transcriber:
+    """Load the resolved checkpoint; the token limit is checked against its position table."""
+    options = options or YourMT3Options()
     model, _ = load_model(Path(location))
-    max_tokens = options.get("max_tokens") or MAX_TOKENS_PER_CHANNEL
-    if not 1 <= int(max_tokens) <= model.dims.decoder.max_positions:
-        raise ValueError(f"max_tokens must be in 1..{model.dims.decoder.max_positions}, not {max_tokens}")
-    return YourMT3Transcriber(model, device, choose_dtype(device, options.get("precision")),
-                              max_tokens=int(max_tokens),
-                              batch_segments=int(options.get("batch_segments") or 8),
-                              name=name or DEFAULT_CHECKPOINT)
+    max_tokens = options.max_tokens or MAX_TOKENS_PER_CHANNEL
+    if max_tokens > model.dims.decoder.max_positions:
+        raise OptionError(f"max_tokens must be at most {model.dims.decoder.max_positions} for this "
+                          f"YourMT3 checkpoint, not {max_tokens}.")
+    return YourMT3Transcriber(model, device, choose_dtype(device, options.precision), max_tokens=max_tokens,
+                              batch_segments=options.batch_segments, checkpoint=Path(location).name,
+                              variant=options.checkpoint_name)
 
 
 SPEC = ModelSpec(
@@ -161,8 +159,8 @@ SPEC = ModelSpec(
     instruments=("Piano, chromatic percussion, organ, guitar, bass, strings, brass, reed, pipe, synth "
                  "lead/pad, singing voice (solo and chorus), drums"),
     size_mb=188.0,  # float32 weights (47.1 M parameters); the .ckpt file is 536 MB with optimizer state
+    options_type=YourMT3Options,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2407.04822",
-    options={"max_tokens": MAX_TOKENS_PER_CHANNEL, "precision": "auto", "checkpoint_name": DEFAULT_CHECKPOINT},
 )

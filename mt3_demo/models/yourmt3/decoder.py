@@ -110,13 +110,3 @@ def greedy_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LM
     steps = SimpleNamespace(decoder=TokenDecoder(embed, decoder), lm_head=lm_head)
     return t5.greedy_decode(steps, memory, max_tokens, use_cache=use_cache, start_id=PAD_ID,
                             eos_id=EOS_ID if stop_at_eos else None, first_eos_step=1, on_step=on_step)
-
-
-def naive_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LMHead, memory: Tensor,
-                 max_tokens: int, stop_at_eos: bool = True) -> list[int]:
-    """Reference decoder for one row (memory [1, T, d]): no cache, the whole prefix every step.
-
-    The benchmark's baseline and a cross-check of :func:`greedy_decode`; same EOS rule.
-    """
-    return greedy_decode(embed, decoder, lm_head, memory, max_tokens, stop_at_eos=stop_at_eos,
-                         use_cache=False)[0]

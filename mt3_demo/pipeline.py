@@ -1,0 +1,112 @@
+"""One run, the same for CLI ``transcribe``, CLI ``compare`` and the UI.
+
+    Clip ──► per model: manager.transcribe ─► Transcription (notes, timings, stats once)
+         │              writers.write_model_files ─► MIDI, PNG, WAVs          = ModelResult
+         └─► finish: scores against the reference, agreement between models   = Run
+                     writers.write_run ─► results.json, summary.md, agreement.png, zip
+
+:func:`transcribe_each` yields each :class:`ModelResult` as soon as its model is done (the UI fills
+a card per model); :func:`finish` turns them into a :class:`~mt3_demo.results.Run`;
+:func:`run_models` does both and writes the run's files. Nothing downstream recomputes what a
+``Run`` holds.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Collection, Iterator
+
+import torch
+
+from . import metrics, writers
+from .audio import AudioError, Clip
+from .checkpoints import CheckpointError
+from .manager import ModelManager
+from .notes import Note
+from .options import OptionError
+from .results import ModelResult, Run
+
+log = logging.getLogger(__name__)
+
+# on_progress(model_id, fraction 0..1, description)
+ProgressCallback = Callable[[str, float, str], None]
+
+
+def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Path | None,
+                   on_progress: ProgressCallback | None = None,
+                   listening: Collection[str] = writers.LISTENING) -> ModelResult:
+    """Transcribe with one model and write its files (none when ``out_dir`` is None; the
+    listening WAVs named in ``listening``, see :data:`~mt3_demo.writers.LISTENING`).
+
+    Every failure becomes the result's ``error`` (a message for people); a result is either
+    complete, files included, or an error — never half.
+    """
+    spec = manager.spec(model_id)
+    result = ModelResult(model_id, spec.display_name)
+
+    def progress(done: int, total: int) -> None:
+        if on_progress is not None and total:
+            on_progress(model_id, done / total, f"{spec.display_name}: segment {done}/{total}")
+
+    if on_progress is not None:
+        loaded = model_id in manager.loaded_ids()
+        on_progress(model_id, 0.0, f"{spec.display_name}: {'starting' if loaded else 'loading weights'}…")
+    try:
+        transcription = manager.transcribe(model_id, clip, progress=progress)
+        if out_dir is not None:
+            result.files, result.synth_method = writers.write_model_files(
+                transcription.notes, clip, out_dir, writers.safe_name(model_id), spec.display_name,
+                listening)
+        result.transcription = transcription
+    except CheckpointError as e:
+        result.error, result.error_kind = str(e), "checkpoint"
+    except AudioError as e:
+        result.error, result.error_kind = str(e), "audio"
+    except OptionError as e:
+        result.error, result.error_kind = str(e), "options"
+    except (MemoryError, torch.OutOfMemoryError):
+        manager.unload_idle()
+        result.error = f"{spec.display_name} ran out of memory on this clip; try a shorter clip."
+        result.error_kind = "memory"
+    except Exception as e:  # noqa: BLE001 - a model bug must not take the app down
+        log.exception("model %s failed", model_id)
+        result.error = f"{spec.display_name} failed: {type(e).__name__}: {e}"
+        result.error_kind = "model"
+    return result
+
+
+def transcribe_each(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path | None,
+                    on_progress: ProgressCallback | None = None,
+                    listening: Collection[str] = writers.LISTENING) -> Iterator[ModelResult]:
+    """:func:`transcribe_one` for each model in turn, yielding each result when done.
+
+    Models run one after another: they share one device, and on a 2-core CPU running them at once
+    would only make every column slower. Unknown ids must have been refused before (``manager.spec``).
+    """
+    for model_id in model_ids:
+        yield transcribe_one(clip, model_id, manager, out_dir, on_progress, listening)
+
+
+def finish(results: list[ModelResult], clip: Clip, reference: list[Note] | None = None,
+           reference_name: str | None = None) -> Run:
+    """Score every transcription against the reference (when given) and the models against each other."""
+    done = {r.model_id: r.transcription.notes for r in results if r.ok}
+    ids, matrix = metrics.agreement(done)
+    scores = {m: metrics.score(notes, reference) for m, notes in done.items()} if reference is not None else {}
+    return Run(clip, list(results), reference, reference_name, scores, ids,
+               [[round(float(v), 6) for v in row] for row in matrix])
+
+
+def run_models(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
+               reference: list[Note] | None = None, reference_name: str | None = None,
+               include_tokens: bool = False, listening: Collection[str] = writers.LISTENING,
+               on_result: Callable[[ModelResult], None] | None = None) -> Run:
+    """The whole run: transcribe, write each model's files, finish, write the run's files."""
+    results = []
+    for result in transcribe_each(clip, model_ids, manager, out_dir, listening=listening):
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    run = finish(results, clip, reference, reference_name)
+    writers.write_run(run, out_dir, include_tokens)
+    return run

@@ -1,0 +1,145 @@
+"""One request of the app, shared by the page and the API endpoint (no Gradio here).
+
+Checks the inputs, gives the request its own folder (:mod:`mt3_demo.runs`: bounded, pruned),
+runs :mod:`mt3_demo.pipeline` and reports each model as it finishes. What the page keeps between
+events (for the instrument view) is a :class:`PageState`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterator
+
+from .. import pipeline, runs, writers
+from ..audio import AudioError, Clip, load_clip
+from ..manager import ModelManager, UnknownModel
+from ..notes import Note, notes_from_midi
+from ..results import ModelResult, Run
+
+
+class InputError(ValueError):
+    """Something the user can fix on the page (nothing selected, unreadable reference MIDI)."""
+
+
+# Errors shown to people verbatim, in a warning and the status line (never a stack trace).
+USER_ERRORS = (AudioError, InputError)
+
+
+@dataclass
+class PageState:
+    """What the page keeps between events of one session: this run's results, per card."""
+
+    duration: float = 0.0
+    results: dict[int, ModelResult] = field(default_factory=dict)  # card index -> finished result
+
+
+def load_reference(reference: str | None) -> tuple[list[Note] | None, str | None]:
+    if not reference:
+        return None, None
+    try:
+        return notes_from_midi(reference), Path(reference).name
+    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
+        raise InputError(f"The reference MIDI '{Path(reference).name}' could not be read ({e}). "
+                         "Upload a standard .mid file or leave the reference empty.") from e
+
+
+def check_selection(manager: ModelManager, model_ids: list[str]) -> list[str]:
+    if not model_ids:
+        raise InputError("Select at least one model.")
+    try:
+        for m in model_ids:
+            manager.spec(m)
+    except UnknownModel as e:
+        raise InputError(str(e)) from None
+    return model_ids
+
+
+@dataclass
+class Request:
+    """One request's inputs and folder. Use it as a context manager around the run: its folder is
+    never pruned before the run ends (finished, failed or abandoned)."""
+
+    clip: Clip
+    model_ids: list[str]
+    out_dir: Path
+    reference: list[Note] | None
+    reference_name: str | None
+
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        runs.release(self.out_dir)
+
+
+def start(audio: str | None, model_ids: list[str], reference: str | None, manager: ModelManager,
+          max_seconds: float) -> Request:
+    """Check everything the user gave (raises one of ``USER_ERRORS``) and open the request's folder.
+
+    An upload that is rejected is deleted now rather than hours later by Gradio's cache.
+    """
+    model_ids = check_selection(manager, model_ids)
+    try:
+        ref_notes, ref_name = load_reference(reference)
+    except InputError:
+        runs.discard_upload(reference)
+        raise
+    try:
+        clip = load_clip(audio, limit_seconds=max_seconds)
+    except AudioError:
+        runs.discard_upload(audio)
+        raise
+    return Request(clip, model_ids, runs.new_run_dir(), ref_notes, ref_name)
+
+
+ProgressFn = Callable[[float, str], None]  # (fraction of the whole request, description)
+
+
+def results(request: Request, manager: ModelManager, progress: ProgressFn | None = None,
+            listening: Collection[str] = writers.PAGE_LISTENING) -> Iterator[ModelResult]:
+    """Each model's result as it finishes (files written), in the order of ``request.model_ids``.
+    ``listening``: the WAVs to write (by default the two the page's card plays)."""
+    n = len(request.model_ids)
+    for done, model_id in enumerate(request.model_ids):
+        def on_progress(_id: str, frac: float, desc: str, done: int = done) -> None:
+            if progress is not None:
+                progress((done + min(max(frac, 0.0), 1.0)) / n, desc)
+
+        yield pipeline.transcribe_one(request.clip, model_id, manager, request.out_dir, on_progress, listening)
+
+
+def finish(request: Request, model_results: list[ModelResult]) -> Run:
+    """Scores, agreement and the report files of a finished request."""
+    run = pipeline.finish(model_results, request.clip, request.reference, request.reference_name)
+    writers.write_run(run, request.out_dir)
+    return run
+
+
+def run_for_api(request: Request, manager: ModelManager, progress: ProgressFn | None = None) -> Run:
+    """The whole request for the API, which returns no audio: no WAV is written."""
+    return finish(request, list(results(request, manager, progress, listening=())))
+
+
+def instrument_png(state: PageState, index: int, choice: str | None, all_label: str) -> str | None:
+    """The card's piano roll, or one drawn for one instrument only (same time axis), or None."""
+    result = state.results.get(index)
+    if result is None or not result.ok or not result.files["png"].parent.is_dir():
+        return None  # no roll, or the run's folder was pruned (older than 6 h, or over the disk cap)
+    png = result.files["png"]
+    if not choice or choice == all_label:
+        return str(png)
+    path = png.with_name(f"{png.stem}__only_{writers.safe_name(choice)}.png")
+    if not path.exists():
+        writers.write_png(result.transcription.notes, state.duration, path, result.display_name,
+                          only_instrument=choice)
+    return str(path)
+
+
+def api_payload(run: Run) -> tuple[list[str], list[str], dict[str, Any], str]:
+    """The API's answer: MIDI files, piano-roll PNGs, results.json as a dict, the report zip."""
+    ok = run.ok_results
+    if not ok:
+        raise InputError("No model could transcribe this recording: " + " | ".join(
+            f"{r.display_name}: {r.error}" for r in run.results))
+    return ([str(r.files["midi"]) for r in ok], [str(r.files["png"]) for r in ok], writers.run_json(run),
+            str(run.files["zip"]))

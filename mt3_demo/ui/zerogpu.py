@@ -1,0 +1,31 @@
+"""ZeroGPU Spaces: a GPU is attached per call, for at most ``duration`` seconds."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Callable
+
+
+def zero_gpu() -> bool:
+    return bool(os.environ.get("SPACES_ZERO_GPU")) and importlib.util.find_spec("spaces") is not None
+
+
+def gpu_seconds(audio: str | None, model_ids: list[str] | None = None, *_: Any, **__: Any) -> int:
+    """GPU time to ask for: a fixed start-up cost plus ~1 s per audio second per model, capped."""
+    seconds = 60.0
+    try:
+        import soundfile as sf
+
+        seconds = sf.info(str(audio)).duration  # header only; the real decode happens in the run
+    except Exception:  # noqa: BLE001 - unknown length: ask for the default
+        pass
+    return int(min(300, 20 + seconds * 1.0 * max(1, len(model_ids or []))))
+
+
+def on_gpu(fn: Callable) -> Callable:
+    """``spaces.GPU`` with a duration from the audio length on ZeroGPU; the plain function elsewhere."""
+    if not zero_gpu():
+        return fn
+    import spaces
+
+    return spaces.GPU(duration=gpu_seconds)(fn)

@@ -1,0 +1,216 @@
+"""The files people get: one set of writers for CLI ``transcribe``, CLI ``compare`` and the UI.
+
+Per model: MIDI, piano-roll PNG and listening WAVs (:func:`write_model_files`), and its JSON entry
+(:func:`model_entry`). Per run: ``results.json``, ``summary.md``, the agreement heatmap and the
+report zip (:func:`write_run`). Whatever calls them, the same notes give the same bytes.
+
+JSON and messages carry file names only, never server paths.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Collection
+
+from . import notes as notes_mod
+from . import pianoroll, synth
+from .audio import Clip
+from .notes import Note
+from .results import ModelResult, Run
+
+# The cross-model summary: (key in summary_row(), column header), for the UI table and summary.md.
+SUMMARY_COLUMNS = [("model", "Model"), ("status", "Status"), ("notes", "Notes"), ("pitched", "Pitched"),
+                   ("drum", "Drum"), ("instruments", "Instruments"), ("load_s", "Load s"),
+                   ("inference_s", "Inference s"), ("rtf", "RTF"), ("device", "Device")]
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written (a folder, an unwritable place). For people."""
+
+
+def safe_name(text: str) -> str:
+    """A file-name stem made of letters, digits, ``_.-`` only."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "clip"
+
+
+# ------------------------------------------------------------------------------------------------
+# Output paths, checked before any work
+
+
+def check_output_file(path: Path, what: str) -> Path:
+    """``path`` can be written as a file: not a folder, its folder exists or can be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path.name or path} is a folder; give a file name.")
+    check_output_dir(path.parent, what)
+    return path
+
+
+def check_output_dir(folder: Path, what: str) -> Path:
+    """``folder`` exists (made if needed) and accepts a new file."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what}: {folder.name} is a file, not a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{what}: cannot write into {folder.name or folder} ({e.strerror or e}).") from None
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# Per model
+
+
+def write_midi(notes: list[Note], duration: float, path: Path) -> Path:
+    """The notes as a MIDI file as long as the clip (players line up with the original)."""
+    return notes_mod.write_midi(notes, path, end_time=duration)
+
+
+def write_png(notes: list[Note], duration: float, path: Path, title: str,
+              only_instrument: str | None = None) -> Path:
+    """The piano roll over the clip's whole duration (rolls of one clip share a time axis)."""
+    return pianoroll.save_png(notes, duration, path, title=title, only_instrument=only_instrument)
+
+
+# The listening WAVs by kind: as synthesized ("audio"), level-matched to the original
+# ("audio_matched", so a side-by-side listen is fair) and original-left / transcription-right
+# ("mix", so misses are audible). The CLI writes all three; the page plays only the last two; the
+# API returns no audio. Each is ~10 MB per minute, so what is not needed is not written.
+LISTENING = ("audio", "audio_matched", "mix")
+PAGE_LISTENING = ("audio_matched", "mix")
+
+
+def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str,
+                    kinds: Collection[str] = LISTENING) -> tuple[dict[str, Path], str]:
+    """The transcription rendered once, written as the listening WAVs named in ``kinds``
+    (of :data:`LISTENING`). Returns (files, synth method)."""
+    audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
+    original = clip.original_mono(rate)
+    writes = {
+        "audio": lambda: synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
+        "audio_matched": lambda: synth.write_wav(out_dir / f"{stem}__level_matched.wav",
+                                                 synth.match_level(audio, original), rate),
+        "mix": lambda: synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
+                                       synth.mix(original, audio, mode="stereo"), rate),
+    }
+    return {kind: write() for kind, write in writes.items() if kind in kinds}, method
+
+
+def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
+                      listening: Collection[str] = LISTENING) -> tuple[dict[str, Path], str | None]:
+    """MIDI + PNG + the listening WAVs named in ``listening`` (none: nothing is synthesized) of
+    one model. Returns (files, synth method)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"midi": write_midi(notes, clip.duration, out_dir / f"{stem}.mid"),
+             "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title)}
+    method = None
+    if listening:
+        wavs, method = write_listening(notes, clip, out_dir, stem, listening)
+        files.update(wavs)
+    return files, method
+
+
+def model_entry(result: ModelResult, include_tokens: bool = False) -> dict[str, Any]:
+    """One model's JSON: the transcription (notes, stats, timings, model facts), the names of its
+    files, its scores and analyses when present — or its error."""
+    entry: dict[str, Any] = {"display_name": result.display_name}
+    if result.transcription is None:
+        entry["error"] = result.error
+        return entry
+    entry.update(result.transcription.to_json(include_tokens=include_tokens))
+    if result.files:
+        entry["files"] = {k: v.name for k, v in result.files.items()}
+    entry.update({k: v for k, v in result.analyses.items() if k not in entry})
+    return entry
+
+
+def transcription_json(result: ModelResult, clip: Clip, include_tokens: bool = False) -> dict[str, Any]:
+    """What ``transcribe --json`` writes: the model's entry plus the input's name and warnings."""
+    payload = model_entry(result, include_tokens)
+    payload["audio"] = clip.path.name if clip.path else None
+    payload["warnings"] = list(clip.warnings)
+    return payload
+
+
+def summary_row(result: ModelResult) -> dict[str, Any]:
+    """One row of the cross-model summary table (keys: ``SUMMARY_COLUMNS``)."""
+    if result.transcription is None:
+        return {"model": result.display_name, "status": f"error: {result.error}"}
+    t = result.transcription
+    return {"model": result.display_name, "status": "ok", "notes": t.stats["total"],
+            "pitched": t.stats["pitched"], "drum": t.stats["drum"], "instruments": t.stats["instruments"],
+            "load_s": round(t.load_seconds, 2), "inference_s": round(t.inference_seconds, 2),
+            "rtf": round(t.rtf, 3), "device": t.device}
+
+
+# ------------------------------------------------------------------------------------------------
+# Per run
+
+
+def run_json(run: Run, include_tokens: bool = False) -> dict[str, Any]:
+    """``results.json``: the input, every model's entry, agreement, reference and run extras."""
+    payload: dict[str, Any] = {
+        "audio": run.clip.path.name if run.clip.path else None,
+        "audio_seconds": round(run.clip.duration, 6),
+        "created": run.created,
+        "warnings": list(run.clip.warnings),
+        "models": {r.model_id: _scored_entry(run, r, include_tokens) for r in run.results},
+        "agreement": {"models": run.agreement_ids, "onset_f1": run.agreement},
+    }
+    if run.reference is not None:
+        payload["reference"] = run.reference_name
+    payload.update({k: v for k, v in run.extras.items() if k not in payload})
+    return payload
+
+
+def _scored_entry(run: Run, result: ModelResult, include_tokens: bool) -> dict[str, Any]:
+    entry = model_entry(result, include_tokens)
+    if result.model_id in run.scores:
+        entry["scores"] = run.scores[result.model_id]
+    return entry
+
+
+def summary_markdown(run: Run) -> str:
+    name = run.clip.path.name if run.clip.path else "clip"
+    lines = [f"# Transcription comparison — {name}", "", f"Audio: {run.clip.duration:.2f} s", "",
+             "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    for r in run.results:
+        row = summary_row(r)
+        lines.append("| " + " | ".join(str(row.get(k, "")) for k, _ in SUMMARY_COLUMNS) + " |")
+    if run.scores:
+        lines += ["", "Scores against the reference (F1, mir_eval: 50 ms onset tolerance):", "",
+                  "| model | onset F1 | onset+offset F1 | program-aware F1 |", "|---|---|---|---|"]
+        for r in run.results:
+            if r.model_id in run.scores:
+                sc = run.scores[r.model_id]
+                lines.append(f"| {r.display_name} | {sc['onset']['f1']:.3f} | {sc['onset_offset']['f1']:.3f} | "
+                             f"{sc['program_aware']['f1']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_run(run: Run, out_dir: Path, include_tokens: bool = False) -> dict[str, Path]:
+    """``results.json``, ``summary.md``, ``agreement.png`` (two models or more) and the report zip
+    of this run's MIDI/PNG files and those. Returns them by kind; also stored in ``run.files``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"results_json": out_dir / "results.json", "summary_md": out_dir / "summary.md"}
+    files["results_json"].write_text(json.dumps(run_json(run, include_tokens), indent=2))
+    files["summary_md"].write_text(summary_markdown(run))
+    if len(run.agreement_ids) > 1:  # how much the models agree, as a picture for the bundle
+        files["agreement_png"] = pianoroll.save_figure(
+            pianoroll.agreement_heatmap(run.agreement_ids, run.agreement), out_dir / "agreement.png")
+    stem = safe_name(run.clip.path.stem if run.clip.path else "clip")
+    files["zip"] = out_dir / f"{stem}__mt3-demo-report.zip"
+    # Only this run's files (nothing else that may sit in the folder); audio stays out to keep it small.
+    bundle = [r.files[k] for r in run.ok_results for k in ("midi", "png") if k in r.files]
+    bundle += [files[k] for k in ("agreement_png", "results_json", "summary_md") if k in files]
+    with zipfile.ZipFile(files["zip"], "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in bundle:
+            zf.write(p, arcname=f"{stem}/{p.name}")
+    run.files.update(files)
+    return files
