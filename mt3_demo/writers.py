@@ -13,7 +13,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from . import metrics, pianoroll, stems, synth
 from . import notes as notes_mod
@@ -78,34 +78,42 @@ def write_png(notes: list[Note], duration: float, path: Path, title: str,
     return pianoroll.save_png(notes, duration, path, title=title, only_instrument=only_instrument)
 
 
-def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str) -> tuple[dict[str, Path], str]:
-    """The transcription rendered to audio three ways: as synthesized ("audio"), level-matched to
-    the original ("audio_matched", so a side-by-side listen is fair) and original-left /
-    transcription-right ("mix", so misses are audible). Returns (files, synth method)."""
+# The listening WAVs by kind: as synthesized ("audio"), level-matched to the original
+# ("audio_matched", so a side-by-side listen is fair) and original-left / transcription-right
+# ("mix", so misses are audible). The CLI writes all three; the page plays only the last two; the
+# API returns no audio. Each is ~10 MB per minute, so what is not needed is not written.
+LISTENING = ("audio", "audio_matched", "mix")
+PAGE_LISTENING = ("audio_matched", "mix")
+
+
+def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str,
+                    kinds: Collection[str] = LISTENING) -> tuple[dict[str, Path], str]:
+    """The transcription rendered once, written as the listening WAVs named in ``kinds``
+    (of :data:`LISTENING`). Returns (files, synth method)."""
     audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
     original = clip.original_mono(rate)
-    files = {
-        "audio": synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
-        "audio_matched": synth.write_wav(out_dir / f"{stem}__level_matched.wav",
-                                         synth.match_level(audio, original), rate),
-        "mix": synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
-                               synth.mix(original, audio, mode="stereo"), rate),
+    writes = {
+        "audio": lambda: synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
+        "audio_matched": lambda: synth.write_wav(out_dir / f"{stem}__level_matched.wav",
+                                                 synth.match_level(audio, original), rate),
+        "mix": lambda: synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
+                                       synth.mix(original, audio, mode="stereo"), rate),
     }
-    return files, method
+    return {kind: write() for kind, write in writes.items() if kind in kinds}, method
 
 
 def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
-                      synthesize: bool = True) -> tuple[dict[str, Path], str | None]:
-    """MIDI + PNG + stems zip (+ listening WAVs with ``synthesize``) of one model. Returns (files,
-    synth method)."""
+                      listening: Collection[str] = LISTENING) -> tuple[dict[str, Path], str | None]:
+    """MIDI + PNG + stems zip + the listening WAVs named in ``listening`` (none: nothing is
+    synthesized) of one model. Returns (files, synth method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"midi": write_midi(notes, clip.duration, out_dir / f"{stem}.mid"),
              "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title),
              "stems": stems.write_stems_zip(notes, out_dir / f"{stem}__stems.zip", end_time=clip.duration)}
     method = None
-    if synthesize:
-        listening, method = write_listening(notes, clip, out_dir, stem)
-        files.update(listening)
+    if listening:
+        wavs, method = write_listening(notes, clip, out_dir, stem, listening)
+        files.update(wavs)
     return files, method
 
 

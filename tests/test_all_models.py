@@ -53,7 +53,7 @@ def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
     clip = load_clip(FIXTURES / "mr_mt3/set_b/audio.wav")
     events = []
     results = list(pipeline.transcribe_each(clip, MT3_FAMILY, manager, tmp_path / "run",
-                                            on_progress=lambda m, f, d: events.append((m, f)), synthesize=False))
+                                            on_progress=lambda m, f, d: events.append((m, f)), listening=()))
     assert [r.model_id for r in results] == MT3_FAMILY
     for r in results:
         assert r.ok, r.error

@@ -27,6 +27,13 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
         gr.Warning(str(e))
         yield {page.status: f"**Could not transcribe:** {e}"}
         return
+    with request:  # its folder is kept until the run ends, even if the page goes away
+        yield from _fill_page(page, manager, request, audio, progress)
+
+
+def _fill_page(page: Page, manager: ModelManager, request: session.Request, audio: str | None,
+               progress: gr.Progress | None) -> Iterator[dict]:
+    """The updates of an accepted request, from the first (cards reset) to the summary."""
     names = [manager.spec(m).display_name for m in request.model_ids]
     state = session.PageState(duration=request.clip.duration)
     warnings = "".join(f"\n\n**Note:** {w}" for w in request.clip.warnings)
@@ -127,8 +134,9 @@ def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None,
     """The ``/transcribe`` endpoint: the same run, answered with files and the results JSON."""
     selected = [selected] if isinstance(selected, str) else list(selected or [])
     try:
-        request = session.start(audio, selected, reference, manager, max_seconds)
-        run = session.run_all(request, manager, (lambda f, d: progress(f, desc=d)) if progress else None)
+        on_progress = (lambda f, d: progress(f, desc=d)) if progress else None
+        with session.start(audio, selected, reference, manager, max_seconds) as request:
+            run = session.run_for_api(request, manager, on_progress)
         return session.api_payload(run)
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None

@@ -15,13 +15,13 @@ from typing import Any
 
 import gradio as gr
 
-from .. import writers
+from .. import runs, writers
 from ..manager import ModelManager, get_manager
 from ..options import Settings, read_env
 from . import handlers, render
 from .components import ALL_INSTRUMENTS, Card, Page
 from .player import player_component
-from .session import RUN_TTL_S, PageState
+from .session import PageState
 from .zerogpu import on_gpu
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
         for model_id, error in manager.preload().items():
             log.warning("preload %s failed: %s", model_id, error)
-    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, RUN_TTL_S)) as demo:
+    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S)) as demo:
         header = gr.HTML(render.header_html(manager), padding=False)
         inputs = _inputs(manager, settings)
         original = gr.Audio(label="Original recording (transcriptions are level-matched to it)",
