@@ -27,6 +27,7 @@ from .audio import Clip
 from .checkpoints import CheckpointError, NotDownloaded, probe_only
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
+from .threads import thread_policy
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class ModelManager:
             if on_loaded is not None:
                 on_loaded(load_seconds)
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), thread_policy():
                 out = transcriber.transcribe(clip, progress=progress)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
