@@ -1,9 +1,13 @@
 """Audio → generated ids for every segment: frontend, encoder and greedy decoding, batched.
 
 All segments of a file go through as one batch; the batch is split into chunks only to bound
-memory (a full-size KV cache is ~25 MB per segment at 1024 tokens). Within a chunk the decoder
-runs one position per step with a KV cache, and rows stop costing work once they emit EOS
-(:func:`mt3_demo.models.t5.greedy_decode`).
+memory. Why one batch: a decoder step at a few rows is bound by memory traffic — it reads every
+decoder weight (~90 MB for MT3) whatever the batch — so each extra row in the same step is almost
+free, while the same rows in separate batches each pay for the weights again. What a row costs is
+its memory: its cross-attention keys/values (~6.3 MB for MT3's 256 frames) and its self-attention
+cache (~25 MB at 1024 tokens). :func:`default_batch_size` fits the rows into a budget at the worst
+case (every row decoding ``max_tokens``), then evens the chunks out. Within a chunk the decoder runs
+one position per step with a KV cache (:func:`mt3_demo.models.t5.greedy_decode`).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..t5 import T5, greedy_decode
+from ..t5 import T5, KVCache, T5Dims, greedy_decode
 from . import features as F
 from . import vocab
 
@@ -23,9 +27,28 @@ DEFAULT_MAX_TOKENS = 1024  # Magenta's decoder length (kunato: 1023)
 AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Segments per chunk: on the CPU 16 (~0.5 GB of cache at worst), more on a GPU."""
-    return 64 if device.type == "cuda" else 16
+DECODE_BUDGET_MB = {"cpu": 512, "cuda": 4096}  # per-chunk decoding state; weights not included
+
+
+def bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGMENT_FRAMES,
+                      element_bytes: int = 4) -> int:
+    """Worst-case memory one segment holds while its chunk decodes: features, encoder output,
+    cross-attention keys/values, the self-attention cache grown to ``max_tokens`` (in the cache's
+    blocks of :attr:`KVCache.GROW`), and its output ids."""
+    inner = dims.num_heads * dims.d_kv
+    positions = -(-max(max_tokens, 1) // KVCache.GROW) * KVCache.GROW
+    kv = dims.num_decoder_layers * 2 * inner * (frames + positions)
+    return element_bytes * (frames * (dims.input_dim + dims.d_model) + kv + dims.vocab_size) + 8 * max_tokens
+
+
+def default_batch_size(dims: T5Dims, max_tokens: int, device: torch.device, total: int,
+                       budget_mb: float | None = None) -> int:
+    """Segments per chunk: all ``total`` when they fit the budget, else as many as fit (at least 1),
+    with the chunks evened out (30 segments at a cap of 16 → 2 chunks of 15, not 16 + 14)."""
+    budget = (budget_mb if budget_mb is not None else DECODE_BUDGET_MB.get(device.type, 512)) * 2**20
+    cap = max(1, int(budget // bytes_per_segment(dims, max_tokens)))
+    chunks = -(-max(total, 1) // cap)
+    return -(-max(total, 1) // chunks)
 
 
 @dataclass
@@ -63,10 +86,10 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
     """
     device = next(model.parameters()).device
     timings = timings if timings is not None else Timings()
-    batch_size = batch_size or default_batch_size(device)
     x = torch.as_tensor(np.asarray(samples, dtype=np.float32) if not torch.is_tensor(samples) else samples,
                         dtype=torch.float32).to(device)
     total = F.num_segments(x.shape[0])
+    batch_size = batch_size or default_batch_size(model.dims, max_tokens, device, total)
     amp = (torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda"
            else contextlib.nullcontext())
     out: list[list[int]] = []
