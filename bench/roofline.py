@@ -231,7 +231,7 @@ def yourmt3_stages(seconds: float, tokens: int) -> Stages:
     dims = model.dims.decoder
     dec = TokenDecoder(model.embed_tokens, model.decoder)
     rng = np.random.default_rng(0)
-    ids = [[list(rng.integers(2, 600, tokens)) for _ in range(13)] for _ in range(n)]
+    ids = [[list(rng.integers(2, 590, tokens)) for _ in range(13)] for _ in range(n)]
     e = model.dims.encoder
     return Stages(
         name="YourMT3+", segments=n, rows=memory.shape[0],
@@ -321,9 +321,12 @@ def main() -> None:
                 limit_rows.append({"model": st.name, "threads": n, "GEMM 2048² GFLOP/s": f"{lim.gflops:.0f}",
                                    "GEMM at encoder shape": f"{lim.gflops_shape:.0f} {st.encoder_shape}",
                                    "read GB/s over one step's bytes": f"{lim.gbps:.1f} ({st.step_bytes / 2**20:.0f} MiB)"})
-                all_rows += measure(st, n, a.repeat, lim)
+                rows = measure(st, n, a.repeat, lim)
+                print(table(limit_rows[-1:], list(limit_rows[-1])), flush=True)
+                print(table(rows, list(rows[0])), "\n", flush=True)
+                all_rows += rows
             del st
-    print("\nLimits measured on this machine\n")
+    print("\nSummary\n\nLimits measured on this machine\n")
     print(table(limit_rows, list(limit_rows[0])))
     print("\nAchieved vs limit (fraction = limit time / achieved time)\n")
     print(table(all_rows, ["model", "threads", "stage", "work", "achieved", "limit", "fraction", "GFLOP/s",

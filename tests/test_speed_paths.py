@@ -168,3 +168,20 @@ def test_cgroup_quota_and_proc_stat_parsing(tmp_path):
     assert threads.cgroup_quota(tmp_path) == 1.5
     stat = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1 2\n"
     assert threads._cpu_ticks(stat) == {0: (10, 50), 1: (10, 50)}
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_batched_decoding_matches_the_cpu_ids(tiny, memory16):
+    """The same batched, cached decode on CUDA in fp32 gives the CPU's ids (tiny fixture model)."""
+    cuda = torch.device("cuda")
+    model = adapter.load_model(adapter.resolve(TINY), cuda, positions="checkpoint")
+    with torch.inference_mode():
+        cpu_ids = t5.greedy_decode(tiny, memory16, max_tokens=60)
+        gpu_ids = t5.greedy_decode(model, memory16.to(cuda), max_tokens=60)
+        torch.manual_seed(0)
+        layer = MoE(128, 512, num_experts=8, top_k=2).eval()
+        x = torch.randn(500, 128)
+        moe_gpu = layer.to(cuda)(x.to(cuda)).cpu()
+        moe_ref = moe_loop_reference(layer, x.to(cuda)).cpu()
+    assert gpu_ids == cpu_ids
+    assert torch.equal(moe_gpu, moe_ref)

@@ -27,7 +27,9 @@ DEFAULT_MAX_TOKENS = 1024  # Magenta's decoder length (kunato: 1023)
 AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-DECODE_BUDGET_MB = {"cpu": 512, "cuda": 4096}  # per-chunk decoding state; weights not included
+DECODE_BUDGET_MB = {"cpu": 320, "cuda": 4096}  # per-chunk decoding state; weights not included
+ENCODER_BATCH = 8  # segments per encoder call: the encoder is arithmetic-bound (256 rows per segment
+# already fill a GEMM), so bigger calls only grow its transient activations (~4 MB per segment)
 
 
 def bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGMENT_FRAMES,
@@ -106,7 +108,9 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
             _sync(device)
             t1 = time.perf_counter()
             with amp:
-                memory = model.encode(feats)
+                memory = torch.cat([model.encode(feats[i:i + ENCODER_BATCH])
+                                    for i in range(0, feats.shape[0], ENCODER_BATCH)])
+                del feats
                 _sync(device)
                 t2 = time.perf_counter()
                 ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache,
