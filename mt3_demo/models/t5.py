@@ -341,8 +341,13 @@ class DecoderStack(nn.Module):
         return [b.layer[1].EncDecAttention.keys_values(memory) for b in self.block]
 
     def init_cache(self, memory: Tensor) -> KVCache:
-        """Cross-attention keys/values of ``memory`` [B, S, d], computed once for a whole decode."""
-        return KVCache(self.cross_keys_values(memory))
+        """Cross-attention keys/values of ``memory`` [B, S, d], computed once for a whole decode.
+
+        Stored contiguous per head ([B, H, S, K] in memory order): a step's batched matrix products
+        then read them in place, where the strided view of the projection's output would be copied
+        whole at every step (the profile's ``copy_``: half of an MT3 step at 30 rows).
+        """
+        return KVCache([(k.contiguous(), v.contiguous()) for k, v in self.cross_keys_values(memory)])
 
     @staticmethod
     def offset(memory: Tensor | None, cache: KVCache | None) -> int:
