@@ -34,9 +34,10 @@ ENCODER_BATCH = 8  # segments per encoder call: the encoder is arithmetic-bound 
 
 def bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGMENT_FRAMES,
                       element_bytes: int = 4) -> int:
-    """Worst-case memory one segment holds while its chunk decodes: features, encoder output,
-    cross-attention keys/values, the self-attention cache grown to ``max_tokens`` (in the cache's
-    blocks of :attr:`KVCache.GROW`), and its output ids."""
+    """Worst-case memory one segment holds while its chunk decodes: encoder output, cross-attention
+    keys/values, the self-attention cache grown to ``max_tokens`` (in the cache's blocks of
+    :attr:`KVCache.GROW`), logits and output ids — plus its features, as a margin for the transient
+    frontend/encoder work (which runs ENCODER_BATCH segments at a time)."""
     inner = dims.num_heads * dims.d_kv
     positions = -(-max(max_tokens, 1) // KVCache.GROW) * KVCache.GROW
     kv = dims.num_decoder_layers * 2 * inner * (frames + positions)
@@ -74,6 +75,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def encode_segments(model: T5, frontend: F.LogMel, x: torch.Tensor, start: int, stop: int,
+                    timings: Timings) -> torch.Tensor:
+    """Encoder output [stop − start, 256, d] of segments start..stop−1, ENCODER_BATCH at a time
+    (features and activations are transient; only the encoder output is kept)."""
+    device = x.device
+    parts = []
+    for i in range(start, stop, ENCODER_BATCH):
+        t0 = time.perf_counter()
+        feats = frontend(x, i, min(stop, i + ENCODER_BATCH))
+        _sync(device)
+        t1 = time.perf_counter()
+        parts.append(model.encode(feats))
+        _sync(device)
+        timings.frontend_s += t1 - t0
+        timings.encoder_s += time.perf_counter() - t1
+    return torch.cat(parts)
+
+
 def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tensor, *,
                  max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int | None = None,
                  use_cache: bool = True, amp_dtype: torch.dtype | None = None,
@@ -103,22 +122,13 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
     with torch.inference_mode():
         for start in range(0, total, batch_size):
             stop = min(total, start + batch_size)
-            t0 = time.perf_counter()
-            feats = frontend(x, start, stop)
-            _sync(device)
-            t1 = time.perf_counter()
             with amp:
-                memory = torch.cat([model.encode(feats[i:i + ENCODER_BATCH])
-                                    for i in range(0, feats.shape[0], ENCODER_BATCH)])
-                del feats
-                _sync(device)
+                memory = encode_segments(model, frontend, x, start, stop, timings)
                 t2 = time.perf_counter()
                 ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache,
                                     start_id=vocab.PAD, eos_id=eos_id, on_step=count_step)
-            t3 = time.perf_counter()
-            timings.frontend_s += t1 - t0
-            timings.encoder_s += t2 - t1
-            timings.decode_s += t3 - t2
+                del memory
+            timings.decode_s += time.perf_counter() - t2
             timings.chunks.append(stop - start)
             out.extend(ids)
             if progress is not None:
