@@ -493,11 +493,11 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     every step re-runs the whole prefix (the naive reference). ``on_step(step, live_rows)`` is
     called per step. Call it under ``torch.inference_mode()``.
 
-    Finished rows: a row that emitted EOS stays in the batch (fed its EOS, its later ids ignored)
-    until finished rows make up an eighth of the batch; then they are all dropped in one go
-    (:meth:`DecodeState.keep`). Dropping copies every live row's cached keys/values, so dropping each row
-    the step it finishes would copy the whole cache once per row; a finished row left in costs only
-    its share of a step's arithmetic. Rows never influence each other, so ids are the same.
+    Finished rows: a row that emitted EOS stays in the batch (fed its own predictions, its later
+    ids ignored) until finished rows make up an eighth of the batch; then they are all dropped in
+    one go (:meth:`DecodeState.keep`). Dropping copies every live row's cached keys/values, so
+    dropping each row the step it finishes would copy the whole cache once per row; a finished row
+    left in costs only its share of a step. Rows never influence each other, so ids are the same.
     """
     b = memory.shape[0]
     device = memory.device
