@@ -32,6 +32,7 @@ from .memory import run_mb
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
 from .options import DEVICE_ENV, OptionError, Settings, settings_from_env
+from .threads import thread_policy
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ class ModelManager:
                 self._running_mb += run_need_mb
                 counted = run_need_mb
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), thread_policy():
                 out = transcriber.transcribe(clip, progress=progress)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
