@@ -6,6 +6,11 @@ weights and written in the Lightning layout, so the real loader runs too. Both p
 work in tokens; both run the identical encoder. Ratios are taken within this one run.
 
     python bench/bench_yourmt3.py [--seconds 4] [--tokens 12] [--threads 2] [--device cpu]
+    python bench/bench_yourmt3.py --encoder-ab [--seconds 6] [--threads 1]
+
+``--encoder-ab`` instead times the encoder as it is against its plain form in the same run (the
+per-expert ``nonzero`` loop with ``index_add_``, out-of-place ReLU/add and ``avg_pool2d``: the code
+before the grouped dispatch), alternating them ``--repeat`` times, and checks the outputs are equal.
 
 Naive baseline: for each segment, spectrogram + encoder on that segment alone, then for each of the 13
 channels a greedy loop that re-runs the decoder over the whole prefix (and recomputes the
@@ -29,7 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import torch.nn.functional as F  # noqa: E402
+
 from bench.naive import naive_decode  # noqa: E402
+from mt3_demo.models.yourmt3 import encoder as enc_mod  # noqa: E402
 from mt3_demo.models.yourmt3.features import SAMPLE_RATE, segment_audio  # noqa: E402
 from mt3_demo.models.yourmt3.model import load_model  # noqa: E402
 
@@ -73,6 +81,57 @@ def random_checkpoint(manifest: Path, out: Path, seed: int = 0) -> Path:
     return path
 
 
+def plain_moe(self, x):
+    """The MoE as a per-expert loop (the previous code): nonzero, run, index_add_ per expert."""
+    z = x.reshape(-1, x.shape[-1])
+    w, idx = self.route(z)
+    out = torch.zeros_like(z)
+    for e, expert in enumerate(self.experts):
+        token, slot = (idx == e).nonzero(as_tuple=True)
+        if token.numel():
+            out.index_add_(0, token, expert(z[token]) * w[token, slot, None])
+    return out.view(x.shape)
+
+
+def plain_resblock(self, x):
+    """The pre-encoder block out of place, pooled with avg_pool2d (the previous code)."""
+    h = F.relu(self.bn1(self.conv1(x)))
+    h = self.bn2(self.conv2(h))
+    h = F.relu(h + (self.shortcut(x) if self.shortcut is not None else x))
+    return F.avg_pool2d(h, (1, 2))
+
+
+def encoder_ab(model, segments, repeat: int) -> None:
+    """Encoder now vs its plain form, alternating, fastest of ``repeat`` each; outputs compared."""
+    spec = model.spectrogram(segments)
+    fast = (enc_mod.MoE.forward, enc_mod.ResBlock.forward)
+    plain = (plain_moe, plain_resblock)
+    best = {"now": float("inf"), "plain": float("inf")}
+    outs = {}
+    for _ in range(repeat):
+        for name, (moe, res) in (("plain", plain), ("now", fast)):
+            enc_mod.MoE.forward, enc_mod.ResBlock.forward = moe, res
+            try:
+                parts = {}
+                t0 = time.perf_counter()
+                parts["pre"] = model.pre_encoder(spec)
+                t1 = time.perf_counter()
+                parts["out"] = model.pre_decoder(model.encoder(parts["pre"]))
+                t2 = time.perf_counter()
+            finally:
+                enc_mod.MoE.forward, enc_mod.ResBlock.forward = fast
+            if t2 - t0 < best[name]:
+                best[name] = t2 - t0
+                best[name + " pre-encoder"], best[name + " perceiver"] = t1 - t0, t2 - t1
+            outs[name] = parts["out"]
+    same = torch.equal(outs["now"], outs["plain"])
+    print(json.dumps({k: round(v, 3) for k, v in best.items()}, indent=1))
+    print(f"\nYourMT3+ encoder, {len(segments)} segments, {torch.get_num_threads()} threads, fastest of {repeat}: "
+          f"plain {best['plain']:.2f} s (pre-encoder {best['plain pre-encoder']:.2f}, Perceiver {best['plain perceiver']:.2f})"
+          f" → now {best['now']:.2f} s (pre-encoder {best['now pre-encoder']:.2f}, Perceiver {best['now perceiver']:.2f}):"
+          f" {best['plain'] / best['now']:.2f}x; outputs identical: {same}")
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -87,6 +146,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument("--encoder-ab", action="store_true", help="encoder now vs its plain form (see above)")
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -104,6 +165,11 @@ def main() -> None:
     segments = torch.from_numpy(segment_audio(audio)).to(device)
     n_seg, n_tok = len(segments), args.tokens
     emb, dec, head = model.embed_tokens, model.decoder, model.lm_head
+
+    if args.encoder_ab:
+        with torch.inference_mode():
+            encoder_ab(model, segments, args.repeat)
+        return
 
     with torch.inference_mode():
         # warm-up (allocator, kernels)

@@ -172,9 +172,9 @@ def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None
         raise AudioError("No audio given: upload a recording or pick an example.")
     path = Path(path)
     if not path.exists():
-        raise AudioError(f"Audio file not found: {path}")
+        raise AudioError(f"Audio file not found: {path.name or path}")
     if path.is_dir():
-        raise AudioError(f"'{path}' is a folder, not an audio file.")
+        raise AudioError(f"'{path.name or path}' is a folder, not an audio file.")
     if path.stat().st_size == 0:
         raise AudioError(f"'{path.name}' is empty (0 bytes).")
     # A limit that is not a positive number (NaN included) would switch the length check off.

@@ -8,14 +8,20 @@ Resolution order for a model's file:
    the local HF cache is consulted). With ``fetch=False`` (a probe) nothing is fetched: a file
    that would have to be is reported as :class:`NotDownloaded`.
 Resolution only looks: it never writes into checkpoint folders or the Hugging Face cache.
-Downloaded files are checked against their published sha256. Every failure raises
-:class:`CheckpointError` whose message says what is missing and how to provide it.
+Downloaded files (and cached ones, even when only probed) are checked against their published
+sha256, and checked again by :func:`safe_torch_load` right before their bytes are read: the hash is
+kept in memory for this process only, never in a file. Files the user places (an explicit path,
+``$MT3_DEMO_CHECKPOINTS``) are trusted as they are, but every load is still safe (``weights_only``)
+and checked (:func:`check_tensors`). Every failure raises :class:`CheckpointError` whose message
+says what is missing and how to provide it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,15 +124,17 @@ def download(model_id: str, hub: HubFile, fetch: bool = True) -> Path:
     offline = hub_offline()
     if not fetch:  # a probe: the local cache only, never the network
         try:
-            cached = hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
-                                     repo_type=hub.repo_type, local_files_only=True)
-            return Path(cached)
+            cached = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
+                                          repo_type=hub.repo_type, local_files_only=True))
         except Exception:
             # Offline or not, the file is not here: whether it can be fetched is the caller's
             # question (the manager asks mt3_demo.hub once), not something to find out by trying.
             size = f" (~{hub.size_bytes / 1e6:.0f} MB)" if hub.size_bytes else ""
             raise NotDownloaded(f"{hub.basename}{size} downloads from {hub.repo_id} on first use", hub,
                                 how_to_provide(model_id, hub, hub.basename)) from None
+        if hub.sha256:  # "ready" means verified: hashed once per process, remembered in memory
+            verify_sha256(cached, hub.sha256)
+        return cached
     try:
         path = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
                                     repo_type=hub.repo_type, local_files_only=offline))
@@ -153,26 +161,60 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    """Raise CheckpointError if the file's sha256 differs. Remembers verified files by size+mtime."""
-    path = Path(path)
-    stat = path.stat()
-    marker = f"{expected}:{stat.st_size}:{int(stat.st_mtime)}"
-    stamp = path.with_name(path.name + ".sha256-ok")
+# sha256 pins. Trust lives in this process's memory only (never in a file beside the checkpoint):
+# a file is hashed once per process per identity — path, device, inode, size, mtime and ctime in
+# nanoseconds. ctime is set by the kernel on every write or utime() and cannot be set back by a
+# user, so an in-place change that restores size and mtime still gets a new identity and a new hash.
+_hashed: dict[tuple, str] = {}  # file identity -> sha256 of its bytes
+_pinned: dict[str, str] = {}  # real path -> published sha256, for every file verified against one
+_hash_lock = threading.Lock()
+
+
+def file_identity(path: Path) -> tuple:
+    """What must stay the same for a hash of the file to stay valid (raises OSError if it is gone)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def verify_sha256(path: Path, expected: str) -> tuple:
+    """Raise CheckpointError unless the file's bytes hash to ``expected``; return the identity
+    (:func:`file_identity`) of the file that was verified.
+
+    Hashes at most once per process per file identity (500 MB take about a second) and remembers
+    the pin, so :func:`safe_torch_load` checks the same file again right before reading it.
+    """
+    path, expected = Path(path), expected.lower()
     try:
-        if stamp.read_text() == marker:
-            return
-    except OSError:
-        pass
-    actual = sha256_file(path)
-    if actual != expected.lower():
+        with _hash_lock:  # one hash of a big file at a time, and never the same one twice
+            ident = file_identity(path)
+            actual = _hashed.get(ident)
+            if actual is None:
+                actual = sha256_file(path)
+                if file_identity(path) != ident:
+                    raise CheckpointError(f"checkpoint {path.name} changed while it was being verified.")
+                _hashed[ident] = actual
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path.name} could not be read for verification "
+                              f"({type(e).__name__}).") from e
+    _pinned[ident[0]] = expected
+    if actual != expected:
         raise CheckpointError(
             f"checkpoint {path.name} is corrupt or not the published file: sha256 {actual[:16]}… "
             f"!= expected {expected[:16]}…. Delete it and download again.")
+    return ident
+
+
+def _identity_or_none(path: Path) -> tuple | None:
     try:
-        stamp.write_text(marker)
-    except OSError:  # read-only cache: just verify again next time
-        pass
+        return file_identity(path)
+    except OSError:
+        return None
+
+
+def pinned_sha256(path: Path) -> str | None:
+    """The published sha256 this file was verified against in this process, if any."""
+    return _pinned.get(os.path.realpath(path))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,7 +231,10 @@ def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = (), mmap: bool 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist.")
+        raise CheckpointError(f"checkpoint {path.name} does not exist.")
+    expected = pinned_sha256(path)
+    if expected is not None:  # a published file: the bytes read now must be the ones verified
+        before = verify_sha256(path, expected)
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -205,10 +250,12 @@ def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = (), mmap: bool 
         raise CheckpointError(
             f"checkpoint {path.name} contains objects outside the safe allow-list ({culprit}); "
             "refusing to unpickle arbitrary code.") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
-        # (a legacy-format file of arbitrary bytes fails inside torch with a KeyError)
-        raise CheckpointError(f"checkpoint {path.name} could not be read ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); is it truncated or corrupt?") from e
+    except Exception as e:  # noqa: BLE001 - arbitrary bytes fail inside torch's unpickler in any way
+        # (KeyError, IndexError, ValueError, …): whatever it is, the file is not a readable checkpoint
+        raise CheckpointError(f"checkpoint {path.name} could not be read ({_first_line(e)}); "
+                              "is it truncated or corrupt?") from e
+    if expected is not None and _identity_or_none(path) != before:
+        raise CheckpointError(f"checkpoint {path.name} changed while it was being read; load it again.")
     if not isinstance(loaded, Mapping):  # a stray pickle of a plain value is not a checkpoint
         raise CheckpointError(f"checkpoint {path.name} is not a PyTorch checkpoint (it holds a "
                               f"{type(loaded).__name__}, not a dictionary of tensors).")
@@ -278,8 +325,59 @@ def lightning_state_dict(ckpt: Any, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in sd.items()):
         raise CheckpointError(f"{what}: 'state_dict' is not a mapping of names to tensors.")
+    check_tensors(sd, what)
     prefixed = any(k.startswith("model.") for k in sd)
     return {(k[len("model."):] if prefixed and k.startswith("model.") else k): v for k, v in sd.items()}
+
+
+def _first_line(e: BaseException) -> str:
+    """The error's kind and first line, for a message to people (an OSError's text would name the
+    file by its full path: only its reason is kept)."""
+    text = (e.strerror or "") if isinstance(e, OSError) else str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+INTEGER_TENSORS = ("num_batches_tracked",)  # BatchNorm's step counter: the one integer in a model
+
+
+def check_tensors(state_dict: Mapping[str, Any], what: str) -> None:
+    """Refuse tensors no trained model holds: not a tensor, empty, not floating point, NaN or ±inf.
+
+    Run on every state dict before a model is sized or loaded from it (every adapter does), so a
+    damaged or converted file is named as such instead of failing later as an IndexError, loading
+    integers silently into float weights (0 notes), or a NaN showing up as "tensors differ".
+    """
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{what}: {name} is a {type(t).__name__}, not a tensor.")
+        if name.rsplit(".", 1)[-1] in INTEGER_TENSORS:
+            continue
+        if t.numel() == 0:
+            raise CheckpointError(f"{what}: tensor {name} is empty (shape {tuple(t.shape)}).")
+        if not t.is_floating_point():
+            raise CheckpointError(f"{what}: tensor {name} holds {str(t.dtype).replace('torch.', '')} "
+                                  "values; model weights are floating point (was the file converted?).")
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            bad = int(finite.numel() - finite.sum())
+            raise CheckpointError(f"{what}: tensor {name} holds {bad} of {t.numel()} values that are NaN "
+                                  "or infinite; the file is damaged or from a diverged training run.")
+
+
+@contextlib.contextmanager
+def checkpoint_errors(what: str):
+    """Sizing and loading a model from a checkpoint's tensors: what goes wrong is the file's fault.
+
+    Turns the structural errors a malformed state dict causes there (a 1-D tensor where a matrix
+    belongs, a missing entry, a wrong type) into a :class:`CheckpointError` that names the file.
+    Wrap only the CPU-side load, never inference or the move to a device.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"{what} does not fit the model ({_first_line(e)}).") from e
 
 
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, torch.Tensor],

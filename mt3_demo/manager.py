@@ -5,7 +5,8 @@
 * Once: a per-model lock makes two simultaneous requests share a single load.
 * Warm: loaded models stay in memory, most recently used last.
 * Bounded: before a load, least-recently-used idle models are unloaded until the new one fits the
-  budget (``MT3_DEMO_MEMORY_BUDGET_MB``, default half the free RAM or 80 % of the GPU).
+  budget (``MT3_DEMO_MEMORY_BUDGET_MB``, default half the free RAM or 80 % of the GPU); on CPU
+  the budget also holds each run in progress at its measured need (``mt3_demo.memory``).
 * One resolution: :meth:`ModelManager.resolve` finds a model's checkpoint once per load and hands
   the location to the adapter's ``build``; :meth:`availability` resolves with ``fetch=False``,
   which downloads and writes nothing.
@@ -28,10 +29,12 @@ import torch
 from . import hub
 from .audio import Clip
 from .checkpoints import CheckpointError, NotDownloaded
+from .memory import run_mb
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
 from .options import DEVICE_ENV, OptionError, Settings, settings_from_env
 from .provenance import provenance
+from .threads import thread_policy
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +167,7 @@ class ModelManager:
         self._state_lock = threading.Lock()  # guards _loaded and _model_locks
         self._model_locks: dict[str, threading.Lock] = {}
         self.load_count: dict[str, int] = {}  # how many times each model was built (tests, logs)
+        self._running_mb = 0.0  # measured memory of the runs in progress (memory.run_mb), budgeted
 
     # ------------------------------------------------------------------ registry
 
@@ -269,10 +273,11 @@ class ModelManager:
             return entry, seconds
 
     def _make_room(self, needed_mb: float) -> None:
-        """Unload least-recently-used idle models until ``needed_mb`` more fits in the budget."""
+        """Unload least-recently-used idle models until ``needed_mb`` more fits in the budget
+        (which holds the loaded weights and the runs in progress)."""
         while True:
             with self._state_lock:
-                used = sum(e.weights_mb for e in self._loaded.values())
+                used = sum(e.weights_mb for e in self._loaded.values()) + self._running_mb
                 if used + needed_mb <= self.budget_mb:
                     return
                 victim = next((m for m, e in self._loaded.items() if e.in_use == 0), None)
@@ -323,11 +328,19 @@ class ModelManager:
         (progress reports switch from "loading" to the model's own phases there)."""
         entry, load_seconds = self._acquire(model_id, hold=True)
         transcriber = entry.transcriber
+        # Admission: a run needs its measured memory next to the weights (transkun: ~1.2 GB for a
+        # 54 MB model); idle models make room for it. Measured on CPU (RSS): not applied to GPUs.
+        run_need_mb = run_mb(model_id, clip.duration) if self.device.type == "cpu" else 0.0
+        counted = 0.0
         try:
+            self._make_room(run_need_mb)
+            with self._state_lock:
+                self._running_mb += run_need_mb
+                counted = run_need_mb
             if on_loaded is not None:
                 on_loaded(transcriber)
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), thread_policy():
                 out = transcriber.transcribe(clip, progress=progress)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -335,6 +348,7 @@ class ModelManager:
         finally:
             with self._state_lock:
                 entry.in_use -= 1
+                self._running_mb -= counted
         return Transcription(
             model_id=model_id, notes=out.notes, audio_seconds=clip.duration,
             load_seconds=load_seconds, inference_seconds=seconds, device=str(self.device),

@@ -54,10 +54,10 @@ def _arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
     return intervals, pitches
 
 
-def count_matches(est: Sequence[Note], ref: Sequence[Note], with_offsets: bool) -> int:
-    """Size of the maximum one-to-one matching between estimated and reference notes."""
+def match_pairs(est: Sequence[Note], ref: Sequence[Note], with_offsets: bool) -> list[tuple[int, int]]:
+    """mir_eval's maximum one-to-one matching as ``(est index, ref index)`` pairs."""
     if not est or not ref:
-        return 0
+        return []
     ref_int, ref_hz = _arrays(ref)
     est_int, est_hz = _arrays(est)
     matching = mir_eval.transcription.match_notes(
@@ -67,7 +67,12 @@ def count_matches(est: Sequence[Note], ref: Sequence[Note], with_offsets: bool) 
         offset_ratio=OFFSET_RATIO if with_offsets else None,
         offset_min_tolerance=OFFSET_MIN_TOLERANCE,
     )
-    return len(matching)
+    return [(int(e), int(r)) for r, e in matching]
+
+
+def count_matches(est: Sequence[Note], ref: Sequence[Note], with_offsets: bool) -> int:
+    """Size of the maximum one-to-one matching between estimated and reference notes."""
+    return len(match_pairs(est, ref, with_offsets))
 
 
 def prf(matched: int, n_est: int, n_ref: int) -> dict[str, float]:
@@ -121,6 +126,46 @@ def score(est_notes: Iterable[Note], ref_notes: Iterable[Note]) -> dict:
         "drums": prf(count_matches(est_drums, ref_drums, with_offsets=False), len(est_drums), len(ref_drums)),
         "counts": {"est": len(est), "ref": len(ref), "est_drums": len(est_drums), "ref_drums": len(ref_drums)},
     }
+
+
+# Which score each diff mode reproduces: (group of a note, offsets checked for pitched notes).
+DIFF_MODES: dict[str, tuple[Callable[[Note], Hashable], bool]] = {
+    "onset": (_flat_group, False),
+    "onset_offset": (_flat_group, True),
+    "program_aware": (_midi_class_group, True),
+}
+
+
+def note_diff(est_notes: Iterable[Note], ref_notes: Iterable[Note], mode: str = "onset") -> dict:
+    """Classify every note for the diff view with exactly the matching behind :func:`score`.
+
+    ``mode`` names the score reproduced: "onset" (flat: pitch + onset ±50 ms, drums vs drums),
+    "onset_offset" (flat, offsets too) or "program_aware" (within a GM family, offsets too; drums
+    onset-only). Returns ``{"mode", "est_matched": [bool per est note], "ref_matched": [bool per
+    ref note], "pairs": [(est index, ref index)], "matched", "extra", "missed"}``; the counts are the
+    true positives, false positives and false negatives of ``score(est, ref)[mode]``.
+    """
+    if mode not in DIFF_MODES:
+        raise ValueError(f"unknown diff mode {mode!r} (use one of {', '.join(DIFF_MODES)})")
+    group, with_offsets = DIFF_MODES[mode]
+    est, ref = list(est_notes), list(ref_notes)
+    est_by: dict[Hashable, list[int]] = defaultdict(list)
+    ref_by: dict[Hashable, list[int]] = defaultdict(list)
+    for i, n in enumerate(est):
+        est_by[group(n)].append(i)
+    for i, n in enumerate(ref):
+        ref_by[group(n)].append(i)
+    pairs: list[tuple[int, int]] = []
+    for g in set(est_by) & set(ref_by):
+        e_idx, r_idx = est_by[g], ref_by[g]
+        local = match_pairs([est[i] for i in e_idx], [ref[i] for i in r_idx], with_offsets and g != "drums")
+        pairs += [(e_idx[e], r_idx[r]) for e, r in local]
+    pairs.sort()
+    est_matched, ref_matched = [False] * len(est), [False] * len(ref)
+    for e, r in pairs:
+        est_matched[e] = ref_matched[r] = True
+    return {"mode": mode, "est_matched": est_matched, "ref_matched": ref_matched, "pairs": pairs,
+            "matched": len(pairs), "extra": len(est) - len(pairs), "missed": len(ref) - len(pairs)}
 
 
 def onset_f1(a: Sequence[Note], b: Sequence[Note]) -> float:

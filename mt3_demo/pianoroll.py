@@ -322,3 +322,66 @@ def agreement_heatmap(ids: Sequence[str], matrix: Sequence[Sequence[float]], tit
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Diff against a reference
+
+DIFF_COLORS = {"matched": "#2ca02c", "extra": "#d62728", "missed": "#555555"}
+
+
+def _bars(notes: Iterable[Note]) -> list:
+    """Note rectangles in (time, pitch) space; drums (onsets) get the same 25 ms floor as notes."""
+    verts = []
+    for n in notes:
+        end = max(n.offset, n.onset + 0.025)
+        verts.append([(n.onset, n.pitch - 0.42), (end, n.pitch - 0.42),
+                      (end, n.pitch + 0.42), (n.onset, n.pitch + 0.42)])
+    return verts
+
+
+def render_diff(
+    est: Sequence[Note], ref: Sequence[Note], diff: dict, duration: float | None, title: str = "",
+    path: str | Path | None = None, figsize: tuple[float, float] = FIGSIZE, dpi: int = DPI,
+) -> Figure:
+    """Draw a transcription against its reference: matched notes green, extra notes red, missed
+    reference notes as grey outlines. ``diff`` is :func:`mt3_demo.metrics.note_diff`'s result for
+    ``(est, ref)``; drums are drawn at their GM key like pitched notes. Saved as PNG if ``path``."""
+    groups = {
+        "matched": [n for n, ok in zip(est, diff["est_matched"]) if ok],
+        "extra": [n for n, ok in zip(est, diff["est_matched"]) if not ok],
+        "missed": [n for n, ok in zip(ref, diff["ref_matched"]) if not ok],
+    }
+    end = float(duration) if duration and duration > 0 else max(
+        (n.offset for n in list(est) + list(ref)), default=0.0)
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(fig.add_gridspec(1, 1, left=0.085, right=0.765, top=0.9, bottom=0.13)[0])
+    handles = []
+    for kind in ("missed", "extra", "matched"):  # outlines first, so filled notes stay on top
+        color, notes = DIFF_COLORS[kind], groups[kind]
+        filled = kind != "missed"
+        ax.add_collection(PolyCollection(_bars(notes), facecolors=color if filled else "none",
+                                         edgecolors=_shade(color, -0.35) if filled else color,
+                                         linewidths=0.4 if filled else 0.9))
+        handles.append(Patch(facecolor=color if filled else "none", edgecolor=color,
+                             label=f"{kind} · {len(notes)}"))
+    pitches = [n.pitch for n in list(est) + list(ref)]
+    lo, hi = (min(pitches), max(pitches)) if pitches else (60, 60)
+    pad = max(2, (24 - (hi - lo)) // 2)
+    ax.set_xlim(0.0, max(end, 1e-3))
+    ax.set_ylim(lo - pad - 0.5, hi + pad + 0.5)
+    ticks = [p for p in range(128) if p % 12 == 0 and lo - pad <= p <= hi + pad]
+    ax.set_yticks(ticks, [pretty_midi.note_number_to_name(p) for p in ticks])
+    ax.grid(color="#e4e4e4", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("Time (s)", fontsize=8)
+    ax.set_ylabel("Pitch", fontsize=8)
+    heading = f"{title} — diff ({diff['mode']})" if title else f"diff ({diff['mode']})"
+    ax.set_title(heading, loc="left", fontsize=10, fontweight="bold")
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.775, 0.92), fontsize=7.5,
+               frameon=False, handlelength=1.2)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 
-from . import metrics, writers
+from . import leakage, metrics, writers
 from .audio import AudioError, Clip
 from .checkpoints import CheckpointError
 from .manager import ModelManager
@@ -73,8 +73,10 @@ def _seconds(s: float) -> str:
 
 
 def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Path | None,
-                   on_progress: ProgressCallback | None = None, synthesize: bool = True) -> ModelResult:
-    """Transcribe with one model and write its files (none when ``out_dir`` is None).
+                   on_progress: ProgressCallback | None = None,
+                   listening: Collection[str] = writers.LISTENING) -> ModelResult:
+    """Transcribe with one model and write its files (none when ``out_dir`` is None; the
+    listening WAVs named in ``listening``, see :data:`~mt3_demo.writers.LISTENING`).
 
     Every failure becomes the result's ``error`` (a message for people); a result is either
     complete, files included, or an error — never half. :class:`Cancelled` (raised by
@@ -96,7 +98,7 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
         if out_dir is not None:
             result.files, result.synth_method = writers.write_model_files(
                 transcription.notes, clip, out_dir, writers.safe_name(model_id), spec.display_name,
-                synthesize=synthesize)
+                listening)
         result.transcription = transcription
     except Cancelled:
         raise
@@ -118,20 +120,25 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
 
 
 def transcribe_each(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path | None,
-                    on_progress: ProgressCallback | None = None, synthesize: bool = True) -> Iterator[ModelResult]:
+                    on_progress: ProgressCallback | None = None,
+                    listening: Collection[str] = writers.LISTENING) -> Iterator[ModelResult]:
     """:func:`transcribe_one` for each model in turn, yielding each result when done.
 
     Models run one after another: they share one device, and on a 2-core CPU running them at once
     would only make every column slower. Unknown ids must have been refused before (``manager.spec``).
     """
     for model_id in model_ids:
-        yield transcribe_one(clip, model_id, manager, out_dir, on_progress, synthesize)
+        yield transcribe_one(clip, model_id, manager, out_dir, on_progress, listening)
 
 
 def finish(results: list[ModelResult], clip: Clip, reference: list[Note] | None = None,
            reference_name: str | None = None) -> Run:
-    """Score every transcription against the reference (when given) and the models against each other."""
+    """Score every transcription against the reference (when given) and the models against each other;
+    each model's instrument leakage goes into its ``analyses["instruments"]``."""
     done = {r.model_id: r.transcription.notes for r in results if r.ok}
+    for r in results:
+        if r.ok:
+            r.analyses["instruments"] = leakage.instrument_leakage(r.transcription.notes, reference)
     ids, matrix = metrics.agreement(done)
     scores = {m: metrics.score(notes, reference) for m, notes in done.items()} if reference is not None else {}
     return Run(clip, list(results), reference, reference_name, scores, ids,
@@ -140,11 +147,11 @@ def finish(results: list[ModelResult], clip: Clip, reference: list[Note] | None 
 
 def run_models(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
                reference: list[Note] | None = None, reference_name: str | None = None,
-               include_tokens: bool = False, synthesize: bool = True,
+               include_tokens: bool = False, listening: Collection[str] = writers.LISTENING,
                on_result: Callable[[ModelResult], None] | None = None) -> Run:
     """The whole run: transcribe, write each model's files, finish, write the run's files."""
     results = []
-    for result in transcribe_each(clip, model_ids, manager, out_dir, synthesize=synthesize):
+    for result in transcribe_each(clip, model_ids, manager, out_dir, listening=listening):
         if on_result is not None:
             on_result(result)
         results.append(result)

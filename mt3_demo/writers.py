@@ -13,10 +13,10 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
+from . import metrics, pianoroll, stems, synth
 from . import notes as notes_mod
-from . import pianoroll, synth
 from .audio import Clip
 from .notes import Note
 from .results import ModelResult, Run
@@ -78,32 +78,42 @@ def write_png(notes: list[Note], duration: float, path: Path, title: str,
     return pianoroll.save_png(notes, duration, path, title=title, only_instrument=only_instrument)
 
 
-def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str) -> tuple[dict[str, Path], str]:
-    """The transcription rendered to audio three ways: as synthesized ("audio"), level-matched to
-    the original ("audio_matched", so a side-by-side listen is fair) and original-left /
-    transcription-right ("mix", so misses are audible). Returns (files, synth method)."""
+# The listening WAVs by kind: as synthesized ("audio"), level-matched to the original
+# ("audio_matched", so a side-by-side listen is fair) and original-left / transcription-right
+# ("mix", so misses are audible). The CLI writes all three; the page plays only the last two; the
+# API returns no audio. Each is ~10 MB per minute, so what is not needed is not written.
+LISTENING = ("audio", "audio_matched", "mix")
+PAGE_LISTENING = ("audio_matched", "mix")
+
+
+def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str,
+                    kinds: Collection[str] = LISTENING) -> tuple[dict[str, Path], str]:
+    """The transcription rendered once, written as the listening WAVs named in ``kinds``
+    (of :data:`LISTENING`). Returns (files, synth method)."""
     audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
     original = clip.original_mono(rate)
-    files = {
-        "audio": synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
-        "audio_matched": synth.write_wav(out_dir / f"{stem}__level_matched.wav",
-                                         synth.match_level(audio, original), rate),
-        "mix": synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
-                               synth.mix(original, audio, mode="stereo"), rate),
+    writes = {
+        "audio": lambda: synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
+        "audio_matched": lambda: synth.write_wav(out_dir / f"{stem}__level_matched.wav",
+                                                 synth.match_level(audio, original), rate),
+        "mix": lambda: synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
+                                       synth.mix(original, audio, mode="stereo"), rate),
     }
-    return files, method
+    return {kind: write() for kind, write in writes.items() if kind in kinds}, method
 
 
 def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
-                      synthesize: bool = True) -> tuple[dict[str, Path], str | None]:
-    """MIDI + PNG (+ listening WAVs with ``synthesize``) of one model. Returns (files, synth method)."""
+                      listening: Collection[str] = LISTENING) -> tuple[dict[str, Path], str | None]:
+    """MIDI + PNG + stems zip + the listening WAVs named in ``listening`` (none: nothing is
+    synthesized) of one model. Returns (files, synth method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"midi": write_midi(notes, clip.duration, out_dir / f"{stem}.mid"),
-             "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title)}
+             "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title),
+             "stems": stems.write_stems_zip(notes, out_dir / f"{stem}__stems.zip", end_time=clip.duration)}
     method = None
-    if synthesize:
-        listening, method = write_listening(notes, clip, out_dir, stem)
-        files.update(listening)
+    if listening:
+        wavs, method = write_listening(notes, clip, out_dir, stem, listening)
+        files.update(wavs)
     return files, method
 
 
@@ -182,13 +192,61 @@ def summary_markdown(run: Run) -> str:
                 sc = run.scores[r.model_id]
                 lines.append(f"| {r.display_name} | {sc['onset']['f1']:.3f} | {sc['onset_offset']['f1']:.3f} | "
                              f"{sc['program_aware']['f1']:.3f} |")
+    instruments = instrument_lines(run, markdown=True)
+    if instruments:
+        lines += ["", *instruments]
     return "\n".join(lines) + "\n"
+
+
+def _listed(entries: list[dict]) -> str:
+    return ", ".join(f"{e['name']} ({e['notes']})" for e in entries) or "—"
+
+
+def instrument_lines(run: Run, markdown: bool) -> list[str]:
+    """The instrument-leakage view (``analyses["instruments"]``) as a Markdown table for
+    summary.md, or as one plain line per model for the CLI. Empty when no model has it."""
+    rows = [(r, r.analyses["instruments"]) for r in run.ok_results if "instruments" in r.analyses]
+    if not rows:
+        return []
+    with_ref = any("detection" in m for _, m in rows)
+    out = []
+    if markdown:
+        out += ["Instruments (MR-MT3's leakage measures; drums count as their own instrument):", ""]
+        out += (["| model | instruments | reference | detection P / R / F1 | family F1 | leaked | missed |",
+                 "|---|---|---|---|---|---|---|"] if with_ref else ["| model | instruments |", "|---|---|"])
+    for r, m in rows:
+        if "detection" not in m:
+            out.append(f"| {r.display_name} | {m['count']} |" if markdown else f"{r.model_id}: {m['count']} instruments")
+            continue
+        d = m["detection"]
+        prf = f"{d['precision']:.2f} / {d['recall']:.2f} / {d['f1']:.2f}"
+        family, leaked, missed = m["family_detection"]["f1"], _listed(m["leaked"]), _listed(m["missed"])
+        out.append(f"| {r.display_name} | {m['count']} | {m['reference_count']} | {prf} | {family:.2f} | {leaked} | "
+                   f"{missed} |" if markdown else
+                   f"{r.model_id}: {m['count']} instruments (reference {m['reference_count']}), detection P/R/F1 "
+                   f"{prf}, family F1 {family:.2f}; leaked: {leaked}; missed: {missed}")
+    return out
+
+
+def write_diff_pngs(run: Run, out_dir: Path) -> dict[str, Path]:
+    """``<model>_diff.png`` per transcribed model against the reference (flat onset matching, the
+    "onset" score's); stored in each result's files as "diff_png". None without a reference."""
+    if run.reference is None:
+        return {}
+    out = {}
+    for r in run.ok_results:
+        notes = r.transcription.notes
+        fig = pianoroll.render_diff(notes, run.reference, metrics.note_diff(notes, run.reference, "onset"),
+                                    run.clip.duration, title=r.display_name)
+        out[r.model_id] = r.files["diff_png"] = pianoroll.save_figure(fig, out_dir / f"{safe_name(r.model_id)}_diff.png")
+    return out
 
 
 def write_run(run: Run, out_dir: Path, include_tokens: bool = False) -> dict[str, Path]:
     """``results.json``, ``summary.md``, ``agreement.png`` (two models or more) and the report zip
     of this run's MIDI/PNG files and those. Returns them by kind; also stored in ``run.files``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_diff_pngs(run, out_dir)  # before results.json, which names each model's files
     files = {"results_json": out_dir / "results.json", "summary_md": out_dir / "summary.md"}
     files["results_json"].write_text(json.dumps(run_json(run, include_tokens), indent=2))
     files["summary_md"].write_text(summary_markdown(run))
@@ -198,10 +256,15 @@ def write_run(run: Run, out_dir: Path, include_tokens: bool = False) -> dict[str
     stem = safe_name(run.clip.path.stem if run.clip.path else "clip")
     files["zip"] = out_dir / f"{stem}__mt3-demo-report.zip"
     # Only this run's files (nothing else that may sit in the folder); audio stays out to keep it small.
-    bundle = [r.files[k] for r in run.ok_results for k in ("midi", "png") if k in r.files]
+    bundle = [r.files[k] for r in run.ok_results for k in ("midi", "png", "diff_png") if k in r.files]
     bundle += [files[k] for k in ("agreement_png", "results_json", "summary_md") if k in files]
     with zipfile.ZipFile(files["zip"], "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for p in bundle:
             zf.write(p, arcname=f"{stem}/{p.name}")
+        for r in run.ok_results:  # stems unpacked: stems/<model>/<program>_<name>.mid
+            if "stems" in r.files:
+                with zipfile.ZipFile(r.files["stems"]) as sz:
+                    for name in sz.namelist():
+                        zf.writestr(f"{stem}/stems/{safe_name(r.model_id)}/{name}", sz.read(name))
     run.files.update(files)
     return files

@@ -53,7 +53,7 @@ def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
     clip = load_clip(FIXTURES / "mr_mt3/set_b/audio.wav")
     events = []
     results = list(pipeline.transcribe_each(clip, MT3_FAMILY, manager, tmp_path / "run",
-                                            on_progress=lambda m, f, d: events.append((m, f)), synthesize=False))
+                                            on_progress=lambda m, f, d: events.append((m, f)), listening=()))
     assert [r.model_id for r in results] == MT3_FAMILY
     for r in results:
         assert r.ok, r.error
@@ -78,6 +78,12 @@ def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
     matrix = data["agreement"]["onset_f1"]
     assert all(matrix[i][i] == 1.0 for i in range(3))
     assert all(matrix[i][j] == matrix[j][i] for i in range(3) for j in range(3))
-    names = sorted(n.split("/")[-1] for n in zipfile.ZipFile(files["zip"]).namelist())
+    entries = zipfile.ZipFile(files["zip"]).namelist()
+    names = sorted(n.split("/")[-1] for n in entries if "/stems/" not in n)
     assert names == sorted(["agreement.png", "results.json", "summary.md"]
                            + [f"{m}.{ext}" for m in MT3_FAMILY for ext in ("mid", "png")])
+    # One stem per instrument a model found (no reference: counts only, no diff pictures).
+    for m in MT3_FAMILY:
+        stems = [n for n in entries if f"/stems/{m}/" in n]
+        assert len(stems) == data["models"][m]["instruments"]["count"]
+        assert "detection" not in data["models"][m]["instruments"]

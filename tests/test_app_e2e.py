@@ -135,7 +135,7 @@ def test_a_client_that_leaves_does_not_keep_its_run(app_url, tmp_path):
 
     import httpx
 
-    from mt3_demo.ui.session import runs_root
+    from mt3_demo.runs import runs_root
 
     config = httpx.get(app_url + "config").json()
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "transcribe")

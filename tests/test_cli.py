@@ -85,11 +85,21 @@ def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path):
     assert data["agreement"]["onset_f1"] == [[1.0]]
     import zipfile
 
-    (bundle,) = out.glob("*.zip")
-    names = sorted(n.split("/")[-1] for n in zipfile.ZipFile(bundle).namelist())
-    assert names == ["results.json", "summary.md", "transkun.mid", "transkun.png"]
+    (bundle,) = out.glob("*__mt3-demo-report.zip")
+    names = sorted(n.split("/", 1)[-1] for n in zipfile.ZipFile(bundle).namelist())
+    stems = sorted(n for n in names if n.startswith("stems/"))
+    assert sorted(set(names) - set(stems)) == ["results.json", "summary.md", "transkun.mid", "transkun.png",
+                                               "transkun_diff.png"]
+    assert stems and all(n.startswith("stems/transkun/") and n.endswith(".mid") for n in stems)
+    assert (out / "transkun__stems.zip").is_file()
+    # Instrument leakage, with the reference: the keys of issue 12's results.json shape.
+    inst = tk["instruments"]
+    assert set(inst) == {"programs", "count", "drums", "reference_count", "detection", "family_detection",
+                         "leaked", "missed"}
+    assert inst["count"] == len(stems)  # one stem per instrument
     summary = (out / "summary.md").read_text()
     assert "Transkun" in summary and "onset F1" in summary and "error: mt3" in summary
+    assert "detection P / R / F1" in summary
 
 
 def test_bad_audio_exit_code_and_one_line(tmp_path):

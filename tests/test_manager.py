@@ -206,6 +206,6 @@ def test_a_failure_after_transcribing_is_an_error_not_half_a_result(tmp_path, mo
 
     monkeypatch.setattr("mt3_demo.pianoroll.save_png", broken_png)
     m = make_manager([fake_spec("a")])
-    result = pipeline.transcribe_one(CLIP, "a", m, tmp_path, synthesize=False)
+    result = pipeline.transcribe_one(CLIP, "a", m, tmp_path, listening=())
     assert not result.ok and result.transcription is None
     assert "disk full" in result.error

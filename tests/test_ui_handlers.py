@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
@@ -67,8 +67,15 @@ def fake_page(n_cards: int = 1) -> Page:
     def comp() -> str:
         return f"component-{next(names)}"
 
-    cards = [Card(*[comp() for _ in range(9)]) for _ in range(n_cards)]
-    return Page(*[comp() for _ in range(9)], cards)
+    cards = [Card(*[comp() for _ in range(len(fields(Card)))]) for _ in range(n_cards)]
+    return Page(*[comp() for _ in range(9)], cards, FakePlayer())
+
+
+class FakePlayer:
+    """Stands in for the player component: files stay where they are."""
+
+    def move_resource_to_block_cache(self, path):
+        return path
 
 
 def run_threads() -> list[threading.Thread]:

@@ -159,9 +159,19 @@ class Attention(nn.Module):
         return self.heads(self.k(m)), self.heads(self.v(m))
 
     def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Queries from x [B, T, d] over k, v [B, H, S, K] → [B, T, d]. ``mask`` [T, S] bool, True = visible."""
+        """Queries from x [B, T, d] over k, v [B, H, S, K] → [B, T, d]. ``mask`` [T, S] bool, True = visible.
+
+        One query per row (a decoder step) runs as two batched matrix-vector products around a
+        float32 softmax, HF T5's formulation: a decoder step only streams k and v once, and the
+        fused kernel, built for long queries, reads them slower (measured 1.3× at 30 rows × 256
+        keys, bench/roofline.py). Longer queries take the fused kernel.
+        """
         q = self.heads(self.q(x))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        if q.shape[2] == 1 and mask is None:
+            scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, 1, S]
+            out = torch.matmul(F.softmax(scores.float(), dim=-1).to(v.dtype), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
         b, _, t, _ = out.shape
         return self.o(out.transpose(1, 2).reshape(b, t, self.num_heads * self.d_kv))
 
@@ -332,8 +342,13 @@ class DecoderStack(nn.Module):
         return [b.layer[1].EncDecAttention.keys_values(memory) for b in self.block]
 
     def init_cache(self, memory: Tensor) -> KVCache:
-        """Cross-attention keys/values of ``memory`` [B, S, d], computed once for a whole decode."""
-        return KVCache(self.cross_keys_values(memory))
+        """Cross-attention keys/values of ``memory`` [B, S, d], computed once for a whole decode.
+
+        Stored contiguous per head ([B, H, S, K] in memory order): a step's batched matrix products
+        then read them in place, where the strided view of the projection's output would be copied
+        whole at every step (the profile's ``copy_``: half of an MT3 step at 30 rows).
+        """
+        return KVCache([(k.contiguous(), v.contiguous()) for k, v in self.cross_keys_values(memory)])
 
     @staticmethod
     def offset(memory: Tensor | None, cache: KVCache | None) -> int:
@@ -476,41 +491,67 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     Returns per row the generated ids without the start token, up to and including EOS when it
     came within ``max_tokens``. With ``use_cache`` each step runs only the newest position through
     the decoder (self-attention keys/values cached, cross-attention ones computed once); without it
-    every step re-runs the whole prefix (the naive reference). Rows that emitted EOS are dropped
-    from the batch, so they stop costing work. ``on_step(step, live_rows)`` is called per step.
-    Call it under ``torch.inference_mode()``.
+    every step re-runs the whole prefix (the naive reference). ``on_step(step, live_rows)`` is
+    called per step. Call it under ``torch.inference_mode()``.
+
+    Finished rows: a row that emitted EOS stays in the batch (fed its own predictions, its later
+    ids ignored) until finished rows make up an eighth of the batch; then they are all dropped in
+    one go (:meth:`DecodeState.keep`). Dropping copies every live row's cached keys/values, so
+    dropping each row the step it finishes would copy the whole cache once per row; a finished row
+    left in costs only its share of a step. Rows never influence each other, so ids are the same.
     """
     b = memory.shape[0]
     device = memory.device
     out = torch.zeros(b, max(max_tokens, 0), dtype=torch.long, device=device)
     lengths = [max_tokens] * b
-    rows = torch.arange(b, device=device)  # original index of each live row
+    rows = torch.arange(b, device=device)  # original index of each batch row
+    finished = torch.zeros(b, dtype=torch.bool, device=device)  # per batch row
+    n_live, n_finished_in_batch = b, 0
     tokens = torch.full((b, 1), start_id, dtype=torch.long, device=device)
-    cache = model.decoder.init_cache(memory) if use_cache else None
-    history = tokens
+    state = DecodeState(memory=memory, history=tokens,
+                        cache=model.decoder.init_cache(memory) if use_cache else None)
     for step in range(max_tokens):
-        if cache is not None:
-            hidden = model.decoder(tokens, cache=cache)
+        if state.cache is not None:
+            hidden = model.decoder(tokens, cache=state.cache)
         else:
-            hidden = model.decoder(history, memory=memory)
+            hidden = model.decoder(state.history, memory=state.memory)
         next_ids = model.lm_head(hidden[:, -1]).argmax(-1)  # first maximum on ties, like HF
-        out[rows, step] = next_ids
+        out[rows, step] = next_ids  # a finished row's extra ids land past its length: never read
         if on_step is not None:
-            on_step(step, int(rows.numel()))
-        done = next_ids == eos_id if eos_id is not None and step >= first_eos_step else None
-        if done is not None and bool(done.any()):
-            for r in rows[done].tolist():
-                lengths[r] = step + 1
-            keep = (~done).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
-            rows, next_ids = rows[keep], next_ids[keep]
-            if cache is not None:
-                cache.keep(keep)
-            else:
-                memory, history = memory[keep], history[keep]
+            on_step(step, n_live)
+        if eos_id is not None and step >= first_eos_step:
+            done = (next_ids == eos_id) & ~finished
+            if bool(done.any()):
+                for r in rows[done].tolist():
+                    lengths[r] = step + 1
+                finished |= done
+                n_done = int(done.sum())
+                n_live -= n_done
+                n_finished_in_batch += n_done
+                if n_live == 0:
+                    break
+                if 8 * n_finished_in_batch >= rows.numel():
+                    keep = (~finished).nonzero().squeeze(1)
+                    rows, next_ids, finished = rows[keep], next_ids[keep], finished[keep]
+                    state.keep(keep)
+                    n_finished_in_batch = 0
         tokens = next_ids[:, None]
-        if cache is None:
-            history = torch.cat([history, tokens], dim=1)
+        if state.cache is None:
+            state.history = torch.cat([state.history, tokens], dim=1)
     out = out.cpu()
     return [out[i, :lengths[i]].tolist() for i in range(b)]
+
+
+@dataclass
+class DecodeState:
+    """What a greedy decode carries per batch row: the cache, or (uncached) memory and history."""
+
+    memory: Tensor
+    history: Tensor
+    cache: KVCache | None
+
+    def keep(self, rows: Tensor) -> None:
+        if self.cache is not None:
+            self.cache.keep(rows)
+        else:
+            self.memory, self.history = self.memory[rows], self.history[rows]

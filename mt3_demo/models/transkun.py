@@ -6,20 +6,27 @@ ours. It works at 44.1 kHz, so it resamples from the decoded original (not from 
 """
 from __future__ import annotations
 
+import copy
 import importlib.resources
+import json
 import math
 import threading
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
 from ..audio import Clip
-from ..checkpoints import CheckpointError, load_strict, safe_torch_load
+from ..checkpoints import CheckpointError, check_tensors, checkpoint_errors, load_strict, safe_torch_load
 from ..notes import Note
 from ..options import TranskunOptions
 from .base import AdapterOutput, ModelSpec, ProgressFn
 
 WEIGHTS, CONFIG = "2.0.pt", "2.0.conf"
+# The one model class a .conf may name (moduleconf's "module" / "configClassName" fields).
+MODEL_MODULE, CONFIG_CLASS = "transkun.ModelTransformer", "Config"
+MAX_CONFIG_NUMBER = 1_000_000  # every setting of the 2.0 model is far below (fs = 44100 is the largest)
 
 
 def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = None, fetch: bool = True) -> Path:
@@ -39,22 +46,70 @@ def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = No
     return folder
 
 
+def _same_kind(value: Any, default: Any) -> bool:
+    """A .conf value may replace a setting only with a plain value of the setting's own kind."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= MAX_CONFIG_NUMBER
+    if isinstance(default, list):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, type(default))
+
+
+def read_config(path: Path) -> Any:
+    """``2.0.conf`` → Transkun's model config object, importing nothing the file names.
+
+    moduleconf (Transkun's own reader) imports the file's ``module`` and calls its
+    ``configClassName``: a crafted .conf in a user's folder could import any installed module and
+    call any of its attributes. We accept only Transkun's model and copy plain values of the kinds
+    its config class defines into a fresh instance.
+    """
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"transkun: {path.name} is not valid JSON ({type(e).__name__}).") from e
+    section = conf.get("Model") if isinstance(conf, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("config"), dict):
+        raise CheckpointError(f"transkun: {path.name} has no \"Model\" section with a \"config\" object.")
+    named = (section.get("module"), section.get("configClassName", CONFIG_CLASS))
+    if named != (MODEL_MODULE, CONFIG_CLASS):
+        raise CheckpointError(f"transkun: {path.name} names module {str(named[0])[:80]!r} and class "
+                              f"{str(named[1])[:80]!r}; only Transkun's own model ({MODEL_MODULE}, "
+                              f"{CONFIG_CLASS}) is accepted.")
+    from transkun import ModelTransformer
+
+    config, values = ModelTransformer.Config(), section["config"]
+    for key, default in vars(config).items():
+        if key not in values:
+            raise CheckpointError(f"transkun: {path.name} lacks the setting {key!r}.")
+        if not _same_kind(values[key], default):
+            raise CheckpointError(f"transkun: {path.name}: {key} = {str(values[key])[:40]} is not a "
+                                  f"plausible {type(default).__name__}.")
+        setattr(config, key, copy.deepcopy(values[key]))
+    return config
+
+
 class TranskunTranscriber:
     """Piano transcription with Transkun's pretrained 2.0 model."""
 
     def __init__(self, folder: Path, device: torch.device, options: TranskunOptions):
-        import moduleconf
+        from transkun.ModelTransformer import TransKun
 
-        conf_manager = moduleconf.parseFromFile(str(folder / CONFIG))
-        model_class = conf_manager["Model"].module.TransKun
-        model = model_class(conf=conf_manager["Model"].config)
-        # Gradient checkpointing is a training feature; left on it makes torch warn on every call.
-        for module in model.modules():
-            if hasattr(module, "useGradientCheckpoint"):
-                module.useGradientCheckpoint = False
+        what = f"transkun checkpoint {WEIGHTS}"
+        config = read_config(folder / CONFIG)
         state = safe_torch_load(folder / WEIGHTS)
         state = state.get("best_state_dict", state.get("state_dict", state))
-        load_strict(model, state, f"transkun {WEIGHTS}")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{what} holds no state dict of tensors.")
+        check_tensors(state, what)
+        with checkpoint_errors(what):
+            model = TransKun(conf=config)
+            # Gradient checkpointing is a training feature; left on it makes torch warn on every call.
+            for module in model.modules():
+                if hasattr(module, "useGradientCheckpoint"):
+                    module.useGradientCheckpoint = False
+            load_strict(model, state, what)
         self.model = model.eval().to(device)
         self.device = device
         self.dtype = torch.float32

@@ -9,7 +9,8 @@ ALL_INSTRUMENTS = "All instruments"
 
 @dataclass
 class Card:
-    """One model's column: head, piano roll (+ instrument picker), stats, MIDI, listening, breakdown."""
+    """One model's column: head, piano roll (+ instrument picker), stats, MIDI and stems, listening,
+    breakdown."""
 
     column: Any
     head: Any
@@ -20,10 +21,11 @@ class Card:
     synth: Any
     mix: Any
     breakdown: Any
+    stems: Any
 
     def components(self) -> list[Any]:
         return [self.column, self.head, self.roll, self.instrument, self.stats, self.midi, self.synth,
-                self.mix, self.breakdown]
+                self.mix, self.breakdown, self.stems]
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Page:
     agreement: Any
     state: Any
     cards: list[Card]
+    player: Any  # the interactive piano rolls (ui/player.py), one transport for every model
 
     def outputs(self) -> list[Any]:
         return [self.status, self.stop, self.original, self.report, self.comparison, self.summary, self.scores,
-                self.agreement, self.state, *[c for card in self.cards for c in card.components()]]
+                self.agreement, self.state, self.player, *[c for card in self.cards for c in card.components()]]

@@ -13,16 +13,17 @@ import contextlib
 import logging
 import queue
 import threading
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import gradio as gr
 
-from .. import pianoroll, pipeline
+from .. import pianoroll, pipeline, writers
 from ..audio import AudioError, check_file
 from ..manager import ModelManager
 from ..results import ModelResult, Run
-from . import render, session
+from . import leakage_view, render, session
 from .components import ALL_INSTRUMENTS, Card, Page
+from .player import run_payload
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,12 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
     except session.USER_ERRORS as e:
         yield {page.status: f"**Could not transcribe:** {e}", page.stop: gr.update(visible=False)}
         return
+    with request:  # its folder is kept until the run ends, even if the page goes away
+        yield from _fill_page(page, manager, request, audio)
+
+
+def _fill_page(page: Page, manager: ModelManager, request: session.Request, audio: str | None) -> Iterator[dict]:
+    """The updates of an accepted request, from the first (cards reset) to the summary."""
     names = [manager.spec(m).display_name for m in request.model_ids]
     state = session.PageState(duration=request.clip.duration, names=names)
     warnings = "".join(f"\n\n**Note:** {w}" for w in request.clip.warnings)
@@ -95,10 +102,15 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
             elif kind == "crashed":
                 yield {page.status: f"**The run stopped:** {payload}", page.stop: gr.update(visible=False)}
                 return
-    yield summary_update(page, session.finish(request, finished), warnings)
+    run = session.finish(request, finished)
+    update = summary_update(page, run, warnings)
+    if run.ok_results:
+        update[page.player] = gr.update(visible=True, value=run_payload(page.player, run, audio))
+    yield update
 
 
-def relay(request: session.Request, manager: ModelManager) -> Iterator[tuple[str, Any, Any]]:
+def relay(request: session.Request, manager: ModelManager,
+          listening: Collection[str] = writers.PAGE_LISTENING) -> Iterator[tuple[str, Any, Any]]:
     """Run the request's models in a worker thread and pass on what it reports:
     ("progress", None, {model index: (fraction, phase)}) with only the newest phase per model,
     ("result", model index, ModelResult), ("crashed", None, message), and ("tick", None, None) when
@@ -106,7 +118,8 @@ def relay(request: session.Request, manager: ModelManager) -> Iterator[tuple[str
     (Stop, a client gone), the worker raises ``Cancelled`` at its next progress report."""
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
-    threading.Thread(target=_work, args=(request, manager, events, stop), name="mt3-demo-run", daemon=True).start()
+    threading.Thread(target=_work, args=(request, manager, events, stop, listening), name="mt3-demo-run",
+                     daemon=True).start()
     try:
         while True:
             try:
@@ -130,7 +143,8 @@ def relay(request: session.Request, manager: ModelManager) -> Iterator[tuple[str
         stop.set()
 
 
-def _work(request: session.Request, manager: ModelManager, events: queue.Queue, stop: threading.Event) -> None:
+def _work(request: session.Request, manager: ModelManager, events: queue.Queue, stop: threading.Event,
+          listening: Collection[str]) -> None:
     """The models, one after another, off the server's event loop; everything goes to ``events``."""
     def on_progress(index: int, fraction: float, desc: str) -> None:
         if stop.is_set():
@@ -138,7 +152,7 @@ def _work(request: session.Request, manager: ModelManager, events: queue.Queue, 
         events.put(("progress", index, (fraction, desc)))
 
     try:
-        for i, result in enumerate(session.results(request, manager, on_progress)):
+        for i, result in enumerate(session.results(request, manager, on_progress, listening)):
             events.put(("result", i, result))
             if stop.is_set():
                 return
@@ -171,13 +185,14 @@ def _first_update(page: Page, request: session.Request, names: list[str], audio:
         page.original: gr.update(value=str(audio), visible=True),
         page.report: gr.update(value=None, visible=False),
         page.comparison: gr.update(visible=False),
+        page.player: gr.update(value=None, visible=False),
         page.state: state,
     }
     for i, card in enumerate(page.cards):
         update[card.column] = gr.update(visible=i < n)
         if i < n:
             update[card.head] = render.card_head(names[i], "running" if i == 0 else "queued")
-            for comp in (card.roll, card.midi, card.synth, card.mix):
+            for comp in (card.roll, card.midi, card.stems, card.synth, card.mix):
                 update[comp] = gr.update(visible=False, value=None)
             update[card.instrument] = gr.update(visible=False, choices=[ALL_INSTRUMENTS], value=ALL_INSTRUMENTS)
             update[card.stats] = ""
@@ -206,6 +221,7 @@ def card_update(card: Card, result: ModelResult) -> dict:
                                    visible=len(instruments) > 1),
         card.stats: render.stats_html(result),
         card.midi: gr.update(value=str(files["midi"]), visible=True),
+        card.stems: gr.update(value=str(files["stems"]) if "stems" in files else None, visible="stems" in files),
         card.synth: gr.update(value=str(files["audio_matched"]) if "audio_matched" in files else None,
                               label=synth_label(result.synth_method), visible="audio_matched" in files),
         card.mix: gr.update(value=str(files["mix"]) if "mix" in files else None, visible="mix" in files),
@@ -222,7 +238,7 @@ def summary_update(page: Page, run: Run, warnings: str) -> dict:
         page.report: gr.update(value=str(run.files["zip"]) if ok else None, visible=ok),
         page.comparison: gr.update(visible=ok),
         page.summary: render.summary_html(run),
-        page.scores: render.scores_html(run),
+        page.scores: render.scores_html(run) + leakage_view.leakage_html(run),
         page.agreement: render.agreement_html(run),
     }
 
@@ -236,20 +252,23 @@ def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None,
         request = session.start(audio, selected, reference, manager, max_seconds)
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None
-    n = len(request.model_ids)
-    finished: list[ModelResult] = []
-    with contextlib.closing(relay(request, manager)) as events:  # closed with this generator
-        for kind, index, payload in events:
-            if kind == "progress" and progress is not None:
-                i, (fraction, desc) = max(payload.items())
-                progress((i + fraction) / n, desc=f"{manager.spec(request.model_ids[i]).display_name}: {desc}")
-            elif kind == "result":
-                finished.append(payload)
-            elif kind == "crashed":
-                raise gr.Error(f"The run stopped: {payload}", print_exception=False)
-            yield (gr.skip(),) * 4
+    with request:  # its folder is kept until the run ends
+        n = len(request.model_ids)
+        finished: list[ModelResult] = []
+        # The API returns no audio: no WAV is written.
+        with contextlib.closing(relay(request, manager, listening=())) as events:  # closed with this generator
+            for kind, index, payload in events:
+                if kind == "progress" and progress is not None:
+                    i, (fraction, desc) = max(payload.items())
+                    progress((i + fraction) / n, desc=f"{manager.spec(request.model_ids[i]).display_name}: {desc}")
+                elif kind == "result":
+                    finished.append(payload)
+                elif kind == "crashed":
+                    raise gr.Error(f"The run stopped: {payload}", print_exception=False)
+                yield (gr.skip(),) * 4
+        run = session.finish(request, finished)
     try:
-        yield session.api_payload(session.finish(request, finished))
+        yield session.api_payload(run)
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import gradio as gr
 
+from .. import runs
 from ..manager import ModelManager, get_manager
 from ..options import Settings, read_env
 from . import handlers, render
 from .components import ALL_INSTRUMENTS, Card, Page
-from .session import RUN_TTL_S, PageState
+from .player import player_component
+from .session import PageState
 from .zerogpu import on_gpu
 
 log = logging.getLogger(__name__)
@@ -75,14 +77,15 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
         for model_id, error in manager.preload().items():
             log.warning("preload %s failed: %s", model_id, error)
-    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, RUN_TTL_S)) as demo:
+    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S)) as demo:
         header = gr.HTML(render.header_html(manager), padding=False, elem_id="page-header")
         inputs = _inputs(manager, settings)
         original = gr.Audio(label="Original recording (transcriptions are level-matched to it)",
                             interactive=False, visible=False, elem_id="original-audio", waveform_options=PLAYER)
+        player = player_component(None, elem_id="player", visible=False)  # filled when the run ends
         cards = _cards(max(1, len(manager.model_ids())))
         page = Page(inputs["status"], inputs["stop"], original, inputs["report"], *_comparison(),
-                    gr.State(PageState()), cards)
+                    gr.State(PageState()), cards, player)
         with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
             gr.HTML(render.about_models_html(manager), padding=False)
         _wire_runs(page, inputs, manager, settings)
@@ -132,8 +135,11 @@ def _card(i: int) -> Card:
         instrument = gr.Dropdown(choices=[ALL_INSTRUMENTS], value=ALL_INSTRUMENTS, label="Piano roll: show",
                                  visible=False, interactive=True)
         stats = gr.HTML("", padding=False, elem_classes="card-stats")
-        midi = gr.DownloadButton("Download MIDI", visible=False, size="md", elem_classes="midi-download",
-                                 variant="secondary")
+        with gr.Row(equal_height=False):
+            midi = gr.DownloadButton("Download MIDI", visible=False, size="md", elem_classes="midi-download",
+                                     variant="secondary")
+            stems = gr.DownloadButton("Download stems", visible=False, size="md", elem_classes="stems-download",
+                                      variant="secondary")
         with gr.Row(equal_height=False):
             synth = gr.Audio(label="Transcription, synthesized", interactive=False, visible=False,
                              min_width=260, waveform_options=PLAYER)
@@ -141,7 +147,7 @@ def _card(i: int) -> Card:
                            min_width=260, waveform_options=PLAYER)
         with gr.Accordion("Per-instrument breakdown", open=False):
             breakdown = gr.HTML("", padding=False)
-    return Card(column, head, roll, instrument, stats, midi, synth, mix, breakdown)
+    return Card(column, head, roll, instrument, stats, midi, synth, mix, breakdown, stems)
 
 
 def _cards(n: int) -> list[Card]:

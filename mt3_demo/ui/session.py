@@ -1,26 +1,20 @@
 """One request of the app, shared by the page and the API endpoint (no Gradio here).
 
-Checks the inputs, gives the request its own folder, runs :mod:`mt3_demo.pipeline` and reports
-each model as it finishes. What the page keeps between events (for the instrument view) is a
-:class:`PageState`.
+Checks the inputs, gives the request its own folder (:mod:`mt3_demo.runs`: bounded, pruned),
+runs :mod:`mt3_demo.pipeline` and reports each model as it finishes. What the page keeps between
+events (for the instrument view) is a :class:`PageState`.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
-from .. import pipeline, writers
+from .. import pipeline, runs, writers
 from ..audio import AudioError, Clip, load_clip
 from ..manager import ModelManager, UnknownModel
 from ..notes import Note, notes_from_midi
 from ..results import ModelResult, Run
-
-RUN_TTL_S = 6 * 3600  # per-request output folders older than this are removed on the next run
 
 
 class InputError(ValueError):
@@ -38,27 +32,6 @@ class PageState:
     duration: float = 0.0
     results: dict[int, ModelResult] = field(default_factory=dict)  # card index -> finished result
     names: list[str] = field(default_factory=list)  # card index -> model name, for this run
-
-
-def runs_root() -> Path:
-    """Per-request folders live under Gradio's temp dir (or the system's): both are served paths."""
-    base = os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()
-    root = Path(base) / "mt3-demo-runs"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def new_run_dir() -> Path:
-    """A fresh folder per request, so two users' files never collide; old ones are pruned."""
-    root = runs_root()
-    now = time.time()
-    for old in root.iterdir():
-        try:
-            if old.is_dir() and now - old.stat().st_mtime > RUN_TTL_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
 
 
 def load_reference(reference: str | None) -> tuple[list[Note] | None, str | None]:
@@ -89,33 +62,55 @@ def check_selection(manager: ModelManager, model_ids: list[str]) -> list[str]:
 
 @dataclass
 class Request:
+    """One request's inputs and folder. Use it as a context manager around the run: its folder is
+    never pruned before the run ends (finished, failed or abandoned)."""
+
     clip: Clip
     model_ids: list[str]
     out_dir: Path
     reference: list[Note] | None
     reference_name: str | None
 
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        runs.release(self.out_dir)
+
 
 def start(audio: str | None, model_ids: list[str], reference: str | None, manager: ModelManager,
           max_seconds: float) -> Request:
-    """Check everything the user gave (raises one of ``USER_ERRORS``) and open the request's folder."""
+    """Check everything the user gave (raises one of ``USER_ERRORS``) and open the request's folder.
+
+    An upload that is rejected is deleted now rather than hours later by Gradio's cache.
+    """
     model_ids = check_selection(manager, model_ids)
-    ref_notes, ref_name = load_reference(reference)
-    clip = load_clip(audio, limit_seconds=max_seconds)
-    return Request(clip, model_ids, new_run_dir(), ref_notes, ref_name)
+    try:
+        ref_notes, ref_name = load_reference(reference)
+    except InputError:
+        runs.discard_upload(reference)
+        raise
+    try:
+        clip = load_clip(audio, limit_seconds=max_seconds)
+    except AudioError:
+        runs.discard_upload(audio)
+        raise
+    return Request(clip, model_ids, runs.new_run_dir(), ref_notes, ref_name)
 
 
 ProgressFn = Callable[[int, float, str], None]  # (index of the model in the request, its fraction, phase)
 
 
-def results(request: Request, manager: ModelManager, progress: ProgressFn | None = None) -> Iterator[ModelResult]:
-    """Each model's result as it finishes (files written), in the order of ``request.model_ids``."""
+def results(request: Request, manager: ModelManager, progress: ProgressFn | None = None,
+            listening: Collection[str] = writers.PAGE_LISTENING) -> Iterator[ModelResult]:
+    """Each model's result as it finishes (files written), in the order of ``request.model_ids``.
+    ``listening``: the WAVs to write (by default the two the page's card plays)."""
     for done, model_id in enumerate(request.model_ids):
         def on_progress(_id: str, frac: float, desc: str, done: int = done) -> None:
             if progress is not None:
                 progress(done, min(max(frac, 0.0), 1.0), desc)
 
-        yield pipeline.transcribe_one(request.clip, model_id, manager, request.out_dir, on_progress)
+        yield pipeline.transcribe_one(request.clip, model_id, manager, request.out_dir, on_progress, listening)
 
 
 def finish(request: Request, model_results: list[ModelResult]) -> Run:
@@ -125,15 +120,16 @@ def finish(request: Request, model_results: list[ModelResult]) -> Run:
     return run
 
 
-def run_all(request: Request, manager: ModelManager, progress: ProgressFn | None = None) -> Run:
-    return finish(request, list(results(request, manager, progress)))
+def run_for_api(request: Request, manager: ModelManager, progress: ProgressFn | None = None) -> Run:
+    """The whole request for the API, which returns no audio: no WAV is written."""
+    return finish(request, list(results(request, manager, progress, listening=())))
 
 
 def instrument_png(state: PageState, index: int, choice: str | None, all_label: str) -> str | None:
     """The card's piano roll, or one drawn for one instrument only (same time axis), or None."""
     result = state.results.get(index)
-    if result is None or not result.ok:
-        return None
+    if result is None or not result.ok or not result.files["png"].parent.is_dir():
+        return None  # no roll, or the run's folder was pruned (older than 6 h, or over the disk cap)
     png = result.files["png"]
     if not choice or choice == all_label:
         return str(png)

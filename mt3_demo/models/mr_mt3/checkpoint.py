@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ...checkpoints import CheckpointError, HubFile, lightning_state_dict, read_checkpoint
+from ...checkpoints import CheckpointError, HubFile, checkpoint_errors, lightning_state_dict, read_checkpoint
 from ..mt3.shapes import PUBLISHED_NUM_HEADS, REQUIRED_KEYS, count_blocks, t5_config_from_shapes
 
 HF_REPO = "gudgud1014/MR-MT3"
@@ -204,9 +204,10 @@ def read_config_json(path: Path | None) -> dict[str, Any]:
     try:
         cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"mr_mt3: could not read {Path(path).name}: {type(e).__name__}") from e
+        raise CheckpointError(f"mr_mt3: could not read {Path(path).name} beside the checkpoint "
+                              f"({type(e).__name__}).") from e
     if not isinstance(cfg, dict):
-        raise CheckpointError(f"mr_mt3: {Path(path).name} is not a JSON object.")
+        raise CheckpointError(f"mr_mt3: {Path(path).name} beside the checkpoint is not a JSON object.")
     return cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
 
 
@@ -249,15 +250,16 @@ def load_model(location: Location, memory_length: int | None = None,
     what = f"MR-MT3 checkpoint {location.name}"
     if location.name in NOT_MR_MT3:
         raise CheckpointError(f"{location.name} is not an MR-MT3 checkpoint: {NOT_MR_MT3[location.name]}.")
-    sd = lightning_state_dict(read_checkpoint(location.path, mmap), what)
+    sd = lightning_state_dict(read_checkpoint(location.path, mmap), what)  # tensors checked there
     cfg_json = read_config_json(location.config_json)
-    n, n_src = settle_memory_length(location, cfg_json, memory_length)
-    heads = int(cfg_json.get("num_heads") or DEFAULT_NUM_HEADS)
-    cfg = config_from_state_dict(sd, what, heads, n)
-    cfg.layer_norm_epsilon = float(cfg_json.get("layer_norm_epsilon", cfg.layer_norm_epsilon))
-    dims = T5Dims(d_model=cfg.d_model, num_heads=cfg.num_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
-                  num_layers=cfg.num_layers, num_decoder_layers=cfg.num_decoder_layers,
-                  vocab_size=cfg.vocab_size, input_dim=cfg.n_mels, eps=cfg.layer_norm_epsilon)
-    model = MRMT3(dims, segmem_num_layers=cfg.segmem_num_layers, memory_length=n)
-    load_t5_state_dict(model, sd, what)  # strict: keys, shapes, aliases equal, inv_freq buffers
+    with checkpoint_errors(what):  # config.json values of the wrong type included
+        n, n_src = settle_memory_length(location, cfg_json, memory_length)
+        heads = int(cfg_json.get("num_heads") or DEFAULT_NUM_HEADS)
+        cfg = config_from_state_dict(sd, what, heads, n)
+        cfg.layer_norm_epsilon = float(cfg_json.get("layer_norm_epsilon", cfg.layer_norm_epsilon))
+        dims = T5Dims(d_model=cfg.d_model, num_heads=cfg.num_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
+                      num_layers=cfg.num_layers, num_decoder_layers=cfg.num_decoder_layers,
+                      vocab_size=cfg.vocab_size, input_dim=cfg.n_mels, eps=cfg.layer_norm_epsilon)
+        model = MRMT3(dims, segmem_num_layers=cfg.segmem_num_layers, memory_length=n)
+        load_t5_state_dict(model, sd, what)  # strict: keys, shapes, aliases equal, inv_freq buffers
     return LoadedCheckpoint(model.eval(), cfg, location, n_src)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from ...audio import Clip
-from ...checkpoints import CheckpointError, HubFile, resolve_file, safe_torch_load
+from ...checkpoints import (CheckpointError, HubFile, check_tensors, checkpoint_errors, resolve_file,
+                             safe_torch_load)
 from ...options import MT3_COMPAT_MODES, MT3Options, OptionError
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from ..t5 import T5, dims_from_state_dict, load_t5_state_dict
@@ -82,7 +83,8 @@ def read_config(location: MT3Location, state: dict[str, torch.Tensor], what: str
     try:
         config = json.loads(location.config.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{MODEL_ID}: {CONFIG} beside {location.weights.name} is not valid JSON ({e}).") from e
+        raise CheckpointError(f"{MODEL_ID}: {CONFIG} beside {location.weights.name} could not be read "
+                              f"({type(e).__name__}).") from e  # OSError's text holds the full path
     missing = [k for k in CONFIG_KEYS if not isinstance(config, dict) or k not in config]
     if missing:
         raise CheckpointError(f"{MODEL_ID}: {CONFIG} beside {location.weights.name} lacks {', '.join(missing)}.")
@@ -95,15 +97,17 @@ def load_model(location: MT3Location, device: torch.device | str = "cpu", positi
     state = safe_torch_load(location.weights)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{what} is not a plain state_dict of tensors (kunato's mt3.pth layout).")
-    try:
-        dims = dims_from_state_dict(read_config(location, state, what), state)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{what}: config.json is incomplete ({e}).") from e
-    with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
-        model = T5(dims)
-    state = {k: v.float() for k, v in state.items()}
-    load_t5_state_dict(model, state, what, assign=True)
-    model.set_position_formula(positions)
+    check_tensors(state, what)
+    with checkpoint_errors(what):
+        try:
+            dims = dims_from_state_dict(read_config(location, state, what), state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{what}: config.json is incomplete ({e}).") from e
+        with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
+            model = T5(dims)
+        state = {k: v.float() for k, v in state.items()}
+        load_t5_state_dict(model, state, what, assign=True)
+        model.set_position_formula(positions)
     return model.eval().to(device)
 
 

@@ -1,9 +1,13 @@
 """Audio → generated ids for every segment: frontend, encoder and greedy decoding, batched.
 
 All segments of a file go through as one batch; the batch is split into chunks only to bound
-memory (a full-size KV cache is ~25 MB per segment at 1024 tokens). Within a chunk the decoder
-runs one position per step with a KV cache, and rows stop costing work once they emit EOS
-(:func:`mt3_demo.models.t5.greedy_decode`).
+memory. Why one batch: a decoder step at a few rows is bound by memory traffic — it reads every
+decoder weight (~90 MB for MT3) whatever the batch — so each extra row in the same step is almost
+free, while the same rows in separate batches each pay for the weights again. What a row costs is
+its memory: its cross-attention keys/values (~6.3 MB for MT3's 256 frames) and its self-attention
+cache (~25 MB at 1024 tokens). :func:`default_batch_size` fits the rows into a budget at the worst
+case (every row decoding ``max_tokens``), then evens the chunks out. Within a chunk the decoder runs
+one position per step with a KV cache (:func:`mt3_demo.models.t5.greedy_decode`).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..t5 import T5, greedy_decode
+from ..t5 import T5, KVCache, T5Dims, greedy_decode
 from . import features as F
 from . import vocab
 
@@ -23,9 +27,31 @@ DEFAULT_MAX_TOKENS = 1024  # Magenta's decoder length (kunato: 1023)
 AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Segments per chunk: on the CPU 16 (~0.5 GB of cache at worst), more on a GPU."""
-    return 64 if device.type == "cuda" else 16
+DECODE_BUDGET_MB = {"cpu": 320, "cuda": 4096}  # per-chunk decoding state; weights not included
+ENCODER_BATCH = 8  # segments per encoder call: the encoder is arithmetic-bound (256 rows per segment
+# already fill a GEMM), so bigger calls only grow its transient activations (~4 MB per segment)
+
+
+def bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGMENT_FRAMES,
+                      element_bytes: int = 4) -> int:
+    """Worst-case memory one segment holds while its chunk decodes: encoder output, cross-attention
+    keys/values, the self-attention cache grown to ``max_tokens`` (in the cache's blocks of
+    :attr:`KVCache.GROW`), logits and output ids — plus its features, as a margin for the transient
+    frontend/encoder work (which runs ENCODER_BATCH segments at a time)."""
+    inner = dims.num_heads * dims.d_kv
+    positions = -(-max(max_tokens, 1) // KVCache.GROW) * KVCache.GROW
+    kv = dims.num_decoder_layers * 2 * inner * (frames + positions)
+    return element_bytes * (frames * (dims.input_dim + dims.d_model) + kv + dims.vocab_size) + 8 * max_tokens
+
+
+def default_batch_size(dims: T5Dims, max_tokens: int, device: torch.device, total: int,
+                       budget_mb: float | None = None) -> int:
+    """Segments per chunk: all ``total`` when they fit the budget, else as many as fit (at least 1),
+    with the chunks evened out (30 segments at a cap of 16 → 2 chunks of 15, not 16 + 14)."""
+    budget = (budget_mb if budget_mb is not None else DECODE_BUDGET_MB.get(device.type, 512)) * 2**20
+    cap = max(1, int(budget // bytes_per_segment(dims, max_tokens)))
+    chunks = -(-max(total, 1) // cap)
+    return -(-max(total, 1) // chunks)
 
 
 @dataclass
@@ -49,6 +75,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def encode_segments(model: T5, frontend: F.LogMel, x: torch.Tensor, start: int, stop: int,
+                    timings: Timings) -> torch.Tensor:
+    """Encoder output [stop − start, 256, d] of segments start..stop−1, ENCODER_BATCH at a time
+    (features and activations are transient; only the encoder output is kept)."""
+    device = x.device
+    parts = []
+    for i in range(start, stop, ENCODER_BATCH):
+        t0 = time.perf_counter()
+        feats = frontend(x, i, min(stop, i + ENCODER_BATCH))
+        _sync(device)
+        t1 = time.perf_counter()
+        parts.append(model.encode(feats))
+        _sync(device)
+        timings.frontend_s += t1 - t0
+        timings.encoder_s += time.perf_counter() - t1
+    return torch.cat(parts)
+
+
 def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tensor, *,
                  max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int | None = None,
                  use_cache: bool = True, amp_dtype: torch.dtype | None = None,
@@ -63,10 +107,10 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
     """
     device = next(model.parameters()).device
     timings = timings if timings is not None else Timings()
-    batch_size = batch_size or default_batch_size(device)
     x = torch.as_tensor(np.asarray(samples, dtype=np.float32) if not torch.is_tensor(samples) else samples,
                         dtype=torch.float32).to(device)
     total = F.num_segments(x.shape[0])
+    batch_size = batch_size or default_batch_size(model.dims, max_tokens, device, total)
     amp = (torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda"
            else contextlib.nullcontext())
     out: list[list[int]] = []
@@ -78,20 +122,13 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
     with torch.inference_mode():
         for start in range(0, total, batch_size):
             stop = min(total, start + batch_size)
-            t0 = time.perf_counter()
-            feats = frontend(x, start, stop)
-            _sync(device)
-            t1 = time.perf_counter()
             with amp:
-                memory = model.encode(feats)
-                _sync(device)
+                memory = encode_segments(model, frontend, x, start, stop, timings)
                 t2 = time.perf_counter()
                 ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache,
                                     start_id=vocab.PAD, eos_id=eos_id, on_step=count_step)
-            t3 = time.perf_counter()
-            timings.frontend_s += t1 - t0
-            timings.encoder_s += t2 - t1
-            timings.decode_s += t3 - t2
+                del memory
+            timings.decode_s += time.perf_counter() - t2
             timings.chunks.append(stop - start)
             out.extend(ids)
             if progress is not None:

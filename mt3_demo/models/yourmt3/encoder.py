@@ -61,10 +61,23 @@ class ResBlock(nn.Module):
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.bn1(self.conv1(x)))
+        # In-place ReLU/add and the pairwise mean below give exactly F.relu(h + s) and avg_pool2d's
+        # values; they only save passes over these large [B, C, 110, F] tensors (memory-bound here).
+        h = self.bn1(self.conv1(x)).relu_()
         h = self.bn2(self.conv2(h))
-        h = F.relu(h + (self.shortcut(x) if self.shortcut is not None else x))
-        return F.avg_pool2d(h, (1, 2))
+        h += self.shortcut(x) if self.shortcut is not None else x
+        return mean_of_bin_pairs(h.relu_())
+
+
+def mean_of_bin_pairs(h: Tensor) -> Tensor:
+    """avg_pool2d(h, (1, 2)): [..., F] → [..., F/2], bin pairs averaged as (a + b) / 2.
+
+    The same values as avg_pool2d (which sums the pair, then divides by 2; ×0.5 is the same
+    correctly rounded operation), twice as fast on a contiguous NCHW tensor.
+    """
+    if h.shape[-1] % 2:
+        return F.avg_pool2d(h, (1, 2))  # odd width: avg_pool2d drops the last bin
+    return (h[..., 0::2] + h[..., 1::2]).mul_(0.5)
 
 
 class PreEncoder(nn.Module):
@@ -192,17 +205,30 @@ class MoE(nn.Module):
         return w.to(z.dtype), idx
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [..., D] → [..., D]: Σ over each token's k experts of weight · expert(token).
+
+        Grouped dispatch: the N·k (token, expert) pairs are sorted by expert once (stable, so
+        tokens stay in order within an expert), gathered with one index_select, each expert runs
+        on its contiguous slice, and the weighted results go back to (token, slot) order with one
+        scatter; then the k slots are summed. Each expert sees exactly the rows, in the order, that
+        a per-expert ``nonzero`` loop would give it, so its outputs are identical; for k ≤ 2 the
+        sum c₀ + c₁ equals the loop's (0 + c_a) + c_b exactly (float addition is commutative).
+        """
         shape = x.shape
         z = x.reshape(-1, shape[-1])
         w, idx = self.route(z)
         if self.record_routing:
             self.last_routing = idx.detach().cpu()
-        out = torch.zeros_like(z)
-        for e, expert in enumerate(self.experts):
-            token, slot = (idx == e).nonzero(as_tuple=True)
-            if token.numel():
-                out.index_add_(0, token, expert(z[token]) * w[token, slot, None])
-        return out.view(shape)
+        n, k = idx.shape
+        pair_expert = idx.reshape(-1)  # pair p = token p // k, slot p % k
+        order = torch.argsort(pair_expert, stable=True)
+        counts = torch.bincount(pair_expert, minlength=len(self.experts)).tolist()
+        rows = z.index_select(0, order // k)
+        outs = [expert(part) for expert, part in zip(self.experts, rows.split(counts)) if part.shape[0]]
+        weighted = torch.cat(outs).mul_(w.reshape(-1, 1).index_select(0, order))
+        per_pair = torch.empty_like(weighted)
+        per_pair[order] = weighted
+        return per_pair.view(n, k, -1).sum(1).view(shape)
 
 
 class PerceiverLayer(nn.Module):

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ...checkpoints import CheckpointError, check_state_dict
+from ...checkpoints import CheckpointError, check_state_dict, checkpoint_errors
 from ..t5 import T5Dims
 from .checkpoint import read_checkpoint
 from .decoder import ChannelProjection, LMHead, MultiChannelDecoder, greedy_decode
@@ -260,8 +260,9 @@ def load_model(path: Path) -> tuple[YourMT3, dict[str, Any]]:
     """Checkpoint file → (float32 CPU model in eval mode, hyper_parameters)."""
     path = Path(path)
     what = f"YourMT3 checkpoint {path.name}"
-    sd, hp = read_checkpoint(path)
-    dims = dims_from_checkpoint(sd, hp, what)
-    model = YourMT3(dims)
-    load_upstream_state_dict(model, sd, what)
+    sd, hp = read_checkpoint(path)  # tensors checked there (dtype, emptiness, finiteness)
+    with checkpoint_errors(what):
+        dims = dims_from_checkpoint(sd, hp, what)
+        model = YourMT3(dims)
+        load_upstream_state_dict(model, sd, what)
     return model.eval(), hp

@@ -1,0 +1,187 @@
+"""The fast paths give the same results as the plain ones: batching, finished-row handling, the
+grouped mixture-of-experts, the pre-encoder's in-place ops, the chunk policy and the thread policy.
+
+Equalities here are exact (torch.equal / identical ids): each fast path does the same float
+operations on the same operands as its reference, only fewer passes or fewer copies.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mt3_demo import threads
+from mt3_demo.models import t5
+from mt3_demo.models.mt3 import adapter, decoding, features
+from mt3_demo.models.yourmt3.encoder import MoE, ResBlock, mean_of_bin_pairs
+
+TINY = Path(__file__).parent / "fixtures" / "mt3" / "tiny_model"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return adapter.load_model(adapter.resolve(TINY), "cpu", positions="checkpoint")
+
+
+@pytest.fixture(scope="module")
+def memory16(tiny):
+    """16 rows: the fixture's two memories plus 14 perturbed copies, so rows finish at many steps."""
+    base = tiny.encode(torch.from_numpy(np.load(TINY / "features.npy")))
+    g = torch.Generator().manual_seed(0)
+    noise = [base[i % 2:i % 2 + 1] * (1 + 0.05 * torch.randn(base[:1].shape, generator=g)) for i in range(14)]
+    return torch.cat([base] + noise).detach()
+
+
+def test_all_rows_at_once_equal_row_by_row(tiny, memory16):
+    with torch.inference_mode():
+        together = t5.greedy_decode(tiny, memory16, max_tokens=60)
+        alone = [t5.greedy_decode(tiny, memory16[i:i + 1], max_tokens=60)[0] for i in range(16)]
+        in_fives = sum((t5.greedy_decode(tiny, memory16[i:i + 5], max_tokens=60) for i in range(0, 16, 5)), [])
+    assert together == alone == in_fives
+    lengths = sorted(len(g) for g in together)
+    # the finished-row path is exercised: several rows end early, at different steps, some run to the limit
+    assert len({n for n in lengths if n < 60}) >= 3 and lengths[-1] == 60
+
+
+def test_finished_rows_are_dropped_in_batches(tiny, memory16):
+    """Rows leave the batch once finished rows reach an eighth of it, never one copy per finished row."""
+    live, batch = [], []
+    keep = t5.KVCache.keep
+
+    def spy(cache, rows):
+        batch.append(int(rows.numel()))
+        keep(cache, rows)
+
+    t5.KVCache.keep = spy
+    try:
+        with torch.inference_mode():
+            ids = t5.greedy_decode(tiny, memory16, max_tokens=60, on_step=lambda s, n: live.append(n))
+    finally:
+        t5.KVCache.keep = keep
+    finished = sum(1 for g in ids if g[-1] == 1)
+    assert 0 < len(batch) < finished  # fewer compactions than finished rows
+    assert live[0] == 16 and live[-1] == sum(1 for g in ids if len(g) == len(live))
+
+
+def test_generate_ids_same_whatever_the_chunking(tiny):
+    frontend = features.LogMel(tiny.dims.input_dim, "zero", torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(5 * features.SEGMENT_SAMPLES)).astype(np.float32)
+    auto_t, one_t = decoding.Timings(), decoding.Timings()
+    auto = decoding.generate_ids(tiny, frontend, x, max_tokens=30, timings=auto_t)
+    one = decoding.generate_ids(tiny, frontend, x, max_tokens=30, batch_size=1, timings=one_t)
+    assert auto == one and len(auto) == features.num_segments(len(x))
+    assert auto_t.chunks == [len(auto)] and one_t.chunks == [1] * len(auto)
+
+
+def test_chunk_policy_fits_the_budget_and_evens_chunks():
+    dims = t5.T5Dims()  # MT3's full size
+    cpu = torch.device("cpu")
+    per = decoding.bytes_per_segment(dims, 1024)
+    # cross keys/values (256 frames) + self cache (1024 positions), 8 layers, k and v, 6·64 wide, float32
+    assert per > 8 * 2 * 384 * (256 + 1024) * 4
+    assert decoding.default_batch_size(dims, 64, cpu, 30) == 30  # a minute at 64 tokens: one batch
+    cap = decoding.default_batch_size(dims, 1024, cpu, 1000)
+    assert cap * per <= decoding.DECODE_BUDGET_MB["cpu"] * 2**20
+    assert decoding.default_batch_size(dims, 1024, cpu, 30, budget_mb=16 * per / 2**20) == 15  # 15 + 15
+    assert decoding.default_batch_size(dims, 1024, cpu, 5, budget_mb=1) == 1
+
+
+def moe_loop_reference(layer: MoE, x: torch.Tensor) -> torch.Tensor:
+    """The per-expert loop: nonzero per expert, run, index_add in expert order."""
+    z = x.reshape(-1, x.shape[-1])
+    w, idx = layer.route(z)
+    out = torch.zeros_like(z)
+    for e, expert in enumerate(layer.experts):
+        token, slot = (idx == e).nonzero(as_tuple=True)
+        if token.numel():
+            out.index_add_(0, token, expert(z[token]) * w[token, slot, None])
+    return out.view(x.shape)
+
+
+@pytest.mark.parametrize("tokens", [1, 37, 2000])
+def test_grouped_moe_equals_the_per_expert_loop(tokens):
+    torch.manual_seed(tokens)
+    layer = MoE(128, 512, num_experts=8, top_k=2).eval()
+    x = torch.randn(tokens, 128)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), moe_loop_reference(layer, x))
+        x3 = torch.randn(3, 5, 128)  # any leading shape
+        assert torch.equal(layer(x3), moe_loop_reference(layer, x3))
+
+
+def test_moe_with_an_expert_left_without_tokens():
+    torch.manual_seed(1)
+    layer = MoE(16, 32, num_experts=4, top_k=2).eval()
+    with torch.no_grad():
+        layer.gate.weight[3] = -100.0  # expert 3 never in the top 2 of positive inputs
+    x = torch.rand(50, 16) + 0.1
+    with torch.inference_mode():
+        _, idx = layer.route(x)
+        assert not bool((idx == 3).any())
+        assert torch.equal(layer(x), moe_loop_reference(layer, x))
+
+
+def test_pre_encoder_block_equals_the_plain_formula():
+    torch.manual_seed(0)
+    for c_in in (1, 8):
+        block = ResBlock(c_in, 8).eval()
+        for bn in (block.bn1, block.bn2):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2)
+        x = torch.randn(2, c_in, 5, 32)
+        with torch.inference_mode():
+            h = F.relu(block.bn1(block.conv1(x)))
+            h = block.bn2(block.conv2(h))
+            h = F.relu(h + (block.shortcut(x) if block.shortcut is not None else x))
+            assert torch.equal(block(x), F.avg_pool2d(h, (1, 2)))
+    odd = torch.randn(1, 2, 3, 7)
+    assert torch.equal(mean_of_bin_pairs(odd.clone()), F.avg_pool2d(odd, (1, 2)))
+
+
+def test_thread_override_and_bad_values(monkeypatch):
+    assert threads.choose_threads({threads.ENV: "3"}) == (3, f"{threads.ENV}=3")
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(ValueError, match=threads.ENV):
+            threads.choose_threads({threads.ENV: bad})
+    n, why = threads.choose_threads({})
+    assert 1 <= n <= len(threads.allowed_cores()) and "cores allowed" in why
+    before = torch.get_num_threads()
+    monkeypatch.setenv(threads.ENV, "1")
+    with threads.thread_policy() as used:
+        assert used == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv(threads.ENV, "lots")
+    with pytest.warns(UserWarning, match="positive integer"), threads.thread_policy() as used:
+        assert used >= 1
+    assert torch.get_num_threads() == before
+
+
+def test_cgroup_quota_and_proc_stat_parsing(tmp_path):
+    assert threads.cgroup_quota(tmp_path) is None  # no file
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert threads.cgroup_quota(tmp_path) == 1.5
+    stat = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1 2\n"
+    assert threads._cpu_ticks(stat) == {0: (10, 50), 1: (10, 50)}
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_batched_decoding_matches_the_cpu_ids(tiny, memory16):
+    """The same batched, cached decode on CUDA in fp32 gives the CPU's ids (tiny fixture model)."""
+    cuda = torch.device("cuda")
+    model = adapter.load_model(adapter.resolve(TINY), cuda, positions="checkpoint")
+    with torch.inference_mode():
+        cpu_ids = t5.greedy_decode(tiny, memory16, max_tokens=60)
+        gpu_ids = t5.greedy_decode(model, memory16.to(cuda), max_tokens=60)
+        torch.manual_seed(0)
+        layer = MoE(128, 512, num_experts=8, top_k=2).eval()
+        x = torch.randn(500, 128)
+        moe_gpu = layer.to(cuda)(x.to(cuda)).cpu()
+        moe_ref = moe_loop_reference(layer, x.to(cuda)).cpu()
+    assert gpu_ids == cpu_ids
+    assert torch.equal(moe_gpu, moe_ref)
