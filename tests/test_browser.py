@@ -295,6 +295,8 @@ def test_example_run_shows_results(browser, app_url, gradio_tmp, tmp_path):
         page.set_viewport_size({"width": 390, "height": 844})
         expect(card.locator(".piano-roll img")).to_be_visible()
         assert no_horizontal_scroll(page)
+        labels = ["label[data-testid=block-label]", ".icon-button-wrapper"]
+        assert not overlaps(visible_boxes(page, labels)), overlaps(visible_boxes(page, labels))
         page.screenshot(path=str(tmp_path / "phone_result.png"), full_page=True)
         roll = page.get_by_test_id("roll-transkun")
         roll.evaluate("e => e.scrollIntoView({block: 'end'})")  # below the sticky transport
@@ -404,6 +406,9 @@ def test_phone_first_screen_and_results(browser, app_url, short_clip):
             expect(tab).to_be_visible()
             box = tab.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, (name, box)
+        # Component labels never run under their own icon buttons (download, share, clear).
+        labels = ["label[data-testid=block-label]", ".icon-button-wrapper"]
+        assert not overlaps(visible_boxes(page, labels)), overlaps(visible_boxes(page, labels))
         page.get_by_role("tab", name="Summary").click()
         table = page.locator("#summary-table .mt3-table-wrap")
         expect(table).to_be_visible()

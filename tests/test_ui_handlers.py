@@ -109,7 +109,7 @@ def test_upload_note_says_what_was_uploaded(tmp_path):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     assert "empty" in handlers.check_upload(str(empty), 600.0)
-    assert handlers.check_upload(None, 600.0) == ""
+    assert "up to 10 min" in handlers.check_upload(None, 600.0)  # before an upload: what it may be
 
 
 def test_run_reports_phases_in_its_card_and_finishes(gradio_tmp, tone_wav):

@@ -55,9 +55,10 @@ def validate_inputs(manager: ModelManager, max_seconds: float, audio: str | None
 
 
 def check_upload(audio: str | None, max_seconds: float) -> str:
-    """The note under the recording, as soon as it is uploaded: what it is, or what is wrong."""
+    """The note under the recording, as soon as it is uploaded: what it is, or what is wrong
+    (before any upload: what it may be)."""
     if not audio:
-        return ""
+        return render.upload_hint(max_seconds)
     try:
         return render.upload_note(True, check_file(audio, max_seconds))
     except AudioError as e:

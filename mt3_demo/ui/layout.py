@@ -80,7 +80,7 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
     with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S)) as demo:
         header = gr.HTML(render.header_html(manager), padding=False, elem_id="page-header")
         inputs = _inputs(manager, settings)
-        original = gr.Audio(label="Original recording (transcriptions are level-matched to it)",
+        original = gr.Audio(label="Original recording",
                             interactive=False, visible=False, elem_id="original-audio", waveform_options=PLAYER)
         player = player_component(None, elem_id="player", visible=False)  # filled when the run ends
         cards = _cards(max(1, len(manager.model_ids())))
@@ -101,8 +101,9 @@ def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
-                             label=f"Recording (WAV, FLAC, OGG, MP3; up to {settings.max_seconds / 60:.0f} min)")
-            upload_note = gr.HTML("", padding=False, elem_id="upload-check")
+                             label="Recording")  # short: on a phone a long label runs under its buttons
+            upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
+                                  elem_id="upload-check")
             models = gr.CheckboxGroup(
                 choices=[(render.choice_label(manager, m), m) for m in usable],
                 value=[m for m in manager.default_selection() if m in usable], label="Models",
@@ -120,7 +121,7 @@ def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
             rows, labels = examples()
             example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
                                label="Examples (click one)", elem_id="examples")
-            reference = gr.File(label="Reference MIDI for scoring (optional; examples bring their own)",
+            reference = gr.File(label="Reference MIDI (optional, for scores)",
                                 file_types=[".mid", ".midi"], elem_id="reference-input")
     return dict(audio=audio, upload_note=upload_note, reference=reference, models=models,
                 availability=availability, run=run, stop=stop, status=status, report=report,

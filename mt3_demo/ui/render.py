@@ -89,6 +89,10 @@ def availability_html(manager: ModelManager) -> str:
     return f'<div class="availability"><p>Not available here:</p><ul>{"".join(lines)}</ul></div>'
 
 
+def upload_hint(max_seconds: float) -> str:
+    return f'<div class="upload-note hint">WAV, FLAC, OGG or MP3, up to {max_seconds / 60:.0f} min.</div>'
+
+
 def upload_note(ok: bool, text: str) -> str:
     """The line under the recording right after an upload: what it is, or what is wrong with it."""
     if ok:
