@@ -296,7 +296,8 @@ def test_example_run_shows_results(browser, app_url, gradio_tmp, tmp_path):
         expect(card.locator(".piano-roll img")).to_be_visible()
         assert no_horizontal_scroll(page)
         labels = ["label[data-testid=block-label]", ".icon-button-wrapper"]
-        assert not overlaps(visible_boxes(page, labels)), overlaps(visible_boxes(page, labels))
+        assert not overlaps(visible_boxes(page, labels)), (
+            overlaps(visible_boxes(page, labels)), page.locator(labels[0]).all_inner_texts())
         page.screenshot(path=str(tmp_path / "phone_result.png"), full_page=True)
         roll = page.get_by_test_id("roll-transkun")
         roll.evaluate("e => e.scrollIntoView({block: 'end'})")  # below the sticky transport

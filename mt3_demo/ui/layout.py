@@ -121,7 +121,7 @@ def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
             rows, labels = examples()
             example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
                                label="Examples (click one)", elem_id="examples")
-            reference = gr.File(label="Reference MIDI (optional, for scores)",
+            reference = gr.File(label="Reference MIDI (optional)",
                                 file_types=[".mid", ".midi"], elem_id="reference-input")
     return dict(audio=audio, upload_note=upload_note, reference=reference, models=models,
                 availability=availability, run=run, stop=stop, status=status, report=report,
