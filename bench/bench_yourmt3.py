@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch.nn.functional as F  # noqa: E402
 
-from bench.naive import naive_decode  # noqa: E402
+from bench.naive import moe_loop, naive_decode  # noqa: E402
 from mt3_demo.models.yourmt3 import encoder as enc_mod  # noqa: E402
 from mt3_demo.models.yourmt3.features import SAMPLE_RATE, segment_audio  # noqa: E402
 from mt3_demo.models.yourmt3.model import load_model  # noqa: E402
@@ -81,18 +81,6 @@ def random_checkpoint(manifest: Path, out: Path, seed: int = 0) -> Path:
     return path
 
 
-def plain_moe(self, x):
-    """The MoE as a per-expert loop (the previous code): nonzero, run, index_add_ per expert."""
-    z = x.reshape(-1, x.shape[-1])
-    w, idx = self.route(z)
-    out = torch.zeros_like(z)
-    for e, expert in enumerate(self.experts):
-        token, slot = (idx == e).nonzero(as_tuple=True)
-        if token.numel():
-            out.index_add_(0, token, expert(z[token]) * w[token, slot, None])
-    return out.view(x.shape)
-
-
 def plain_resblock(self, x):
     """The pre-encoder block out of place, pooled with avg_pool2d (the previous code)."""
     h = F.relu(self.bn1(self.conv1(x)))
@@ -105,7 +93,7 @@ def encoder_ab(model, segments, repeat: int) -> None:
     """Encoder now vs its plain form, alternating, fastest of ``repeat`` each; outputs compared."""
     spec = model.spectrogram(segments)
     fast = (enc_mod.MoE.forward, enc_mod.ResBlock.forward)
-    plain = (plain_moe, plain_resblock)
+    plain = (moe_loop, plain_resblock)
     best = {"now": float("inf"), "plain": float("inf")}
     outs = {}
     for _ in range(repeat):

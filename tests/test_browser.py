@@ -23,33 +23,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, running_app
+from conftest import ARTIFACTS as ARTIFACTS_ROOT
+from conftest import EXAMPLES, running_app
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_MS = 420_000  # a 20 s clip on a slow, shared 2-core CPU
-ARTIFACTS = Path(os.environ.get("MT3_DEMO_ARTIFACTS", ROOT / "tests" / "artifacts")) / "browser"
+ARTIFACTS = ARTIFACTS_ROOT / "browser"
 PIANO = EXAMPLES / "piano_cschumann_polonaise"
 PHONE = dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def gradio_tmp(tmp_path_factory):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return tmp_path_factory.mktemp("gradio")
 
 
@@ -427,7 +414,6 @@ def test_phone_first_screen_and_results(browser, app_url, short_clip):
 def test_side_by_side_with_a_failing_model(browser, app_url, short_clip, tmp_path, monkeypatch):
     """Three models, one with a corrupt file: its card says so once, in one sentence (details
     folded; no toast, nothing in the summary but a pointer to the card); the others are compared."""
-    import os as _os
 
     from playwright.sync_api import expect
 
@@ -438,7 +424,7 @@ def test_side_by_side_with_a_failing_model(browser, app_url, short_clip, tmp_pat
     for f in ("model.ckpt", "config.json"):
         shutil.copy(FIXTURES / "mr_mt3/set_b" / f, root / "mr_mt3")
     (root / "mt3").mkdir()
-    (root / "mt3" / "mt3.pth").write_bytes(_os.urandom(5000))  # not a checkpoint
+    (root / "mt3" / "mt3.pth").write_bytes(os.urandom(5000))  # not a checkpoint
     monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:

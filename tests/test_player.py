@@ -7,19 +7,15 @@ tests/test_browser.py does). Screenshots of each state go to ``tests/artifacts/p
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
+from conftest import ARTIFACTS as ARTIFACTS_ROOT
 from mt3_demo.metrics import note_diff, score
 from mt3_demo.notes import Note
 from mt3_demo.player import decode_notes, encode_payload, payload_json
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "player"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = ARTIFACTS_ROOT / "player"
 DURATION = 20.0
 
 
@@ -87,17 +83,6 @@ def test_payload_for_20000_notes_is_under_a_megabyte():
 
 # ------------------------------------------------------------------------------------------------
 # Browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

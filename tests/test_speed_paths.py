@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.naive import moe_loop
 from mt3_demo import threads
 from mt3_demo.models import t5
 from mt3_demo.models.mt3 import adapter, decoding, features
@@ -90,27 +91,15 @@ def test_chunk_policy_fits_the_budget_and_evens_chunks():
     assert decoding.default_batch_size(dims, 1024, cpu, 5, budget_mb=1) == 1
 
 
-def moe_loop_reference(layer: MoE, x: torch.Tensor) -> torch.Tensor:
-    """The per-expert loop: nonzero per expert, run, index_add in expert order."""
-    z = x.reshape(-1, x.shape[-1])
-    w, idx = layer.route(z)
-    out = torch.zeros_like(z)
-    for e, expert in enumerate(layer.experts):
-        token, slot = (idx == e).nonzero(as_tuple=True)
-        if token.numel():
-            out.index_add_(0, token, expert(z[token]) * w[token, slot, None])
-    return out.view(x.shape)
-
-
 @pytest.mark.parametrize("tokens", [1, 37, 2000])
 def test_grouped_moe_equals_the_per_expert_loop(tokens):
     torch.manual_seed(tokens)
     layer = MoE(128, 512, num_experts=8, top_k=2).eval()
     x = torch.randn(tokens, 128)
     with torch.inference_mode():
-        assert torch.equal(layer(x), moe_loop_reference(layer, x))
+        assert torch.equal(layer(x), moe_loop(layer, x))
         x3 = torch.randn(3, 5, 128)  # any leading shape
-        assert torch.equal(layer(x3), moe_loop_reference(layer, x3))
+        assert torch.equal(layer(x3), moe_loop(layer, x3))
 
 
 def test_moe_with_an_expert_left_without_tokens():
@@ -122,7 +111,7 @@ def test_moe_with_an_expert_left_without_tokens():
     with torch.inference_mode():
         _, idx = layer.route(x)
         assert not bool((idx == 3).any())
-        assert torch.equal(layer(x), moe_loop_reference(layer, x))
+        assert torch.equal(layer(x), moe_loop(layer, x))
 
 
 def test_pre_encoder_block_equals_the_plain_formula():
@@ -182,6 +171,6 @@ def test_cuda_fp32_batched_decoding_matches_the_cpu_ids(tiny, memory16):
         layer = MoE(128, 512, num_experts=8, top_k=2).eval()
         x = torch.randn(500, 128)
         moe_gpu = layer.to(cuda)(x.to(cuda)).cpu()
-        moe_ref = moe_loop_reference(layer, x.to(cuda)).cpu()
+        moe_ref = moe_loop(layer, x.to(cuda)).cpu()
     assert gpu_ids == cpu_ids
     assert torch.equal(moe_gpu, moe_ref)
