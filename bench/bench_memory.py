@@ -69,7 +69,7 @@ def build(model: str, folder: str, tokens: int):
         from mt3_demo.options import MT3Options
 
         decode = adapter.generate_ids
-        adapter.generate_ids = lambda *a, **kw: decode(*a, **kw, eos_id=-1)  # fixed work: no EOS stop
+        adapter.generate_ids = lambda *a, **kw: decode(*a, **kw, stop_at_eos=False)  # fixed work: no EOS stop
         return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), MT3Options(max_tokens=tokens))
     raise SystemExit(f"unknown model {model}")
 

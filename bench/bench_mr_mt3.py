@@ -42,7 +42,6 @@ from mt3_demo.models.mt3.decoding import Timings, generate_ids  # noqa: E402
 from mt3_demo.options import MRMT3Options  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "fixtures" / "mr_mt3" / "mrmt3_ckpt_manifest.json"
-NO_EOS = -1
 
 
 def write_random_ckpt(folder: Path, seed: int = 0, adamw: bool = False) -> Path:
@@ -109,7 +108,7 @@ def time_mt3(model, x, tokens: int, batch_size: int, device) -> dict:
     """The MT3 issue's path (mt3.decoding.generate_ids) on the same network, memory unused."""
     t = Timings()
     frontend = features.LogMel(model.dims.input_dim, "zero", device)
-    generate_ids(model, frontend, x, max_tokens=tokens, batch_size=batch_size, eos_id=NO_EOS, timings=t)
+    generate_ids(model, frontend, x, max_tokens=tokens, batch_size=batch_size, stop_at_eos=False, timings=t)
     return {"front+enc s": t.frontend_s + t.encoder_s, "decode s": t.decode_s, "steps": t.decode_steps,
             "tokens": t.tokens}
 
@@ -124,7 +123,7 @@ def time_mr_mt3(tr, clips: list, tokens: int, naive: bool) -> dict:
     def count(_s, _r):
         steps[0] += 1
 
-    ids = contiguous_decode(tr.model, encoded, tokens, use_cache=not naive, on_step=count, eos_id=NO_EOS)
+    ids = contiguous_decode(tr.model, encoded, tokens, use_cache=not naive, on_step=count, stop_at_eos=False)
     sync(tr.device)
     t2 = time.perf_counter()
     return {"front+enc s": t1 - t0, "decode s": t2 - t1, "steps": steps[0],

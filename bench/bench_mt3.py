@@ -49,7 +49,7 @@ def run(transcriber, x, tokens: int, naive: bool, segments: int | None = None,
     for _ in range(repeat):
         t = Timings()
         t0 = time.perf_counter()
-        generate_ids(transcriber.model, transcriber.frontend, x, max_tokens=tokens, eos_id=-1, timings=t,
+        generate_ids(transcriber.model, transcriber.frontend, x, max_tokens=tokens, stop_at_eos=False, timings=t,
                      batch_size=1 if naive else batch_size or transcriber.batch_size, use_cache=not naive)
         t.total_s = time.perf_counter() - t0
         if best is None or t.total_s < best.total_s:

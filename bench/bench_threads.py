@@ -40,7 +40,7 @@ def child(folder: str, setting: str, seconds: float, tokens: int, repeat: int) -
 
     def once() -> float:
         t0 = time.perf_counter()
-        generate_ids(tr.model, tr.frontend, x, max_tokens=tokens, eos_id=-1)
+        generate_ids(tr.model, tr.frontend, x, max_tokens=tokens, stop_at_eos=False)
         return time.perf_counter() - t0
 
     times, chosen = [], []

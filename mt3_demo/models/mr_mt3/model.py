@@ -98,7 +98,7 @@ def contiguous_decode(model: MRMT3, encoded: Sequence[Tensor], max_tokens: int =
                       use_cache: bool = True, first_memory_ids: Sequence[Sequence[int]] | None = None,
                       on_segment: Callable[[int, int], None] | None = None,
                       on_step: Callable[[int, int], None] | None = None,
-                      eos_id: int = EOS_ID) -> list[list[list[int]]]:
+                      stop_at_eos: bool = True) -> list[list[list[int]]]:
     """Upstream's contiguous inference for several files at once.
 
     encoded[f]        encoder output of file f, [S_f, T, d] (all its segments)
@@ -110,8 +110,8 @@ def contiguous_decode(model: MRMT3, encoded: Sequence[Tensor], max_tokens: int =
     have the same length); the memory row of step k+1 is built from step k's output.
     ``on_segment(done, total)`` counts decoded segments over all files; ``on_step(step, live_rows)``
     is passed to :func:`greedy_decode`. ``use_cache=False`` is the naive reference (upstream's
-    way: no KV cache, whole prefix re-run every step, memory stack over all M rows). ``eos_id=-1``
-    never stops early (benchmarks: a fixed decode length). Call it under ``torch.inference_mode()``.
+    way: no KV cache, whole prefix re-run every step, memory stack over all M rows). ``stop_at_eos=False``
+    decodes exactly ``max_tokens`` per segment (benchmarks: a fixed decode length). Call it under ``torch.inference_mode()``.
     """
     device = encoded[0].device if encoded else torch.device("cpu")
     rows = [list(r) for r in first_memory_ids] if first_memory_ids is not None else \
@@ -124,7 +124,7 @@ def contiguous_decode(model: MRMT3, encoded: Sequence[Tensor], max_tokens: int =
         mem_ids = torch.tensor([rows[f] for f in live], dtype=torch.long, device=device)
         memory = model.cross_memory(enc, mem_ids, shortcut=use_cache)
         ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache, start_id=START_ID,
-                            eos_id=eos_id, on_step=on_step)
+                            eos_id=EOS_ID if stop_at_eos else None, on_step=on_step)
         for f, g in zip(live, ids):
             out[f].append(g)
             rows[f] = memory_ids_from_generated(g)

@@ -97,13 +97,13 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
                  max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int | None = None,
                  use_cache: bool = True, amp_dtype: torch.dtype | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 timings: Timings | None = None, eos_id: int = vocab.EOS) -> list[list[int]]:
+                 timings: Timings | None = None, stop_at_eos: bool = True) -> list[list[int]]:
     """Generated ids per segment (no start token; ending with EOS when it came within max_tokens).
 
     ``samples``: the whole 16 kHz mono signal. ``amp_dtype`` (fp16/bf16) autocasts the network on
     CUDA; the frontend always runs in float32. ``batch_size=1, use_cache=False`` is the naive
-    reference (segment by segment, whole prefix re-run every step). ``eos_id=-1`` never stops early
-    (benchmarks at a fixed decode length).
+    reference (segment by segment, whole prefix re-run every step). ``stop_at_eos=False`` decodes
+    exactly ``max_tokens`` per segment (benchmarks at a fixed decode length).
     """
     device = next(model.parameters()).device
     timings = timings if timings is not None else Timings()
@@ -126,7 +126,8 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
                 memory = encode_segments(model, frontend, x, start, stop, timings)
                 t2 = time.perf_counter()
                 ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache,
-                                    start_id=vocab.PAD, eos_id=eos_id, on_step=count_step)
+                                    start_id=vocab.PAD, eos_id=vocab.EOS if stop_at_eos else None,
+                                    on_step=count_step)
                 del memory
             timings.decode_s += time.perf_counter() - t2
             timings.chunks.append(stop - start)
