@@ -34,6 +34,9 @@ BUDGET_ENV = "MT3_DEMO_MEMORY_BUDGET_MB"
 EAGER_ENV = "MT3_DEMO_EAGER"
 CONCURRENCY_ENV = "MT3_DEMO_CONCURRENCY"
 QUEUE_SIZE_ENV = "MT3_DEMO_QUEUE_SIZE"
+THREADS_ENV = "MT3_DEMO_THREADS"
+RUNS_MAX_MB_ENV = "MT3_DEMO_RUNS_MAX_MB"
+DEFAULT_RUNS_MAX_MB = 1024.0
 
 
 class OptionError(ValueError):
@@ -160,6 +163,8 @@ class Settings:
     concurrency: int = 1  # runs served at once (per device)
     queue_size: int = 20  # requests that may wait
     eager: bool = False  # load every available model at start-up
+    threads: int | None = None  # torch threads per run; None: mt3_demo.threads' policy
+    runs_max_mb: float = DEFAULT_RUNS_MAX_MB  # disk kept for the app's per-request folders
 
     def __post_init__(self) -> None:
         _seconds("max_seconds", self.max_seconds, optional=False)
@@ -167,6 +172,8 @@ class Settings:
             _seconds("memory_budget_mb", self.memory_budget_mb)  # same rule: finite, above zero
         _count("concurrency", self.concurrency)
         _count("queue_size", self.queue_size)
+        _count("threads", self.threads)
+        _seconds("runs_max_mb", self.runs_max_mb, optional=False)  # same rule: finite, above zero
 
 
 _ENV_FIELDS = {  # variable -> (Settings field, parser)
@@ -175,6 +182,8 @@ _ENV_FIELDS = {  # variable -> (Settings field, parser)
     BUDGET_ENV: ("memory_budget_mb", float),
     CONCURRENCY_ENV: ("concurrency", int),
     QUEUE_SIZE_ENV: ("queue_size", int),
+    THREADS_ENV: ("threads", int),
+    RUNS_MAX_MB_ENV: ("runs_max_mb", float),
 }
 
 

@@ -20,10 +20,10 @@ import threading
 import time
 from pathlib import Path
 
+from .options import DEFAULT_RUNS_MAX_MB, RUNS_MAX_MB_ENV, read_env
+
 log = logging.getLogger(__name__)
 
-RUNS_MAX_MB_ENV = "MT3_DEMO_RUNS_MAX_MB"
-DEFAULT_RUNS_MAX_MB = 1024.0
 RUN_TTL_S = 6 * 3600  # a page may still show a run's files this long after it ran
 
 _active: set[Path] = set()  # run folders whose request is still running: never pruned
@@ -44,16 +44,11 @@ def runs_root() -> Path:
 def runs_max_bytes() -> int:
     """``$MT3_DEMO_RUNS_MAX_MB`` in bytes; a value that is not a positive number falls back to the
     default (with a warning), never to "unbounded"."""
-    raw = os.environ.get(RUNS_MAX_MB_ENV, "")
-    try:
-        mb = float(raw) if raw.strip() else DEFAULT_RUNS_MAX_MB
-        if not mb > 0 or mb == float("inf"):
-            raise ValueError(raw)
-    except ValueError:
-        log.warning("%s=%r is not a positive number of MB; using %.0f", RUNS_MAX_MB_ENV, raw,
-                    DEFAULT_RUNS_MAX_MB)
-        mb = DEFAULT_RUNS_MAX_MB
-    return int(mb * 2**20)
+    settings, problems = read_env()  # the one check of every MT3_DEMO_* variable
+    for problem in problems:
+        if problem.startswith(RUNS_MAX_MB_ENV + "="):
+            log.warning("%s; using %.0f", problem, DEFAULT_RUNS_MAX_MB)
+    return int(settings.runs_max_mb * 2**20)
 
 
 def folder_bytes(folder: Path) -> int:

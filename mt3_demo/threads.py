@@ -29,7 +29,9 @@ from typing import Iterator
 
 import torch
 
-ENV = "MT3_DEMO_THREADS"
+from .options import THREADS_ENV, read_env
+
+ENV = THREADS_ENV
 SAMPLE_SECONDS = 0.05  # /proc/stat ticks are 10 ms: 5 ticks per core is enough to tell busy from idle
 BUSY_SHARE = 0.5  # a core busier than this (over the sample) belongs to someone else
 
@@ -90,16 +92,12 @@ def busy_cores(cores: list[int], seconds: float = SAMPLE_SECONDS) -> list[int]:
 
 def choose_threads(environ: dict[str, str] | None = None) -> tuple[int, str]:
     """(thread count, why) under the policy in the module docstring. Raises ValueError on a bad override."""
-    env = os.environ if environ is None else environ
-    override = env.get(ENV, "").strip()
-    if override:
-        try:
-            n = int(override)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(f"{ENV} must be a positive integer, not {override!r}")
-        return n, f"{ENV}={n}"
+    settings, problems = read_env(os.environ if environ is None else environ)
+    for problem in problems:
+        if problem.startswith(ENV + "="):
+            raise ValueError(problem)
+    if settings.threads is not None:
+        return settings.threads, f"{ENV}={settings.threads}"
     cores = allowed_cores()
     quota = cgroup_quota()
     usable = len(cores) if quota is None else max(1, min(len(cores), math.floor(quota + 1e-9)))

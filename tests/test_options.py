@@ -55,6 +55,8 @@ def test_bad_flag_is_a_usage_error(wav, capsys, no_model_runs, flags, named):
     ("MT3_DEMO_MAX_SECONDS", "nan"), ("MT3_DEMO_MAX_SECONDS", "-1"), ("MT3_DEMO_MAX_SECONDS", "ten"),
     ("MT3_DEMO_MEMORY_BUDGET_MB", "0"), ("MT3_DEMO_MEMORY_BUDGET_MB", "nan"),
     ("MT3_DEMO_CONCURRENCY", "0"), ("MT3_DEMO_QUEUE_SIZE", "-3"), ("MT3_DEMO_QUEUE_SIZE", "2.5"),
+    ("MT3_DEMO_THREADS", "0"), ("MT3_DEMO_THREADS", "lots"), ("MT3_DEMO_RUNS_MAX_MB", "nan"),
+    ("MT3_DEMO_RUNS_MAX_MB", "-5"),
 ])
 def test_bad_environment_variable_is_a_usage_error(wav, capsys, monkeypatch, no_model_runs, var, value):
     monkeypatch.setenv(var, value)
