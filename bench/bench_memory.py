@@ -9,9 +9,10 @@ RSS before it: what one run needs on top of the loaded model) and the least-squa
 ``run_peak_mb ≈ base + per_minute · minutes`` over the lengths measured — the numbers the
 manager's admission rule uses (``mt3_demo.memory.RUN_MEMORY``).
 
-transkun runs its real weights from the wheel. mt3 runs a full-size seeded random checkpoint
-(shapes of mt3.pth) at a fixed decode length (EOS disabled; ``--tokens``): its memory does not
-depend on what the weights say, only on how many tokens are decoded per segment.
+transkun runs its real weights from the wheel. mt3, mr_mt3 and yourmt3 run full-size seeded random
+checkpoints (the manifests' shapes) at a fixed decode length (EOS disabled; ``--tokens``, per
+channel for yourmt3): their memory does not depend on what the weights say, only on how many tokens
+are decoded per segment.
 """
 from __future__ import annotations
 
@@ -71,6 +72,23 @@ def build(model: str, folder: str, tokens: int):
         decode = adapter.generate_ids
         adapter.generate_ids = lambda *a, **kw: decode(*a, **kw, stop_at_eos=False)  # fixed work: no EOS stop
         return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), MT3Options(max_tokens=tokens))
+    if model == "mr_mt3":
+        from mt3_demo.models.mr_mt3 import adapter
+        from mt3_demo.options import MRMT3Options
+
+        decode = adapter.contiguous_decode
+        adapter.contiguous_decode = lambda *a, **kw: decode(*a, **kw, stop_at_eos=False)
+        return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"),
+                             MRMT3Options(max_tokens=tokens))
+    if model == "yourmt3":
+        from mt3_demo.models.yourmt3 import adapter
+        from mt3_demo.options import YourMT3Options
+
+        tr = adapter.build(adapter.resolve(Path(folder) / "last.ckpt"), torch.device("cpu"),
+                           YourMT3Options(max_tokens=tokens))
+        generate = tr.model.generate
+        tr.model.generate = lambda memory, n, *a, **kw: generate(memory, n, *a, **kw, stop_at_eos=False)
+        return tr
     raise SystemExit(f"unknown model {model}")
 
 
@@ -107,7 +125,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="transkun,mt3")
     p.add_argument("--seconds", default="15,30,60,120")
-    p.add_argument("--tokens", type=int, default=64, help="mt3: tokens decoded per segment")
+    p.add_argument("--tokens", type=int, default=64, help="token models: tokens decoded per segment")
     p.add_argument("--child", nargs=4, metavar=("MODEL", "SECONDS", "FOLDER", "TOKENS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -121,6 +139,16 @@ def main() -> None:
         if "mt3" in models:
             manifest = json.loads((ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json").read_text())
             write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth")
+        if "mr_mt3" in models:
+            from bench_mr_mt3 import write_random_ckpt
+
+            (Path(tmp) / "mr_mt3").mkdir()
+            write_random_ckpt(Path(tmp) / "mr_mt3")
+        if "yourmt3" in models:
+            from bench_yourmt3 import MANIFEST as YOURMT3_MANIFEST, random_checkpoint
+
+            (Path(tmp) / "yourmt3").mkdir()
+            random_checkpoint(YOURMT3_MANIFEST, Path(tmp) / "yourmt3")
         for model in models:
             points = []
             for seconds in lengths:

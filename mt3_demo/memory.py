@@ -32,12 +32,17 @@ RUN_MEMORY: dict[str, RunMemory] = {
     # 64 tokens do not reach: 16 segments × 1024 × 8 layers × (k, v) × 512 × 4 B = 512 MB.
     # Per minute: the 16 kHz signal and its features (< 10 MB).
     "mt3": RunMemory(175.0 + 512.0, 10.0, "bench_memory.py: random full-size weights + KV-cache bound"),
+    # Full-size random weights at 32 tokens per segment: 61 / 116 / 164 / 198 / 192 MB at
+    # 10 / 20 / 40 / 80 / 160 s (segments are decoded one after another: flat past one chunk's
+    # encoder pass); plus one row's self-attention cache at 1024 tokens, 1024 × 8 × 2 × 384 × 4 B.
+    "mr_mt3": RunMemory(200.0 + 25.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
+    # Full-size random weights at 32 tokens per channel: 848 / 1346 / 1571 / 1624 MB at 10 / 20 /
+    # 40 / 80 s; at 160 s 2070 MB in one run and 1578 MB in another (glibc heap fragmentation
+    # across the 8-segment chunks: with MALLOC_MMAP_THRESHOLD_=1 MiB it stays at 1390 MB, but
+    # slower). Plus the self-attention cache of 256-token channels that 32 tokens do not reach:
+    # 8 segments × 13 channels × 224 more tokens × 8 layers × 2 × 384 × 4 B ≈ 572 MB.
+    "yourmt3": RunMemory(1620.0 + 572.0, 340.0, "bench_memory.py: random full-size weights, 10-160 s"),
 }
-# Not measured yet (MR-MT3, YourMT3+): the largest measured need, so admission errs on the side of
-# unloading an idle model rather than running out of memory.
-_LARGEST = RunMemory(max(m.base_mb for m in RUN_MEMORY.values()),
-                     max(m.per_minute_mb for m in RUN_MEMORY.values()), "not measured: largest measured")
-RUN_MEMORY.update({"mr_mt3": _LARGEST, "yourmt3": _LARGEST})
 
 
 def run_mb(model_id: str, seconds: float) -> float:
