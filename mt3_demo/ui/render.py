@@ -69,21 +69,24 @@ def choice_label(manager: ModelManager, model_id: str) -> str:
     return f"{spec.display_name} — {avail.weights or AVAIL_TEXT.get(avail.status, avail.status)}"
 
 
+def _unavailable_item(title_html: str, why: str, details: str, model_id: str | None = None) -> str:
+    """One line of the "not available here" list: name, badge, why; the details folded."""
+    data = f' data-model="{esc(model_id)}"' if model_id else ""
+    folded = f'<details><summary>details</summary>{esc(details)}</details>' if details else ""
+    return (f'<li{data}>{title_html} {badge("unavailable", "unavailable")} '
+            f'<span class="why">{esc(why)}</span>{folded}</li>')
+
+
 def availability_html(manager: ModelManager) -> str:
     """The models that cannot run here (they are not offered): why, in one line; the fix folded."""
     lines = []
     for model_id in manager.model_ids():
         avail = manager.availability(model_id)
-        if avail.usable:
-            continue
-        fix = (f'<details><summary>details</summary>To fix: {esc(avail.fix)}</details>' if avail.fix else "")
-        name = esc(manager.spec(model_id).display_name)
-        lines.append(f'<li data-model="{esc(model_id)}"><b>{name}</b> {badge("unavailable", "unavailable")} '
-                     f'<span class="why">{esc(avail.reason)}</span>{fix}</li>')
+        if not avail.usable:
+            lines.append(_unavailable_item(f"<b>{esc(manager.spec(model_id).display_name)}</b>", avail.reason,
+                                           f"To fix: {avail.fix}" if avail.fix else "", model_id))
     for module, error in manager.import_errors.items():
-        lines.append(f'<li><code>{esc(module)}</code> {badge("unavailable", "unavailable")} '
-                     f'<span class="why">its code could not be imported.</span>'
-                     f'<details><summary>details</summary>{esc(error)}</details></li>')
+        lines.append(_unavailable_item(f"<code>{esc(module)}</code>", "its code could not be imported.", error))
     if not lines:
         return ""
     return f'<div class="availability"><p>Not available here:</p><ul>{"".join(lines)}</ul></div>'
