@@ -217,9 +217,15 @@ class ModelManager:
             return Availability("unavailable", f"Its weights file cannot be read ({type(e).__name__}).", str(e))
         return Availability("ready", "weights found locally", weights=weights)
 
-    def default_selection(self) -> list[str]:
-        """MT3-family models whose weights are here; the embedded default when there are none."""
-        ready = [m for m in self.specs if m != DEFAULT_MODEL and self.availability(m).status == "ready"]
+    def availabilities(self) -> dict[str, Availability]:
+        """Every model's availability, resolved once: what one page (re)load shows everywhere."""
+        return {model_id: self.availability(model_id) for model_id in self.specs}
+
+    def default_selection(self, avail: dict[str, Availability] | None = None) -> list[str]:
+        """MT3-family models whose weights are here; the embedded default when there are none.
+        ``avail``: a snapshot from :meth:`availabilities` (resolved now when not given)."""
+        avail = avail if avail is not None else self.availabilities()
+        ready = [m for m in self.specs if m != DEFAULT_MODEL and avail[m].status == "ready"]
         return ready + [DEFAULT_MODEL] if ready else [DEFAULT_MODEL]
 
     # ------------------------------------------------------------------ loading

@@ -124,3 +124,29 @@ def test_tiny_fixtures_are_labelled_test_weights(tmp_path, monkeypatch):
         assert avail.weights.startswith("test weights: "), avail.weights
         assert "official" not in avail.weights
     assert manager.availability("transkun").weights == "weights from its pip package"
+
+
+def test_a_page_load_resolves_each_model_once(tmp_path, monkeypatch):
+    """The offered list, labels, 'not available' list, header and default selection of one page
+    load share one availability snapshot: each model's weights are resolved (and hashed) once."""
+    from mt3_demo.ui import handlers
+
+    root = tmp_path / "ck"
+    (root / "mt3").mkdir(parents=True)
+    shutil.copy(FIXTURES / "mt3/tiny_model/mt3.pth", root / "mt3" / "mt3.pth")
+    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    manager = ModelManager(device=torch.device("cpu"))
+    calls: dict[str, int] = {}
+    resolve = ModelManager.resolve
+
+    def counting(self, model_id, fetch=True):
+        calls[model_id] = calls.get(model_id, 0) + 1
+        return resolve(self, model_id, fetch)
+
+    monkeypatch.setattr(ModelManager, "resolve", counting)
+    choices, unavailable_html, header = handlers.refresh_models(manager, None)
+    assert calls == {m: 1 for m in manager.model_ids()}
+    assert sorted(value for _, value in choices["choices"]) == ["mt3", "transkun"]
+    assert choices["value"] == ["mt3", "transkun"]
+    assert "MR-MT3" in unavailable_html and "test weights" in header

@@ -283,7 +283,9 @@ def show_instrument(index: int, choice: str, state: session.PageState | None):
 def refresh_models(manager: ModelManager, selected: list[str] | None = None):
     """Availability can change while the app runs (a checkpoint downloaded, a folder filled):
     only models that can run here are offered; the others are listed with why."""
-    usable = [m for m in manager.model_ids() if manager.availability(m).usable]
-    keep = [m for m in (selected or []) if m in usable] or [m for m in manager.default_selection() if m in usable]
-    return (gr.update(choices=[(render.choice_label(manager, m), m) for m in usable], value=keep),
-            render.availability_html(manager), render.header_html(manager))
+    avail = manager.availabilities()  # once per page load: each model's weights resolved once
+    usable = [m for m in manager.model_ids() if avail[m].usable]
+    keep = ([m for m in (selected or []) if m in usable]
+            or [m for m in manager.default_selection(avail) if m in usable])
+    return (gr.update(choices=[(render.choice_label(manager, m, avail[m]), m) for m in usable], value=keep),
+            render.availability_html(manager, avail), render.header_html(manager, avail))

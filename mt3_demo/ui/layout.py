@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from .. import runs
-from ..manager import ModelManager, get_manager
+from ..manager import Availability, ModelManager, get_manager
 from ..options import Settings, read_env
 from . import handlers, render
 from .components import ALL_INSTRUMENTS, Card, Page
@@ -78,8 +78,9 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         for model_id, error in manager.preload().items():
             log.warning("preload %s failed: %s", model_id, error)
     with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S)) as demo:
-        header = gr.HTML(render.header_html(manager), padding=False, elem_id="page-header")
-        inputs = _inputs(manager, settings)
+        avail = manager.availabilities()  # one snapshot for the first render; each page load refreshes it
+        header = gr.HTML(render.header_html(manager, avail), padding=False, elem_id="page-header")
+        inputs = _inputs(manager, settings, avail)
         original = gr.Audio(label="Original recording",
                             interactive=False, visible=False, elem_id="original-audio", waveform_options=PLAYER)
         player = player_component(None, elem_id="player", visible=False)  # filled when the run ends
@@ -87,17 +88,17 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         page = Page(inputs["status"], inputs["stop"], original, inputs["report"], *_comparison(),
                     gr.State(PageState()), cards, player)
         with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
-            gr.HTML(render.about_models_html(manager), padding=False)
+            gr.HTML(render.about_models_html(manager, avail), padding=False)
         _wire_runs(page, inputs, manager, settings)
         _wire_small_events(demo, page, inputs, header, manager, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 
 
-def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
+def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availability]) -> dict[str, Any]:
     """Left: the recording, the model choice, Transcribe (on a phone, all on the first screen).
-    Right: examples and the optional reference MIDI."""
-    usable = [m for m in manager.model_ids() if manager.availability(m).usable]
+    Right: examples and the optional reference MIDI. ``avail``: the page's availability snapshot."""
+    usable = [m for m in manager.model_ids() if avail[m].usable]
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
@@ -105,8 +106,8 @@ def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
             upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
                                   elem_id="upload-check")
             models = gr.CheckboxGroup(
-                choices=[(render.choice_label(manager, m), m) for m in usable],
-                value=[m for m in manager.default_selection() if m in usable], label="Models",
+                choices=[(render.choice_label(manager, m, avail[m]), m) for m in usable],
+                value=[m for m in manager.default_selection(avail) if m in usable], label="Models",
                 elem_id="model-choice",
                 info="Each selected model transcribes the same 16 kHz mono audio, one after another.")
             with gr.Row(elem_id="run-row"):
@@ -116,7 +117,7 @@ def _inputs(manager: ModelManager, settings: Settings) -> dict[str, Any]:
                                  elem_classes="run-status", elem_id="run-status")
             report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
                                        variant="secondary")
-            availability = gr.HTML(render.availability_html(manager), padding=False, elem_id="availability")
+            availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
         with gr.Column(scale=4, min_width=300):
             rows, labels = examples()
             example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,

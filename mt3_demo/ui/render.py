@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import metrics, pianoroll, writers
 from ..instruments import instrument_key, instrument_name
-from ..manager import ModelManager, split_fix
+from ..manager import Availability, ModelManager, split_fix
 from ..notes import Note
 from ..results import ModelResult, Run
 
@@ -59,10 +59,9 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def choice_label(manager: ModelManager, model_id: str) -> str:
+def choice_label(manager: ModelManager, model_id: str, avail: Availability) -> str:
     """Checkbox label of a model that can run here: its name and which weights, or the download."""
     spec = manager.spec(model_id)
-    avail = manager.availability(model_id)
     if avail.status == "download":
         size = f", ~{avail.download_mb:.0f} MB" if avail.download_mb else ""
         return f"{spec.display_name} — downloads on first use{size}"
@@ -77,14 +76,15 @@ def _unavailable_item(title_html: str, why: str, details: str, model_id: str | N
             f'<span class="why">{esc(why)}</span>{folded}</li>')
 
 
-def availability_html(manager: ModelManager) -> str:
-    """The models that cannot run here (they are not offered): why, in one line; the fix folded."""
+def availability_html(manager: ModelManager, avail: dict[str, Availability]) -> str:
+    """The models that cannot run here (they are not offered): why, in one line; the fix folded.
+    ``avail``: the page's snapshot (``manager.availabilities()``)."""
     lines = []
     for model_id in manager.model_ids():
-        avail = manager.availability(model_id)
-        if not avail.usable:
-            lines.append(_unavailable_item(f"<b>{esc(manager.spec(model_id).display_name)}</b>", avail.reason,
-                                           f"To fix: {avail.fix}" if avail.fix else "", model_id))
+        if not avail[model_id].usable:
+            why, fix = avail[model_id].reason, avail[model_id].fix
+            lines.append(_unavailable_item(f"<b>{esc(manager.spec(model_id).display_name)}</b>", why,
+                                           f"To fix: {fix}" if fix else "", model_id))
     for module, error in manager.import_errors.items():
         lines.append(_unavailable_item(f"<code>{esc(module)}</code>", "its code could not be imported.", error))
     if not lines:
@@ -103,11 +103,10 @@ def upload_note(ok: bool, text: str) -> str:
     return f'<div class="upload-note bad" role="alert">✗ {esc(text)}</div>'
 
 
-def header_html(manager: ModelManager) -> str:
+def header_html(manager: ModelManager, snapshot: dict[str, Availability]) -> str:
     cards = []
     for model_id in manager.model_ids():
-        spec = manager.spec(model_id)
-        avail = manager.availability(model_id)
+        spec, avail = manager.spec(model_id), snapshot[model_id]
         paper = (f' · <a href="{esc(spec.paper_url)}" target="_blank" rel="noopener">paper</a>'
                  if spec.paper_url else "")
         weights = f'<br><span class="meta">{esc(avail.weights)}</span>' if avail.weights else ""
@@ -125,9 +124,9 @@ def header_html(manager: ModelManager) -> str:
         f'<div class="mt3-models">{"".join(cards)}</div></div>')
 
 
-def about_models_html(manager: ModelManager) -> str:
+def about_models_html(manager: ModelManager, avail: dict[str, Availability]) -> str:
     """The header's model descriptions, for the foot of the page on phones (the header hides them)."""
-    html_ = header_html(manager)
+    html_ = header_html(manager, avail)
     return html_[html_.index('<div class="mt3-models">'):-len("</div>")]
 
 
