@@ -229,6 +229,13 @@ def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], head
               outputs=[inputs["models"], inputs["availability"], header], api_visibility="private", queue=False)
 
 
+# Gradio 6 hides "Use via API" on narrow screens but not the "·" after it (its rule names a
+# .show-api-divider class the footer no longer has). css_paths are scoped to the app's container,
+# which the footer is outside of, hence a <style> in the page head.
+FOOTER_FIX = ("<style>@media (max-width: 640px) "
+              "{ footer > div.divider:first-of-type { display: none; } }</style>")
+
+
 def launch_kwargs() -> dict[str, Any]:
     """Arguments for ``demo.launch`` that Gradio 6 no longer takes in ``Blocks()`` (theme, CSS)."""
     return dict(
@@ -237,5 +244,6 @@ def launch_kwargs() -> dict[str, Any]:
         allowed_paths=[str(EXAMPLES_DIR)],
         max_file_size=MAX_UPLOAD,
         footer_links=["api", "settings"],
+        head=FOOTER_FIX,
         ssr_mode=False,  # no Node server: one process, works offline
     )
