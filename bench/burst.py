@@ -66,14 +66,15 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
 class PeakRSS(threading.Thread):
     """Polls the server's resident memory (with its children) until stopped."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         super().__init__(daemon=True)
         import psutil
 
         self.proc, self.peak_mb, self.stopped = psutil.Process(pid), 0.0, threading.Event()
+        self.interval_s = interval_s
 
     def run(self) -> None:
-        while not self.stopped.wait(0.2):
+        while not self.stopped.wait(self.interval_s):
             try:
                 rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(True))
             except Exception:  # noqa: BLE001 - the process is going away
