@@ -166,3 +166,26 @@ def test_opposite_phase_channels_use_one_channel(tmp_path):
     clip = load_clip(path)
     assert np.sqrt(np.mean(clip.samples ** 2)) > 0.1  # not the silent mix-down
     assert any("opposite phase" in w for w in clip.warnings)
+
+
+def test_loading_holds_no_full_size_float64_copy(tmp_path):
+    """A long stereo upload is checked (finite, channel balance) in blocks: the loader's peak of
+    numpy allocations stays near what it must hold — the decoded frames (1×) and their mono mix
+    (0.5×) — where a float64 square of the frames alone would add 2×."""
+    import tracemalloc
+
+    rate, seconds = 44100, 60
+    t = np.arange(rate * seconds, dtype=np.float32) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "long_stereo.wav"
+    sf.write(str(path), np.stack([tone, 0.5 * tone], axis=1), rate, subtype="PCM_16")
+    del t, tone
+    frames_bytes = rate * seconds * 2 * 4  # the decoded [n, 2] float32 array
+    tracemalloc.start()
+    try:
+        clip = load_clip(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert clip.original.shape == (rate * seconds, 2) and not clip.warnings
+    assert peak < 1.75 * frames_bytes, peak / frames_bytes
