@@ -202,9 +202,9 @@ def _check_shape(name: str, n_frames: int, channels: int, rate: int, limit: floa
                          f"Trim it, or raise the limit with {MAX_SECONDS_ENV} / --max-seconds.")
 
 
-def _mean_square(frames: np.ndarray, block: int = 1 << 16) -> np.ndarray:
-    """Per-channel mean of squares of [n, channels] float32, summed in float64 block by block
-    (a float64 copy of a 10-minute stereo upload would be 400 MB)."""
+def mean_square(frames: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """[channels]: per-channel mean of squares of [n, channels] samples, summed in float64 block by
+    block (a float64 copy of a 10-minute stereo upload would be 400 MB)."""
     total = np.zeros(frames.shape[1])
     for start in range(0, frames.shape[0], block):
         part = frames[start:start + block].astype(np.float64)
@@ -233,8 +233,8 @@ def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
     if frames.shape[1] > 1:
         # Channels in opposite phase cancel in a plain mix-down; then the loudest channel is the
         # better mono signal (a silent mix would make every model hear nothing).
-        channel_rms = np.sqrt(_mean_square(frames))
-        if channel_rms.max() > SILENCE_PEAK and np.sqrt(_mean_square(mono[:, None])[0]) < 0.1 * channel_rms.mean():
+        channel_rms = np.sqrt(mean_square(frames))
+        if channel_rms.max() > SILENCE_PEAK and np.sqrt(mean_square(mono[:, None])[0]) < 0.1 * channel_rms.mean():
             loudest = int(np.argmax(channel_rms))
             mono = frames[:, loudest]
             warnings.append(f"The channels cancel each other out when mixed (opposite phase); "

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .audio import mean_square
 from .instruments import drum_kind
 from .notes import Note, to_midi
 
@@ -69,16 +70,30 @@ def fluidsynth_available() -> bool:
     return fluidsynth_status()[0]
 
 
-def _render_fluidsynth(notes: list[Note], sample_rate: int, end_time: float | None) -> np.ndarray:
+def _render_fluidsynth(notes: list[Note], sample_rate: int, end_time: float, n_samples: int) -> np.ndarray:
+    """[n_samples] float64: every instrument rendered by one private FluidSynth and summed, in
+    pretty_midi's order and scale (its ``PrettyMIDI.fluidsynth(normalize=False)``).
+
+    Instrument by instrument into one buffer: pretty_midi's whole-file render keeps every
+    instrument's full-length float64 waveform until it sums them (~100 MB per instrument for ten
+    minutes at 22.05 kHz, so a dozen instruments would take over a gigabyte).
+    """
+    import fluidsynth
+
     midi = to_midi(notes, end_time=end_time)
-    # Passing the soundfont path (not a shared Synth) makes pretty_midi create and delete a private
-    # synthesizer for this call, which keeps concurrent renders independent.
-    audio = midi.fluidsynth(fs=sample_rate, synthesizer=str(soundfont_path()), normalize=False)
-    return np.asarray(audio, dtype=np.float64)
-
-
-# ------------------------------------------------------------------------------------------------
-# Fallback synthesizer
+    synthesizer = fluidsynth.Synth(samplerate=float(sample_rate))
+    try:
+        sfid = synthesizer.sfload(str(soundfont_path()))
+        out = np.zeros(n_samples)
+        for instrument in midi.instruments:
+            wave = instrument.fluidsynth(fs=sample_rate, synthesizer=synthesizer, sfid=sfid)
+            m = min(n_samples, wave.shape[0])
+            out[:m] += wave[:m]
+            del wave
+    finally:
+        synthesizer.delete()
+    out /= max(1, len(midi.instruments)) * 2 ** 15  # pretty_midi's scale for normalize=False
+    return out
 
 
 def _midi_to_hz(pitch: float) -> float:
@@ -172,7 +187,7 @@ def render_audio(
         usable, reason = fluidsynth_status()
         if usable:
             try:
-                audio = _render_fluidsynth(notes, sample_rate, end_time) if notes else np.zeros(0)
+                audio = _render_fluidsynth(notes, sample_rate, end_time, n_samples) if notes else np.zeros(0)
                 method = f"{FLUIDSYNTH_METHOD} ({soundfont_path().name})"
             except (ImportError, OSError) as exc:
                 if backend == "fluidsynth":
@@ -183,18 +198,21 @@ def render_audio(
     if audio is None:
         audio = _render_fallback(notes, sample_rate, n_samples)
 
-    fitted = np.zeros(n_samples, dtype=np.float64)
-    m = min(n_samples, len(audio))
-    fitted[:m] = audio[:m]
-    peak = float(np.max(np.abs(fitted))) if n_samples else 0.0
+    if len(audio) == n_samples and audio.dtype == np.float64:
+        fitted = audio  # already the clip's length: scaled in place, no second full-length copy
+    else:
+        fitted = np.zeros(n_samples, dtype=np.float64)
+        m = min(n_samples, len(audio))
+        fitted[:m] = audio[:m]
+    peak = float(max(fitted.max(), -fitted.min())) if n_samples else 0.0
     if peak > 0:
         fitted *= PEAK / peak
     return fitted.astype(np.float32), sample_rate, method
 
 
 def rms(x: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    x = np.asarray(x).reshape(-1)
+    return float(np.sqrt(mean_square(x[:, None])[0])) if x.size else 0.0
 
 
 def match_level(x: np.ndarray, reference: np.ndarray, max_peak: float = 0.99) -> np.ndarray:
@@ -208,7 +226,7 @@ def match_level(x: np.ndarray, reference: np.ndarray, max_peak: float = 0.99) ->
     if level_x == 0 or level_ref == 0:
         return x.copy()
     gain = level_ref / level_x
-    peak = float(np.max(np.abs(x)))
+    peak = float(max(x.max(), -x.min()))
     gain = min(gain, max_peak / peak)
     return (x * gain).astype(np.float32)
 

@@ -157,3 +157,28 @@ def test_resample_and_write_wav(tmp_path):
     assert sr == 16000 and len(data) == len(y) and np.abs(data).max() <= 1.0
     stereo = synth.write_wav(tmp_path / "s.wav", np.stack([y, y], axis=1), 16000)
     assert sf.info(str(stereo)).channels == 2
+
+
+@needs_fluidsynth
+def test_fluidsynth_render_holds_one_instrument_at_a_time():
+    """Twelve instruments over a minute: the render sums them into one buffer as it goes, so its
+    numpy peak is the float64 buffer (1×), one instrument's waveform with its pieces (≤ 2×) and the
+    float32 result (0.5×) — not all twelve full-length waveforms at once (pretty_midi's way: 12×)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    notes = []
+    for program in range(0, 96, 8):
+        for _ in range(20):
+            onset = float(rng.uniform(0, 55))
+            notes.append(Note(pitch=int(rng.integers(40, 80)), onset=onset, offset=onset + 1.0, velocity=90,
+                              program=program, is_drum=False))
+    notes.sort(key=lambda n: n.onset)
+    tracemalloc.start()
+    try:
+        audio, rate, method = synth.render_audio(notes, end_time=60.0, backend="fluidsynth")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert method.startswith("fluidsynth") and len(audio) == 60 * rate and synth.rms(audio) > 0.01
+    assert peak < 3.5 * len(audio) * 8, peak / (len(audio) * 8)
