@@ -6,11 +6,13 @@ weights and written in the Lightning layout, so the real loader runs too. Both p
 work in tokens; both run the identical encoder. Ratios are taken within this one run.
 
     python bench/bench_yourmt3.py [--seconds 4] [--tokens 12] [--threads 2] [--device cpu]
-    python bench/bench_yourmt3.py --encoder-ab [--seconds 6] [--threads 1]
+    python bench/bench_yourmt3.py --encoder-ab [--seconds 6] [--threads 1] [--repeat 3] [--profile]
 
-``--encoder-ab`` instead times the encoder as it is against its plain form in the same run (the
-per-expert ``nonzero`` loop with ``index_add_``, out-of-place ReLU/add and ``avg_pool2d``: the code
-before the grouped dispatch), alternating them ``--repeat`` times, and checks the outputs are equal.
+``--encoder-ab`` instead times the encoder as it is ("now": BatchNorms folded into channels-last
+convolutions) against two earlier forms in the same run, interleaved ``--repeat`` times: "before" (the
+grouped MoE, NCHW convolutions with separate BatchNorm passes: the encoder before issue 14's conv work)
+and "plain" (also the per-expert ``nonzero`` loop with ``index_add_``, out-of-place ReLU/add and
+``avg_pool2d``). Now vs before is checked against the float32 rounding bound (tests/numerics.py).
 
 Naive baseline: for each segment, spectrogram + encoder on that segment alone, then for each of the 13
 channels a greedy loop that re-runs the decoder over the whole prefix (and recomputes the
@@ -40,6 +42,7 @@ from bench.naive import moe_loop, naive_decode  # noqa: E402
 from mt3_demo.models.yourmt3 import encoder as enc_mod  # noqa: E402
 from mt3_demo.models.yourmt3.features import SAMPLE_RATE, segment_audio  # noqa: E402
 from mt3_demo.models.yourmt3.model import load_model  # noqa: E402
+from tests.numerics import network_tolerance  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "fixtures" / "yourmt3" / "ymt3_ckpt_manifest.json"
 
@@ -82,42 +85,122 @@ def random_checkpoint(manifest: Path, out: Path, seed: int = 0) -> Path:
 
 
 def plain_resblock(self, x):
-    """The pre-encoder block out of place, pooled with avg_pool2d (the previous code)."""
+    """The pre-encoder block out of place, pooled with avg_pool2d (the code before issue 14's work)."""
     h = F.relu(self.bn1(self.conv1(x)))
     h = self.bn2(self.conv2(h))
     h = F.relu(h + (self.shortcut(x) if self.shortcut is not None else x))
     return F.avg_pool2d(h, (1, 2))
 
 
+def nchw_resblock(self, x):
+    """The pre-encoder block before BatchNorm folding and channels-last: NCHW convolutions, each
+    BatchNorm its own pass; ReLU/add in place and the pairwise-mean pooling (the encoder of 2026-11-26)."""
+    h = self.bn1(self.conv1(x)).relu_()
+    h = self.bn2(self.conv2(h))
+    h += self.shortcut(x) if self.shortcut is not None else x
+    return enc_mod.mean_of_bin_pairs(h.relu_())
+
+
+VARIANTS = {  # name → (MoE.forward, ResBlock.forward)
+    "plain": (moe_loop, plain_resblock),
+    "before": (enc_mod.MoE.forward, nchw_resblock),
+    "now": (enc_mod.MoE.forward, enc_mod.ResBlock.forward),
+}
+
+
 def encoder_ab(model, segments, repeat: int) -> None:
-    """Encoder now vs its plain form, alternating, fastest of ``repeat`` each; outputs compared."""
+    """Encoder now vs its earlier forms, interleaved, fastest of ``repeat`` each; outputs compared."""
     spec = model.spectrogram(segments)
-    fast = (enc_mod.MoE.forward, enc_mod.ResBlock.forward)
-    plain = (moe_loop, plain_resblock)
-    best = {"now": float("inf"), "plain": float("inf")}
-    outs = {}
+    current = VARIANTS["now"]
+    best, outs = {}, {}
     for _ in range(repeat):
-        for name, (moe, res) in (("plain", plain), ("now", fast)):
+        for name, (moe, res) in VARIANTS.items():
             enc_mod.MoE.forward, enc_mod.ResBlock.forward = moe, res
             try:
-                parts = {}
                 t0 = time.perf_counter()
-                parts["pre"] = model.pre_encoder(spec)
+                pre = model.pre_encoder(spec)
                 t1 = time.perf_counter()
-                parts["out"] = model.pre_decoder(model.encoder(parts["pre"]))
+                out = model.encoder(pre)
                 t2 = time.perf_counter()
             finally:
-                enc_mod.MoE.forward, enc_mod.ResBlock.forward = fast
-            if t2 - t0 < best[name]:
-                best[name] = t2 - t0
-                best[name + " pre-encoder"], best[name + " perceiver"] = t1 - t0, t2 - t1
-            outs[name] = parts["out"]
-    same = torch.equal(outs["now"], outs["plain"])
+                enc_mod.MoE.forward, enc_mod.ResBlock.forward = current
+            if t2 - t0 < best.get(name, float("inf")):
+                best[name], best[name + " pre-encoder"], best[name + " perceiver"] = t2 - t0, t1 - t0, t2 - t1
+            outs[name] = pre, out
     print(json.dumps({k: round(v, 3) for k, v in best.items()}, indent=1))
-    print(f"\nYourMT3+ encoder, {len(segments)} segments, {torch.get_num_threads()} threads, fastest of {repeat}: "
-          f"plain {best['plain']:.2f} s (pre-encoder {best['plain pre-encoder']:.2f}, Perceiver {best['plain perceiver']:.2f})"
-          f" → now {best['now']:.2f} s (pre-encoder {best['now pre-encoder']:.2f}, Perceiver {best['now perceiver']:.2f}):"
-          f" {best['plain'] / best['now']:.2f}x; outputs identical: {same}")
+    (pre_b, out_b), (pre_n, out_n) = outs["before"], outs["now"]
+    e = model.dims.encoder
+    # float32 bounds of two evaluations (tests/numerics.py): 6 convs of fan-in 9·C on the pre-encoder's
+    # longest path; 6 products per Perceiver layer after it (as in tests/test_yourmt3_model.py)
+    tol_pre = network_tolerance(pre_b, 6, 9 * e.conv_channels)
+    layers = e.num_blocks * (1 + e.num_local + e.num_temporal)
+    tol_out = tol_pre + network_tolerance(out_b, 6 * layers, max(e.d_latent, e.d_expert, e.kv_dim))
+    d_pre, d_out = float((pre_n - pre_b).abs().max()), float((out_n - out_b).abs().max())
+    print(f"\nYourMT3+ encoder, {len(segments)} segments, {torch.get_num_threads()} threads, fastest of {repeat}:")
+    for name in VARIANTS:
+        print(f"  {name:6s} {best[name]:.2f} s (pre-encoder {best[name + ' pre-encoder']:.2f}, "
+              f"Perceiver {best[name + ' perceiver']:.2f})  now is {best[name] / best['now']:.2f}x faster")
+    same_pre = torch.equal(outs["plain"][0], outs["before"][0])  # the MoE comparison needs equal inputs
+    moe_same = torch.equal(outs["plain"][1], outs["before"][1]) if same_pre else "n/a"
+    print(f"  now vs before: max |Δ| pre-encoder {d_pre:.2e} (float32 bound {tol_pre:.2e}), "
+          f"encoder output {d_out:.2e} (bound {tol_out:.2e}); MoE plain vs grouped outputs identical: {moe_same}")
+    if d_pre > tol_pre or d_out > tol_out:
+        raise SystemExit("encoder outputs differ by more than float32 rounding")
+
+
+def op_class(name: str) -> str:
+    """An operator's class, from its profiler key (``aten::addmm``) or flop-counter name (``aten.addmm.default``)."""
+    op = name.replace("::", ".").split(".")[1] if "aten" in name else name
+    if "convolution" in op:
+        return "convolution"
+    if "scaled_dot_product" in op:
+        return "attention"
+    if op in ("mm", "addmm", "addmm_", "bmm", "baddbmm"):
+        return "matrix products"
+    return "elementwise, norms, copies, other"
+
+
+def gemm_gflops(n: int = 2048, repeat: int = 3) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = min(timed(lambda: a @ b)[1] for _ in range(repeat))
+    return 2 * n ** 3 / best / 1e9
+
+
+def encoder_profile(model, spec, repeat: int) -> None:
+    """Where the encoder's time goes now: profiler self time per operator class (the least of
+    ``repeat`` profiled calls, class by class: a shared machine only adds time), and the GFLOP/s of its
+    convolutions and matrix products against a 2048² GEMM (the best, measured before and after each call)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.requires_grad_(False)  # FlopCounterMode's module hooks trip over parameters that require grad
+    with FlopCounterMode(display=False) as counter:
+        model.encoder(model.pre_encoder(spec))
+    flops = {}
+    for op, n in counter.get_flop_counts()["Global"].items():
+        flops[op_class(str(op))] = flops.get(op_class(str(op)), 0) + n
+    sgemm = gemm_gflops()
+    best = {}
+    for _ in range(repeat):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model.encoder(model.pre_encoder(spec))
+        seconds = {}
+        for e in prof.key_averages():
+            seconds[op_class(e.key)] = seconds.get(op_class(e.key), 0.0) + e.self_cpu_time_total / 1e6
+        best = {c: min(best.get(c, float("inf")), t) for c, t in seconds.items()}
+        sgemm = max(sgemm, gemm_gflops())  # the machine does at least its best measurement
+    seconds = best
+    total = sum(seconds.values())
+    print(f"\nProfile of the encoder now (profiler self time {total:.2f} s, least of {repeat} per class; "
+          f"2048² GEMM {sgemm:.0f} GFLOP/s in this run):")
+    for cls, sec in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        work = flops.get(cls, 0)
+        rate = (f", {work / 1e9:.0f} GFLOP at {work / sec / 1e9:.0f} GFLOP/s = "
+                f"{work / sec / 1e9 / sgemm:.0%} of the GEMM") if work else ""
+        print(f"  {cls:35s} {sec:6.2f} s {sec / total:4.0%}{rate}")
+    floor = sum(flops.values()) / (sgemm * 1e9)
+    print(f"  all counted FLOPs ({sum(flops.values()) / 1e9:.0f} G) at the GEMM rate: {floor:.2f} s "
+          f"= {floor / total:.0%} of the profiled time")
 
 
 def timed(fn):
@@ -136,6 +219,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--encoder-ab", action="store_true", help="encoder now vs its plain form (see above)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="with --encoder-ab: where the encoder's time goes now")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -157,6 +241,8 @@ def main() -> None:
     if args.encoder_ab:
         with torch.inference_mode():
             encoder_ab(model, segments, args.repeat)
+            if args.profile:
+                encoder_profile(model, model.spectrogram(segments), args.repeat)
         return
 
     with torch.inference_mode():

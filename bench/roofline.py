@@ -226,6 +226,7 @@ def yourmt3_stages(seconds: float, tokens: int) -> Stages:
 
     with tempfile.TemporaryDirectory() as tmp:
         model, _ = load_model(random_checkpoint(MANIFEST, Path(tmp)))
+    model.requires_grad_(False)  # FlopCounterMode's module hooks trip over parameters that require grad
     segments = torch.from_numpy(segment_audio(test_signal(seconds)))
     n = len(segments)
     spec = model.spectrogram(segments)

@@ -1,8 +1,9 @@
 """The fast paths give the same results as the plain ones: batching, finished-row handling, the
 grouped mixture-of-experts, the pre-encoder's in-place ops, the chunk policy and the thread policy.
 
-Equalities here are exact (torch.equal / identical ids): each fast path does the same float
-operations on the same operands as its reference, only fewer passes or fewer copies.
+Equalities here are exact (torch.equal / identical ids) where a fast path does the same float
+operations on the same operands as its reference, only fewer passes or fewer copies; the pre-encoder
+block (BatchNorm folded, channels-last) reorders float operations and is held to a rounding bound.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mt3_demo import threads
 from mt3_demo.models import t5
 from mt3_demo.models.mt3 import adapter, decoding, features
 from mt3_demo.models.yourmt3.encoder import MoE, ResBlock, mean_of_bin_pairs
+from numerics import float64_twin, network_tolerance
 
 TINY = Path(__file__).parent / "fixtures" / "mt3" / "tiny_model"
 
@@ -114,21 +116,33 @@ def test_moe_with_an_expert_left_without_tokens():
         assert torch.equal(layer(x), moe_loop(layer, x))
 
 
-def test_pre_encoder_block_equals_the_plain_formula():
+def test_pre_encoder_block_equals_the_plain_formula_up_to_rounding():
+    """BatchNorms folded into the convs, channels-last, the 1-channel conv as an im2col GEMM: exact
+    algebra, so only float32 rounding differs from the plain formula (evaluated in float64 here)."""
     torch.manual_seed(0)
     for c_in in (1, 8):
         block = ResBlock(c_in, 8).eval()
         for bn in (block.bn1, block.bn2):
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.normal_()
             bn.running_mean.normal_()
             bn.running_var.uniform_(0.5, 2)
         x = torch.randn(2, c_in, 5, 32)
+        b64, x64 = float64_twin(block), x.double()
         with torch.inference_mode():
-            h = F.relu(block.bn1(block.conv1(x)))
-            h = block.bn2(block.conv2(h))
-            h = F.relu(h + (block.shortcut(x) if block.shortcut is not None else x))
-            assert torch.equal(block(x), F.avg_pool2d(h, (1, 2)))
+            h = F.relu(b64.bn1(b64.conv1(x64)))
+            h = b64.bn2(b64.conv2(h))
+            want = F.avg_pool2d(F.relu(h + (b64.shortcut(x64) if b64.shortcut is not None else x64)), (1, 2))
+            got = block(x)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        # two convs of fan-in ≤ 9·8, each weight also rounded once when its BN scale is folded in
+        assert float((got.double() - want).abs().max()) <= network_tolerance(want, 4, 9 * 8)
+    with pytest.raises(RuntimeError, match="inference only"):
+        ResBlock(1, 8).train()(torch.randn(1, 1, 3, 4))
     odd = torch.randn(1, 2, 3, 7)
     assert torch.equal(mean_of_bin_pairs(odd.clone()), F.avg_pool2d(odd, (1, 2)))
+    wide = torch.randn(1, 4, 3, 8).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(mean_of_bin_pairs(wide.clone()), F.avg_pool2d(wide, (1, 2)))
 
 
 def test_thread_override_and_bad_values(monkeypatch):

@@ -48,8 +48,12 @@ def make_norm(kind: str, d: int, eps: float) -> nn.Module:
 class ResBlock(nn.Module):
     """relu(BN(conv(relu(BN(conv(x))))) + shortcut(x)) → average pairs of frequency bins.
 
-    [B, c_in, T, F] → [B, c_out, T, F/2]. The 1×1 shortcut conv (with bias) exists only when the
-    channel count changes (the first block, 1 → C).
+    [B, c_in, T, F] → [B, c_out, T, F/2], returned channels-last (NHWC in memory). The 1×1 shortcut
+    conv (with bias) exists only when the channel count changes (the first block, 1 → C).
+
+    Inference only: each eval-mode BatchNorm is folded into the conv before it (``folded``) and the
+    convolutions run channels-last — exact algebra that changes only float32 rounding (summation
+    order), like running on another CPU; tests/test_speed_paths.py bounds the difference.
     """
 
     def __init__(self, c_in: int, c_out: int):
@@ -61,19 +65,50 @@ class ResBlock(nn.Module):
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
 
     def forward(self, x: Tensor) -> Tensor:
-        # In-place ReLU/add and the pairwise mean below give exactly F.relu(h + s) and avg_pool2d's
-        # values; they only save passes over these large [B, C, 110, F] tensors (memory-bound here).
-        h = self.bn1(self.conv1(x)).relu_()
-        h = self.bn2(self.conv2(h))
-        h += self.shortcut(x) if self.shortcut is not None else x
+        if self.training:
+            raise RuntimeError("ResBlock folds its BatchNorms (running statistics): inference only, call .eval()")
+        w1, b1 = folded(self.conv1, self.bn1)
+        w2, b2 = folded(self.conv2, self.bn2)
+        if self.shortcut is not None:
+            b2 = b2 + self.shortcut.bias  # the shortcut's bias joins the second conv's
+        h = conv3x3(conv3x3(x, w1, b1).relu_(), w2, b2)
+        if self.shortcut is None:
+            h += x
+        else:  # 1×1 conv without its bias = a product over channels, added in place (NHWC rows)
+            c_out, c_in = self.shortcut.weight.shape[:2]
+            nhwc = h.permute(0, 2, 3, 1)
+            nhwc.view(-1, c_out).addmm_(x.permute(0, 2, 3, 1).reshape(-1, c_in),
+                                        self.shortcut.weight.view(c_out, c_in).t())
         return mean_of_bin_pairs(h.relu_())
+
+
+def folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """conv (no bias) then eval BatchNorm as one conv: weight·s, bias β − μ·s, s = γ / √(σ² + ε)."""
+    s = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return conv.weight * s[:, None, None, None], bn.bias - bn.running_mean * s
+
+
+def conv3x3(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """3×3 convolution, padding 1, channels-last: x [B, c_in, T, F], w [c_out, c_in, 3, 3] → [B, c_out, T, F].
+
+    One input channel (the spectrogram) is a GEMM over the 9 shifted copies of the padded input
+    (im2col, k = 9): oneDNN's direct kernel is 1.5–2× slower there. Otherwise oneDNN, channels-last.
+    """
+    if x.shape[1] != 1:
+        return F.conv2d(x.contiguous(memory_format=torch.channels_last),
+                        w.contiguous(memory_format=torch.channels_last), b, padding=1)
+    bsz, _, t, f = x.shape
+    xp = F.pad(x[:, 0], (1, 1, 1, 1))  # [B, T+2, F+2]
+    cols = torch.stack([xp[:, i:i + t, j:j + f] for i in range(3) for j in range(3)], dim=-1)  # [B, T, F, 9]
+    out = torch.addmm(b, cols.view(-1, 9), w.reshape(len(w), 9).t())  # [B·T·F, c_out]
+    return out.view(bsz, t, f, -1).permute(0, 3, 1, 2)  # NHWC memory, NCHW view
 
 
 def mean_of_bin_pairs(h: Tensor) -> Tensor:
     """avg_pool2d(h, (1, 2)): [..., F] → [..., F/2], bin pairs averaged as (a + b) / 2.
 
     The same values as avg_pool2d (which sums the pair, then divides by 2; ×0.5 is the same
-    correctly rounded operation), twice as fast on a contiguous NCHW tensor.
+    correctly rounded operation), without its pass over a copy; the result keeps h's memory format.
     """
     if h.shape[-1] % 2:
         return F.avg_pool2d(h, (1, 2))  # odd width: avg_pool2d drops the last bin
@@ -288,7 +323,8 @@ class PerceiverTF(nn.Module):
         self.blocks = nn.ModuleList([PerceiverBlock(dims) for _ in range(dims.num_blocks)])
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.transpose(2, 3)  # [B, T, F', C] → [B, T, C, F']: tokens are channels
+        # [B, T, F', C] → [B, T, C, F']: tokens are channels; made contiguous once for all blocks
+        x = x.transpose(2, 3).contiguous()
         b, t = x.shape[:2]
         h = self.latents.to(x.dtype).expand(b, t, *self.latents.shape)
         for block in self.blocks:
