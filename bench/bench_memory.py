@@ -9,10 +9,11 @@ RSS before it: what one run needs on top of the loaded model) and the least-squa
 ``run_peak_mb ≈ base + per_minute · minutes`` over the lengths measured — the numbers the
 manager's admission rule uses (``mt3_demo.memory.RUN_MEMORY``).
 
-transkun runs its real weights from the wheel. mt3, mr_mt3 and yourmt3 run full-size seeded random
-checkpoints (the manifests' shapes) at a fixed decode length (EOS disabled; ``--tokens``, per
-channel for yourmt3): their memory does not depend on what the weights say, only on how many tokens
-are decoded per segment.
+transkun runs its real weights from the wheel; ``transkun_wheel`` is the same model scoring all 90
+pitch tracks of a segment at once, as the wheel does (the baseline for our grouped scoring). mt3,
+mr_mt3 and yourmt3 run full-size seeded random checkpoints (the manifests' shapes) at a fixed
+decode length (EOS disabled; ``--tokens``, per channel for yourmt3): their memory does not depend
+on what the weights say, only on how many tokens are decoded per segment.
 """
 from __future__ import annotations
 
@@ -61,10 +62,12 @@ class PeakSampler:
 def build(model: str, folder: str, tokens: int):
     import torch
 
-    if model == "transkun":
+    if model in ("transkun", "transkun_wheel"):
         from mt3_demo.models.transkun import SPEC
 
-        return SPEC.build(SPEC.resolve(), torch.device("cpu"), SPEC.options_type())
+        transcriber = SPEC.build(SPEC.resolve(), torch.device("cpu"), SPEC.options_type())
+        transcriber.grouped_scoring = model == "transkun"  # transkun_wheel: the wheel's all-tracks scoring
+        return transcriber
     if model == "mt3":
         from mt3_demo.models.mt3 import adapter
         from mt3_demo.options import MT3Options

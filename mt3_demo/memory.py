@@ -24,9 +24,11 @@ class RunMemory:
 # limits"). Both models work in windows, so the run peak hardly grows with the file: over 20-80 s
 # the growth is below the measurement noise (±50 MB), and per_minute is the signal's own size.
 RUN_MEMORY: dict[str, RunMemory] = {
-    # Real weights; run peak 1179 / 1135 / 1129 MB at 20 / 40 / 80 s: one 16 s window's scorer.
+    # Real weights; run peak 549 / 464 / 544 / 599 MB at 20 / 40 / 80 / 160 s: one 16 s window's
+    # backbone activations and the glibc heap they leave behind (the scores are built 10 pitch
+    # tracks at a time; all 90 at once, the wheel's way, it was 1179 / 1135 / 1129 MB at 20-80 s).
     # Per minute: the 44.1 kHz float32 signal and its padded copy, 2 × 10.6 MB.
-    "transkun": RunMemory(1180.0, 21.0, "bench_memory.py: real weights, 20-80 s"),
+    "transkun": RunMemory(600.0, 21.0, "bench_memory.py: real weights, 20-160 s"),
     # Full-size random weights at 64 tokens per segment: 109 / 175 / 152 MB at 20 / 40 / 80 s (one
     # chunk of 16 segments at most); plus the self-attention cache of 1024-token segments, which
     # 64 tokens do not reach: 16 segments × 1024 × 8 layers × (k, v) × 512 × 4 B = 512 MB.

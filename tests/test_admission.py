@@ -22,10 +22,10 @@ def manager_with(specs, budget_mb: float) -> ModelManager:
 
 
 def test_a_run_makes_room_for_its_measured_memory():
-    """Weights alone (transkun: 54 MB) fit easily; its run needs ~1.2 GB more, so an idle model goes."""
+    """Weights alone (transkun: 54 MB) fit easily; its run needs ~0.6 GB more, so an idle model goes."""
     clip = Clip.from_array(np.zeros(16000 * 60, np.float32))  # one minute
     need = memory.run_mb("transkun", clip.duration)
-    assert need >= 1000  # the measured per-run peak, far above the weights
+    assert need >= 500  # the measured per-run peak, ten times the weights
     m = manager_with([fake_spec("other", megabytes=200.0), fake_spec("transkun", megabytes=1.0)],
                      budget_mb=need + 150.0)
     m.get("other")

@@ -27,6 +27,12 @@ WEIGHTS, CONFIG = "2.0.pt", "2.0.conf"
 # The one model class a .conf may name (moduleconf's "module" / "configClassName" fields).
 MODEL_MODULE, CONFIG_CLASS = "transkun.ModelTransformer", "Config"
 MAX_CONFIG_NUMBER = 1_000_000  # every setting of the 2.0 model is far below (fs = 44100 is the largest)
+# Pitch tracks (of 90: 88 keys + 2 pedals) scored and decoded together. The wheel scores all 90 at
+# once: a [frames, frames, 90] float32 matrix, 172 MB for a 16 s segment (691 frames), built through
+# full-size temporaries (+0.6 GB measured in the scorer) and copied transposed by the decoder
+# (+0.17 GB). Tracks are independent in the semi-CRF, so groups of 10 give the same paths from
+# 19 MB matrices.
+TRACKS_PER_GROUP = 10
 
 
 def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = None, fetch: bool = True) -> Path:
@@ -90,6 +96,33 @@ def read_config(path: Path) -> Any:
     return config
 
 
+class PitchGroupDecoder:
+    """Stands in for the wheel's ``NeuralSemiCRFInterval`` over all pitch tracks of a batch of
+    segments: ``decode`` builds the interval scores of ``TRACKS_PER_GROUP`` tracks at a time with the
+    model's own scorer and decodes them with the wheel's own semi-CRF, so that only one group's
+    [frames, frames, tracks] score matrix exists at a time."""
+
+    def __init__(self, scorer: torch.nn.Module, ctx: torch.Tensor):
+        self.scorer, self.ctx = scorer, ctx  # ctx: [batch, tracks, frames, features]
+
+    def decode(self, forcedStartPos: list[int] | None = None, forward: bool = False) -> list:
+        """The wheel's decode() result: one list of (begin, end) frame pairs per (segment, track),
+        segment-major, like the flattened [frames, frames, batch · tracks] matrix it replaces."""
+        from transkun.CRF import NeuralSemiCRFInterval
+
+        batch, tracks = self.ctx.shape[:2]
+        paths = []
+        for b in range(batch):
+            for lo in range(0, tracks, TRACKS_PER_GROUP):
+                hi = min(lo + TRACKS_PER_GROUP, tracks)
+                score, skip = self.scorer(self.ctx[b:b + 1, lo:hi])  # [T, T, 1, g], [T - 1, 1, g]
+                starts = None if forcedStartPos is None else forcedStartPos[b * tracks + lo:b * tracks + hi]
+                crf = NeuralSemiCRFInterval(score.flatten(-2, -1), skip.flatten(-2, -1))
+                paths += crf.decode(forcedStartPos=starts, forward=forward)
+                del score, skip, crf  # free this group's matrices before the next one is built
+        return paths
+
+
 class TranskunTranscriber:
     """Piano transcription with Transkun's pretrained 2.0 model."""
 
@@ -116,8 +149,24 @@ class TranskunTranscriber:
         self.rate = int(model.fs)
         self.segment_s = float(options.segment_s or model.segmentSizeInSecond)
         self.hop_s = float(options.hop_s)  # see TranskunOptions (specs/embedded_default.md)
-        # transcribe() hooks the model's per-segment method to count progress; one call at a time.
+        # PitchGroupDecoder knows the 2.0 model's inner-product scorer; an ablation's scorer stays
+        # whole. False gives the wheel's own scoring of all tracks at once (the bench's baseline).
+        self.grouped_scoring = bool(model.useInnerProductScorer)
+        # transcribe() hooks the model's per-segment method to count progress and its scoring
+        # method to bound memory (PitchGroupDecoder); one call at a time.
         self._lock = threading.Lock()
+
+    def _frames_to_decoder(self, frames: torch.Tensor) -> tuple[PitchGroupDecoder, torch.Tensor]:
+        """Our ``processFramesBatch``: the wheel's gain normalisation, features and backbone, with
+        the interval scores left to ``PitchGroupDecoder``. frames: [batch, 1, frames, window]."""
+        model = self.model
+        mean = torch.mean(frames, dim=[1, 2, 3], keepdim=True)
+        std = torch.std(frames, dim=[1, 2, 3], keepdim=True)
+        features = model.framewiseFeatureExtractor((frames - mean) / (std + 1e-8)).contiguous()
+        features = features.view(frames.shape[0], *features.shape[-3:])  # [batch, frames, mels, channels]
+        tracks = torch.tensor(model.targetMIDIPitch, device=features.device)
+        ctx = model.backbone(features, outputIndices=tracks)  # [batch, tracks, frames, features]
+        return PitchGroupDecoder(model.scorer, ctx), ctx
 
     def _hop_samples(self) -> int:
         hop = self.model.hopSize
@@ -146,10 +195,13 @@ class TranskunTranscriber:
 
         with self._lock:
             self.model.transcribeFrames = counting
+            if self.grouped_scoring:
+                self.model.processFramesBatch = self._frames_to_decoder
             try:
                 events = self.model.transcribe(x, stepInSecond=self.hop_s, segmentSizeInSecond=self.segment_s)
             finally:
-                del self.model.transcribeFrames  # drop the instance attribute, back to the class method
+                del self.model.transcribeFrames  # drop the instance attributes, back to the class methods
+                vars(self.model).pop("processFramesBatch", None)
         notes = [
             Note(onset=float(e.start), offset=float(e.end), pitch=int(e.pitch),
                  velocity=int(e.velocity), program=0, is_drum=False)
