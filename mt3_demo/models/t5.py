@@ -96,7 +96,10 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.max_positions = max_positions
         self.formula = formula
-        self.register_buffer("inv_freq", kunato_inv_freq(d_model))
+        inv_freq = torch.empty(d_model // 2)
+        if not inv_freq.is_meta:  # on the meta device the checkpoint supplies it (and arange there imports sympy)
+            inv_freq = kunato_inv_freq(d_model)
+        self.register_buffer("inv_freq", inv_freq)
         self.register_buffer("table", torch.empty(0), persistent=False)
         self.rebuild()
         self.register_load_state_dict_post_hook(lambda module, _keys: module.rebuild())
