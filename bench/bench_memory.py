@@ -97,7 +97,6 @@ def build(model: str, folder: str, tokens: int):
 MALLOC_POLICIES = {
     "trim": {},  # mt3_demo.allocator as shipped: malloc_trim(0) after every chunk
     "none": {"release": False},  # glibc's defaults, no trim
-    "arena2": {"release": False, "arena_max": 2},  # mallopt(M_ARENA_MAX, 2) only
     "mmap1m": {"release": False, "env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
 }
 
@@ -108,8 +107,6 @@ def apply_malloc_policy(name: str) -> None:
     policy = MALLOC_POLICIES[name]
     if not policy.get("release", True):
         allocator.release = lambda: False  # the adapters call it through the module
-    if policy.get("arena_max"):
-        allocator.configure(policy["arena_max"])
 
 
 def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "trim") -> None:

@@ -27,7 +27,6 @@ def fresh_lookup(monkeypatch):
 def test_no_op_without_glibc(monkeypatch, fresh_lookup):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert allocator.release() is False
-    assert allocator.configure(2) is False
 
 
 @pytest.mark.skipif(allocator._glibc() is None, reason="glibc only")
@@ -47,12 +46,6 @@ def test_release_hands_freed_heap_pages_back():
     # pages other tests' allocations share).
     assert before - rss_kb() > 0.75 * 100 * 1024
     libc.free(blocks[-1])
-
-
-def test_configure_accepts_an_arena_cap_on_glibc(fresh_lookup):
-    expected = allocator._glibc() is not None
-    assert allocator.configure(allocator.ARENA_MAX) is expected
-    assert allocator.configure(None) is False  # no policy asked for: nothing applied
 
 
 def test_manager_releases_after_every_run_even_a_failed_one(monkeypatch):
