@@ -1,6 +1,6 @@
 """Per-run memory of each model as a function of audio length (issue 13 item 8).
 
-    python bench/bench_memory.py [--models transkun,mt3] [--seconds 15,30,60,120] [--tokens 64]
+    python bench/bench_memory.py [--models transkun,mt3] [--seconds 15,30,60,120] [--tokens 64] [--malloc default,mmap1m]
 
 Each (model, length) runs in a fresh subprocess: load the model, note the resident set (RSS), then
 transcribe a music-like test signal while a thread samples RSS every 5 ms. Reported per run:
@@ -92,31 +92,20 @@ def build(model: str, folder: str, tokens: int):
     raise SystemExit(f"unknown model {model}")
 
 
-# Allocator policies compared by --malloc (each run in a fresh process): what mt3_demo.allocator does
-# by default (malloc_trim after each chunk) against glibc left alone and the other knobs.
+# glibc settings compared by --malloc, each run in a fresh process with its environment.
 MALLOC_POLICIES = {
-    "trim": {},  # mt3_demo.allocator as shipped: malloc_trim(0) after every chunk
-    "none": {"release": False},  # glibc's defaults, no trim
-    "mmap1m": {"release": False, "env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
+    "default": {},
+    # a fixed threshold: every block of 1 MiB or more gets its own mapping, returned when freed
+    "mmap1m": {"env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
 }
 
 
-def apply_malloc_policy(name: str) -> None:
-    from mt3_demo import allocator
-
-    policy = MALLOC_POLICIES[name]
-    if not policy.get("release", True):
-        allocator.release = lambda: False  # the adapters call it through the module
-
-
-def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "trim") -> None:
+def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "default") -> None:
     """Subprocess body: prints one JSON line."""
     import numpy as np
     import torch
 
     from mt3_demo.audio import Clip
-
-    apply_malloc_policy(malloc)
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     clip = Clip.from_array(test_signal(seconds, seed=1).astype(np.float32))
@@ -145,9 +134,8 @@ def main() -> None:
     p.add_argument("--models", default="transkun,mt3")
     p.add_argument("--seconds", default="15,30,60,120")
     p.add_argument("--tokens", type=int, default=64, help="token models: tokens decoded per segment")
-    p.add_argument("--malloc", default="trim",
-                   help=f"comma-separated allocator policies to compare, of {', '.join(MALLOC_POLICIES)} "
-                        "(default trim: what the package does)")
+    p.add_argument("--malloc", default="default",
+                   help=f"comma-separated glibc malloc settings to compare, of {', '.join(MALLOC_POLICIES)}")
     p.add_argument("--child", nargs=5, metavar=("MODEL", "SECONDS", "FOLDER", "TOKENS", "MALLOC"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -6,11 +6,12 @@ mappings; the chunks of a long file then leave holes there that are reused only 
 resident set grows from chunk to chunk (YourMT3+ at 160 s: 1.6–2.1 GB per run, run to run), and
 what a run freed stays in the process after it (MT3: ~70 MB after each 20 s run).
 :func:`release` (``malloc_trim(0)``) hands the free pages of every arena back to the kernel: the
-manager calls it after each run (MT3 keeps 0–10 MB instead), YourMT3+ after each chunk.
+manager calls it after each run (MT3 then keeps 0–10 MB).
 
-Measured and not applied (bench/bench_memory.py --malloc, README "Memory"): a fixed mmap threshold
-(``MALLOC_MMAP_THRESHOLD_``) and a cap on arenas (``mallopt(M_ARENA_MAX, 2)``: runs on fresh
-threads, as the app's, kept more after each run with it, not less).
+Measured and not applied (README "Memory"): malloc_trim after each YourMT3+ chunk (same peak); a
+cap on arenas (``mallopt(M_ARENA_MAX, 2)``: runs on fresh threads, as the app's, kept more after
+each run, not less); a fixed mmap threshold (``bench/bench_memory.py --malloc mmap1m``: a lower
+YourMT3+ peak, but its cost in speed is not settled).
 
 Linux with glibc only; elsewhere (macOS, musl) it is a no-op, and it never raises.
 """

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ... import allocator
 from ...audio import Clip
 from ...checkpoints import CheckpointError, HubFile, resolve_file
 from ...options import YOURMT3_DEFAULT_CHECKPOINT, OptionError, YourMT3Options
@@ -122,8 +121,6 @@ class YourMT3Transcriber:
             spec = self.model.spectrogram(x).to(self.dtype)
             memory = self.model.encode(spec)
             out += self.model.generate(memory, self.max_tokens)
-            del x, spec, memory
-            allocator.release()  # the chunk's tensors are freed: give their pages back before the next
             if progress is not None:
                 progress(min(i + self.batch_segments, n), n)
         return out
