@@ -29,8 +29,8 @@ RUN_MEMORY: dict[str, RunMemory] = {
     "transkun": RunMemory(1180.0, 21.0, "bench_memory.py: real weights, 20-80 s"),
     # Full-size random weights at 64 tokens per segment: 226 MB at 40 s (one chunk of 20 segments;
     # re-measured after the load without sympy and the layer-by-layer cross-attention cache; with
-    # the older load path it was 109 / 175 / 152 MB at 20 / 40 / 80 s, growth over a larger RSS
-    # before the run, not a run that needed less; 20 and 80 s not re-measured); plus the self-attention cache of
+    # the older load path it read 109 / 175 / 152 MB at 20 / 40 / 80 s, in other runs, so the
+    # two are not compared; 20 and 80 s not re-measured); plus the self-attention cache of
     # 1024-token segments, which 64 tokens do not reach: 16 segments × 1024 × 8 layers × (k, v) ×
     # 512 × 4 B = 512 MB. Per minute: the 16 kHz signal and its features (< 10 MB).
     "mt3": RunMemory(226.0 + 512.0, 10.0, "bench_memory.py: random full-size weights + KV-cache bound"),
