@@ -1,6 +1,6 @@
 """Per-run memory of each model as a function of audio length (issue 13 item 8).
 
-    python bench/bench_memory.py [--models transkun,mt3] [--seconds 15,30,60,120] [--tokens 64]
+    python bench/bench_memory.py [--models transkun,mt3] [--seconds 15,30,60,120] [--tokens 64] [--malloc default,mmap1m]
 
 Each (model, length) runs in a fresh subprocess: load the model, note the resident set (RSS), then
 transcribe a music-like test signal while a thread samples RSS every 5 ms. Reported per run:
@@ -95,7 +95,15 @@ def build(model: str, folder: str, tokens: int):
     raise SystemExit(f"unknown model {model}")
 
 
-def child(model: str, seconds: float, folder: str, tokens: int) -> None:
+# glibc settings compared by --malloc, each run in a fresh process with its environment.
+MALLOC_POLICIES = {
+    "default": {},
+    # a fixed threshold: every block of 1 MiB or more gets its own mapping, returned when freed
+    "mmap1m": {"env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
+}
+
+
+def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "default") -> None:
     """Subprocess body: prints one JSON line."""
     import numpy as np
     import torch
@@ -110,7 +118,7 @@ def child(model: str, seconds: float, folder: str, tokens: int) -> None:
     t0 = time.perf_counter()
     with PeakSampler() as sampler, torch.inference_mode():
         out = transcriber.transcribe(clip)
-    print(json.dumps({"model": model, "seconds": seconds, "weights_mb": round(before_run - before_load, 1),
+    print(json.dumps({"model": model, "malloc": malloc, "seconds": seconds, "weights_mb": round(before_run - before_load, 1),
                       "run_peak_mb": round(sampler.peak - before_run, 1), "peak_rss_mb": round(sampler.peak, 1),
                       "wall_s": round(time.perf_counter() - t0, 1), "notes": len(out.notes)}))
 
@@ -129,12 +137,16 @@ def main() -> None:
     p.add_argument("--models", default="transkun,mt3")
     p.add_argument("--seconds", default="15,30,60,120")
     p.add_argument("--tokens", type=int, default=64, help="token models: tokens decoded per segment")
-    p.add_argument("--child", nargs=4, metavar=("MODEL", "SECONDS", "FOLDER", "TOKENS"), help=argparse.SUPPRESS)
+    p.add_argument("--malloc", default="default",
+                   help=f"comma-separated glibc malloc settings to compare, of {', '.join(MALLOC_POLICIES)}")
+    p.add_argument("--child", nargs=5, metavar=("MODEL", "SECONDS", "FOLDER", "TOKENS", "MALLOC"),
+                   help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        model, seconds, folder, tokens = args.child
-        child(model, float(seconds), folder, int(tokens))
+        model, seconds, folder, tokens, malloc = args.child
+        child(model, float(seconds), folder, int(tokens), malloc)
         return
+    policies = [m.strip() for m in args.malloc.split(",") if m.strip()]
     lengths = [float(s) for s in args.seconds.split(",")]
     rows, fits = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,21 +165,24 @@ def main() -> None:
             (Path(tmp) / "yourmt3").mkdir()
             random_checkpoint(YOURMT3_MANIFEST, Path(tmp) / "yourmt3")
         for model in models:
-            points = []
+            points: dict[str, list] = {m: [] for m in policies}
             for seconds in lengths:
-                proc = subprocess.run([sys.executable, __file__, "--child", model, str(seconds),
-                                       str(Path(tmp) / model), str(args.tokens)],
-                                      capture_output=True, text=True, cwd=ROOT)
-                if proc.returncode:
-                    raise SystemExit(f"{model} {seconds}s failed:\n{proc.stderr[-2000:]}")
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                rows.append(r)
-                points.append((seconds / 60, r["run_peak_mb"]))
-                print(json.dumps(r), file=sys.stderr)
-            fits[model] = fit(points)
-    print(table(rows, ["model", "seconds", "weights_mb", "run_peak_mb", "peak_rss_mb", "wall_s"]))
-    for model, (base, per_min) in fits.items():
-        print(f"{model}: run peak ≈ {base:.0f} MB + {per_min:.0f} MB per minute of audio")
+                for malloc in policies:  # interleaved, so a busy spell on the machine hits them alike
+                    env = {**os.environ, **MALLOC_POLICIES[malloc].get("env", {})}
+                    proc = subprocess.run([sys.executable, __file__, "--child", model, str(seconds),
+                                           str(Path(tmp) / model), str(args.tokens), malloc],
+                                          capture_output=True, text=True, cwd=ROOT, env=env)
+                    if proc.returncode:
+                        raise SystemExit(f"{model} {seconds}s ({malloc}) failed:\n{proc.stderr[-2000:]}")
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    rows.append(r)
+                    points[malloc].append((seconds / 60, r["run_peak_mb"]))
+                    print(json.dumps(r), file=sys.stderr)
+            for malloc in policies:
+                fits[(model, malloc)] = fit(points[malloc])
+    print(table(rows, ["model", "malloc", "seconds", "weights_mb", "run_peak_mb", "peak_rss_mb", "wall_s"]))
+    for (model, malloc), (base, per_min) in fits.items():
+        print(f"{model} ({malloc}): run peak ≈ {base:.0f} MB + {per_min:.0f} MB per minute of audio")
 
 
 if __name__ == "__main__":

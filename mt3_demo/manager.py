@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import hub
+from . import allocator, hub
 from .audio import Clip
 from .checkpoints import CheckpointError, NotDownloaded
 from .memory import run_mb
@@ -355,6 +355,7 @@ class ModelManager:
             with self._state_lock:
                 entry.in_use -= 1
                 self._running_mb -= counted
+            allocator.release()  # the run's tensors are freed: hand their pages back (glibc keeps them)
         return Transcription(
             model_id=model_id, notes=out.notes, audio_seconds=clip.duration,
             load_seconds=load_seconds, inference_seconds=seconds, device=str(self.device),

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Hashable, Iterable, Sequence
 
-import mir_eval
 import numpy as np
 import pretty_midi
 
@@ -46,6 +45,7 @@ MIN_DURATION = 0.01
 
 def _arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
     """Intervals (s) and pitches (Hz) in mir_eval's format."""
+    import mir_eval.util  # here, not at the top: mir_eval loads scipy.stats (~50 MB), needed only to score
     intervals = np.zeros((len(notes), 2))
     for i, n in enumerate(notes):
         onset = max(0.0, float(n.onset))
@@ -60,6 +60,7 @@ def match_pairs(est: Sequence[Note], ref: Sequence[Note], with_offsets: bool) ->
         return []
     ref_int, ref_hz = _arrays(ref)
     est_int, est_hz = _arrays(est)
+    import mir_eval.transcription
     matching = mir_eval.transcription.match_notes(
         ref_int, ref_hz, est_int, est_hz,
         onset_tolerance=ONSET_TOLERANCE,

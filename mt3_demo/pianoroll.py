@@ -20,16 +20,13 @@ import io
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pretty_midi
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
-from matplotlib.colors import to_hex, to_rgb
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from .instruments import (DRUM_KIND_ORDER, DRUMS, GM_FAMILIES, drum_kind, instrument_family, instrument_key,
                           instrument_name)
@@ -82,6 +79,8 @@ _SHADES = [0.0, -0.18, 0.22, -0.32, 0.36, -0.1, 0.12, 0.28]
 
 
 def _shade(color: str, amount: float) -> str:
+    from matplotlib.colors import to_hex, to_rgb
+
     rgb = np.array(to_rgb(color))
     target = np.ones(3) if amount > 0 else np.zeros(3)
     return to_hex(rgb + (target - rgb) * abs(amount))
@@ -122,6 +121,18 @@ def _select(notes: Sequence[Note], only_instrument: str | None) -> list[Note]:
     ]
 
 
+def _figure(**kwargs) -> Figure:
+    """A bare Figure with an Agg canvas attached: no pyplot, no global backend state. matplotlib
+    is imported here and in the drawing helpers, not by the module: a transcription that draws no
+    picture (the CLI without ``--png``) does not load it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def render(
     notes: Iterable[Note],
     duration: float | None,
@@ -150,8 +161,7 @@ def render(
         end = float(duration) if duration and duration > 0 else max((n.offset for n in all_notes), default=0.0)
         x0, x1 = 0.0, max(end, 1e-3)
 
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)  # attach an Agg canvas: no pyplot, no global backend state
+    fig = _figure(figsize=figsize, dpi=dpi)
     # A fixed frame rather than an automatic layout: the plotting area then sits at the same pixels
     # in every model's image (legend or not, long names or not), so time positions line up across
     # columns. The right-hand strip is reserved for the legend.
@@ -201,6 +211,8 @@ def render(
 
     if handles:
         if len(handles) > _MAX_LEGEND:
+            from matplotlib.patches import Patch
+
             # Keep the legend inside the figure; the rest is summarised in one line.
             extra = len(handles) - (_MAX_LEGEND - 1)
             handles = handles[:_MAX_LEGEND - 1] + [Patch(color="none", label=f"+ {extra} more")]
@@ -215,6 +227,9 @@ def render(
 
 def _draw_pitched(ax, notes: list[Note]) -> list:
     """Notes as bars, one PolyCollection per instrument (fast even for thousands of notes)."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
     ax.set_ylabel("Pitch", fontsize=8)
     if not notes:
         ax.set_ylim(48, 84)
@@ -252,6 +267,8 @@ def _draw_pitched(ax, notes: list[Note]) -> list:
 
 def _draw_drums(ax, notes: list[Note], standalone: bool) -> list:
     """Drum hits as tick marks, one row per kind of drum present."""
+    from matplotlib.lines import Line2D
+
     kinds = sorted({drum_kind(n.pitch) for n in notes}, key=DRUM_KIND_ORDER.index)
     row = {k: i for i, k in enumerate(reversed(kinds))}  # kick at the bottom, like a score
     color = family_color(DRUMS)
@@ -303,8 +320,7 @@ def agreement_heatmap(ids: Sequence[str], matrix: Sequence[Sequence[float]], tit
     """Small heatmap of :func:`mt3_demo.metrics.agreement`'s matrix, values written in the cells."""
     k = len(ids)
     side = 1.6 + 0.75 * max(k, 1)
-    fig = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     if k == 0:
         ax.text(0.5, 0.5, "no models", ha="center", va="center", color="#888888", transform=ax.transAxes)
@@ -347,6 +363,9 @@ def render_diff(
     """Draw a transcription against its reference: matched notes green, extra notes red, missed
     reference notes as grey outlines. ``diff`` is :func:`mt3_demo.metrics.note_diff`'s result for
     ``(est, ref)``; drums are drawn at their GM key like pitched notes. Saved as PNG if ``path``."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
     groups = {
         "matched": [n for n, ok in zip(est, diff["est_matched"]) if ok],
         "extra": [n for n, ok in zip(est, diff["est_matched"]) if not ok],
@@ -354,8 +373,7 @@ def render_diff(
     }
     end = float(duration) if duration and duration > 0 else max(
         (n.offset for n in list(est) + list(ref)), default=0.0)
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=figsize, dpi=dpi)
     ax = fig.add_subplot(fig.add_gridspec(1, 1, left=0.085, right=0.765, top=0.9, bottom=0.13)[0])
     handles = []
     for kind in ("missed", "extra", "matched"):  # outlines first, so filled notes stay on top

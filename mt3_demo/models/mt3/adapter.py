@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from ...audio import Clip
-from ...checkpoints import (CheckpointError, HubFile, check_tensors, checkpoint_errors, resolve_file,
-                             safe_torch_load)
+from ...checkpoints import (CheckpointError, HubFile, check_tensors, checkpoint_errors, empty_weights,
+                             resolve_file, safe_torch_load)
 from ...options import MT3_COMPAT_MODES, MT3Options, OptionError
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from ..t5 import T5, dims_from_state_dict, load_t5_state_dict
@@ -103,7 +103,7 @@ def load_model(location: MT3Location, device: torch.device | str = "cpu", positi
             dims = dims_from_state_dict(read_config(location, state, what), state)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{what}: config.json is incomplete ({e}).") from e
-        with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
+        with empty_weights():  # no random init: the checkpoint's tensors become the parameters
             model = T5(dims)
         state = {k: v.float() for k, v in state.items()}
         load_t5_state_dict(model, state, what, assign=True)
