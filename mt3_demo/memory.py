@@ -40,12 +40,12 @@ RUN_MEMORY: dict[str, RunMemory] = {
     # 10 / 20 / 40 / 80 / 160 s (segments are decoded one after another: flat past one chunk's
     # encoder pass); plus one row's self-attention cache at 1024 tokens, 1024 × 8 × 2 × 384 × 4 B.
     "mr_mt3": RunMemory(200.0 + 25.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
-    # Full-size random weights at 32 tokens per channel: 848 / 1346 / 1571 / 1624 MB at 10 / 20 /
-    # 40 / 80 s; at 160 s 2070 MB in one run and 1578 MB in another (glibc heap fragmentation
-    # across the 8-segment chunks: with MALLOC_MMAP_THRESHOLD_=1 MiB it stays at 1390 MB, but
-    # slower). Plus the self-attention cache of 256-token channels that 32 tokens do not reach:
+    # Full-size random weights at 32 tokens per channel, the encoder on 2 segments at a time and
+    # the decoder on chunks of 8: 436 / 687 / 643 MB at 10 / 40 / 160 s (all 8 segments through
+    # the encoder at once, as before: 848 / 1571 MB at 10 / 40 s, 1.6-2.1 GB at 160 s). Plus the
+    # self-attention cache of 256-token channels that 32 tokens do not reach:
     # 8 segments × 13 channels × 224 more tokens × 8 layers × 2 × 384 × 4 B ≈ 572 MB.
-    "yourmt3": RunMemory(1620.0 + 572.0, 340.0, "bench_memory.py: random full-size weights, 10-160 s"),
+    "yourmt3": RunMemory(690.0 + 572.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
 }
 
 

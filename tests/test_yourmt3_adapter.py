@@ -101,3 +101,30 @@ def test_half_precision_path_runs():
     audio, _ = sf.read(FIX / "set_b" / "audio.wav", dtype="float32")
     out = t.transcribe(Clip.from_array(audio[:16000]))
     assert len(out.tokens) == 1 and all(1 <= len(ch) <= 4 for ch in out.tokens[0])
+
+
+def test_encoder_passes_smaller_than_the_decoding_chunk_give_the_same_tokens():
+    """On the CPU the encoder takes 2 segments at a time (memory) while the decoder takes a whole
+    chunk: the golden two-segment clip gives the upstream tokens either way, and the encoder is
+    called once per segment pair."""
+    d = FIX / "set_b"
+    golden = json.loads((d / "greedy_and_notes.json").read_text())
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
+    assert t.encode_segments == 2 and t.batch_segments == 8
+    audio, _ = sf.read(d / "audio.wav", dtype="float32")
+    clip = Clip.from_array(audio)
+    runs = {}
+    for per_pass in (1, 8):
+        t.encode_segments = per_pass
+        passes = []
+        encode = t.model.encode
+        t.model.encode = lambda spec: passes.append(spec.shape[0]) or encode(spec)
+        try:
+            runs[per_pass] = t.tokens(clip.samples)
+        finally:
+            del t.model.encode  # back to the class's method
+        assert passes == ([1, 1] if per_pass == 1 else [2])
+    assert runs[1] == runs[8]
+    for seg, golden_seg in zip(runs[1], golden["tokens"]):
+        for ch, gch in zip(seg, golden_seg):
+            assert ch == gch[:len(ch)] and all(x == 0 for x in gch[len(ch):])
