@@ -42,7 +42,7 @@ RUN_MEMORY: dict[str, RunMemory] = {
     "mr_mt3": RunMemory(200.0 + 25.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
     # Full-size random weights at 32 tokens per channel, the encoder on 2 segments at a time and
     # the decoder on chunks of 8: 436 / 687 / 643 MB at 10 / 40 / 160 s (all 8 segments through
-    # the encoder at once, as before: 848 / 1571 MB at 10 / 40 s, 1.6-2.1 GB at 160 s). Plus the
+    # the encoder at once, as before: 1151 MB at 40 s in the same run; 1.6-2.1 GB at 160 s). Plus the
     # self-attention cache of 256-token channels that 32 tokens do not reach:
     # 8 segments × 13 channels × 224 more tokens × 8 layers × 2 × 384 × 4 B ≈ 572 MB.
     "yourmt3": RunMemory(690.0 + 572.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
