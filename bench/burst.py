@@ -63,6 +63,15 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise SystemExit("the app did not start in time")
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """Terminate the app's process; kill it if it has not gone in 30 s."""
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 class PeakRSS(threading.Thread):
     """Polls the server's resident memory (with its children) until stopped."""
 
@@ -142,11 +151,7 @@ def main() -> int:
         rss.join()
         disk_after = folder_mb(gradio_tmp)
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
     for tag in sorted(results):
         status, seconds, detail = results[tag]

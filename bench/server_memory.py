@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from burst import PeakRSS, free_port, wait_until_up  # noqa: E402
+from burst import PeakRSS, free_port, stop_server, wait_until_up  # noqa: E402
 from common import ROOT, table, test_signal, write_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -122,11 +122,7 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
         rss.stopped.set()
         rss.join()
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     return {"model": model, "seconds": None, "idle_mb": round(idle), "peak_mb": round(rss.peak_mb),
             "wall_s": round(wall, 1), "result": detail}
 
