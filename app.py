@@ -14,7 +14,12 @@ if os.environ.get("SPACES_ZERO_GPU"):
     except ImportError:
         pass
 
+from mt3_demo import allocator  # noqa: E402
 from mt3_demo.ui import build_demo, launch_kwargs  # noqa: E402
+
+# Before Gradio starts its threads: runs on worker threads then share the main heap, which is
+# handed back after each run (mt3_demo.allocator; README "Server memory").
+allocator.one_arena()
 
 demo = build_demo()
 

@@ -52,10 +52,12 @@ def fixed_decoding(tokens: int) -> dict:
 
 def serve(tokens: int) -> None:
     """Child process: the app as ``app.py`` builds it, with the token models' work held fixed."""
+    from mt3_demo import allocator
     from mt3_demo.manager import manager_for
     from mt3_demo.options import settings_from_env
     from mt3_demo.ui import build_demo, launch_kwargs
 
+    allocator.one_arena()  # as app.py does, before Gradio's threads start
     settings = settings_from_env()
     manager = manager_for(settings)
     manager.options.update(fixed_decoding(tokens))

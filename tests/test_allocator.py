@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,41 @@ def test_manager_releases_after_every_run_even_a_failed_one(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         m.transcribe("b", CLIP)
     assert len(calls) == 2
+
+
+ARENA_PROBE = r"""
+import ctypes, sys, tempfile, threading
+from mt3_demo import allocator
+if sys.argv[1] == "one":
+    assert allocator.one_arena()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def work():
+    blocks = [libc.malloc(64 * 1024) for _ in range(64)]
+    for b in blocks:
+        libc.free(b)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+path = tempfile.mktemp()
+fp = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, fp)
+libc.fclose(fp)
+print(open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc only")
+@pytest.mark.parametrize("policy", ["default", "one"])
+def test_one_arena_keeps_worker_threads_on_the_main_heap(policy):
+    """Threads that allocate get arenas of their own by default; after one_arena() they share the
+    main heap (the one malloc_trim can hand back whole)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", ARENA_PROBE, policy], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    arenas = int(out.stdout.strip())
+    assert arenas == 1 if policy == "one" else arenas > 1, (policy, arenas)
