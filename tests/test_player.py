@@ -7,6 +7,7 @@ tests/test_browser.py does). Screenshots of each state go to ``tests/artifacts/p
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 
@@ -123,17 +124,24 @@ def player_url(browser, tmp_path_factory):
 ROLLS = ("a", "b")
 
 
-def _open(browser, url, **context):
+@contextmanager
+def _player_page(browser, url, **context):
+    """A page on the player, loaded and ready to play; on leaving, no script error may have occurred
+    on it (checked when the test's own steps passed) and it is closed."""
     from playwright.sync_api import expect
 
     page = browser.new_page(**context)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    for r in ROLLS:
-        expect(page.get_by_test_id(f"roll-{r}")).to_be_visible(timeout=60_000)
-    page.wait_for_function("document.querySelector('.mt3-audio').readyState >= 1", timeout=30_000)
-    return page, errors
+    try:
+        page.goto(url)
+        for r in ROLLS:
+            expect(page.get_by_test_id(f"roll-{r}")).to_be_visible(timeout=60_000)
+        page.wait_for_function("document.querySelector('.mt3-audio').readyState >= 1", timeout=30_000)
+        yield page
+        assert errors == []
+    finally:
+        page.close()
 
 
 def _playheads(page) -> list[float]:
@@ -150,8 +158,7 @@ def _player(page, expr: str):
 
 @pytest.mark.slow
 def test_transport_playhead_seek_and_source(browser, player_url):
-    page, errors = _open(browser, player_url, viewport={"width": 1280, "height": 900})
-    try:
+    with _player_page(browser, player_url, viewport={"width": 1280, "height": 900}) as page:
         page.screenshot(path=str(ARTIFACTS / "01_loaded.png"), full_page=True)
         assert _playheads(page) == [0.0, 0.0]
         page.get_by_test_id("transport-play").click()
@@ -191,15 +198,11 @@ def test_transport_playhead_seek_and_source(browser, player_url):
         page.wait_for_function("!document.querySelector('.mt3-audio').paused")
         page.keyboard.press("Space")
         page.screenshot(path=str(ARTIFACTS / "03_seek_and_source.png"), full_page=True)
-        assert errors == []
-    finally:
-        page.close()
 
 
 @pytest.mark.slow
 def test_hover_legend_zoom_and_diff(browser, player_url):
-    page, errors = _open(browser, player_url, viewport={"width": 1280, "height": 900})
-    try:
+    with _player_page(browser, player_url, viewport={"width": 1280, "height": 900}) as page:
         tooltip = page.get_by_test_id("player-tooltip")
         # Hover a piano note: pitch name (with the sharp sign), instrument, times, velocity.
         # Reference note 1 (0.5 s, pitch 65 = F4) arrives in model "a" 20 ms late, at 0.52 s.
@@ -249,16 +252,12 @@ def test_hover_legend_zoom_and_diff(browser, player_url):
                     assert legend.locator(f"[data-kind={kind}]").get_attribute("data-count") == str(d[kind])
         page.get_by_test_id("diff-mode").select_option("onset")
         page.screenshot(path=str(ARTIFACTS / "07_diff.png"), full_page=True)
-        assert errors == []
-    finally:
-        page.close()
 
 
 @pytest.mark.slow
 def test_phone_width_one_column_tap_to_seek(browser, player_url):
-    page, errors = _open(browser, player_url, viewport={"width": 390, "height": 844}, is_mobile=True,
-                         has_touch=True)
-    try:
+    with _player_page(browser, player_url, viewport={"width": 390, "height": 844}, is_mobile=True,
+                      has_touch=True) as page:
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         boxes = [page.get_by_test_id(f"roll-{r}").bounding_box() for r in ROLLS]
         assert all(b["x"] >= 0 and b["x"] + b["width"] <= 391 for b in boxes)
@@ -283,6 +282,3 @@ def test_phone_width_one_column_tap_to_seek(browser, player_url):
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
         assert page.evaluate("document.querySelector('.mt3-spacer').offsetWidth") > 2 * width_before
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-        assert errors == []
-    finally:
-        page.close()
