@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, table, test_signal, write_checkpoint  # noqa: E402
+from common import ROOT, fixed_decoding, table, test_signal, write_checkpoint  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -68,30 +68,13 @@ def build(model: str, folder: str, tokens: int):
         transcriber = SPEC.build(SPEC.resolve(), torch.device("cpu"), SPEC.options_type())
         transcriber.grouped_scoring = model == "transkun"  # transkun_wheel: the wheel's all-tracks scoring
         return transcriber
-    if model == "mt3":
-        from mt3_demo.models.mt3 import adapter
-        from mt3_demo.options import MT3Options
+    options = fixed_decoding(tokens)  # token models: fixed work, no EOS stop
+    if model in options:
+        from mt3_demo.manager import load_registry
 
-        decode = adapter.generate_ids
-        adapter.generate_ids = lambda *a, **kw: decode(*a, **kw, stop_at_eos=False)  # fixed work: no EOS stop
-        return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), MT3Options(max_tokens=tokens))
-    if model == "mr_mt3":
-        from mt3_demo.models.mr_mt3 import adapter
-        from mt3_demo.options import MRMT3Options
-
-        decode = adapter.contiguous_decode
-        adapter.contiguous_decode = lambda *a, **kw: decode(*a, **kw, stop_at_eos=False)
-        return adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"),
-                             MRMT3Options(max_tokens=tokens))
-    if model == "yourmt3":
-        from mt3_demo.models.yourmt3 import adapter
-        from mt3_demo.options import YourMT3Options
-
-        tr = adapter.build(adapter.resolve(Path(folder) / "last.ckpt"), torch.device("cpu"),
-                           YourMT3Options(max_tokens=tokens))
-        generate = tr.model.generate
-        tr.model.generate = lambda memory, n, *a, **kw: generate(memory, n, *a, **kw, stop_at_eos=False)
-        return tr
+        spec = load_registry()[0][model]
+        checkpoint = Path(folder) / "last.ckpt" if model == "yourmt3" else Path(folder)
+        return spec.build(spec.resolve(checkpoint, options[model]), torch.device("cpu"), options[model])
     raise SystemExit(f"unknown model {model}")
 
 

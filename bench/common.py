@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: random checkpoints from manifests, test signals, timing, RSS."""
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import sys
@@ -102,3 +103,17 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def fixed_decoding(tokens: int) -> dict:
+    """Hold every token model at ``tokens`` per segment (EOS off); returns the manager's options."""
+    from mt3_demo.models.mr_mt3 import adapter as mr_mt3_adapter
+    from mt3_demo.models.mt3 import adapter as mt3_adapter
+    from mt3_demo.models.yourmt3.model import YourMT3
+    from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
+
+    mt3_adapter.generate_ids = functools.partial(mt3_adapter.generate_ids, stop_at_eos=False)
+    mr_mt3_adapter.contiguous_decode = functools.partial(mr_mt3_adapter.contiguous_decode, stop_at_eos=False)
+    YourMT3.generate = functools.partialmethod(YourMT3.generate, stop_at_eos=False)
+    return {"mt3": MT3Options(max_tokens=tokens), "mr_mt3": MRMT3Options(max_tokens=tokens),
+            "yourmt3": YourMT3Options(max_tokens=tokens)}

@@ -19,7 +19,6 @@ weights say.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -30,24 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from burst import PeakRSS, free_port, stop_server, wait_until_up  # noqa: E402
-from common import ROOT, table, test_signal, write_checkpoint  # noqa: E402
+from common import ROOT, fixed_decoding, table, test_signal, write_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 MODELS = ("transkun", "mt3", "mr_mt3", "yourmt3")
-
-
-def fixed_decoding(tokens: int) -> dict:
-    """Hold every token model at ``tokens`` per segment (EOS off); returns the manager's options."""
-    from mt3_demo.models.mr_mt3 import adapter as mr_mt3_adapter
-    from mt3_demo.models.mt3 import adapter as mt3_adapter
-    from mt3_demo.models.yourmt3.model import YourMT3
-    from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
-
-    mt3_adapter.generate_ids = functools.partial(mt3_adapter.generate_ids, stop_at_eos=False)
-    mr_mt3_adapter.contiguous_decode = functools.partial(mr_mt3_adapter.contiguous_decode, stop_at_eos=False)
-    YourMT3.generate = functools.partialmethod(YourMT3.generate, stop_at_eos=False)
-    return {"mt3": MT3Options(max_tokens=tokens), "mr_mt3": MRMT3Options(max_tokens=tokens),
-            "yourmt3": YourMT3Options(max_tokens=tokens)}
 
 
 def serve(tokens: int) -> None:
