@@ -64,8 +64,11 @@ class PhaseReporter:
         if done >= total:
             self.report(1.0, "writing MIDI, piano roll and audio")
             return
-        left = (time.perf_counter() - self.started) / max(done, 1) * (total - done)
-        self.report(done / total, f"decoding segment {done + 1} of {total} · ~{_seconds(left)} left")
+        phase = f"decoding segment {done + 1} of {total}"
+        if done:  # the pace of the segments so far; none yet: no estimate
+            left = (time.perf_counter() - self.started) / done * (total - done)
+            phase += f" · ~{_seconds(left)} left"
+        self.report(done / total, phase)
 
 
 def _seconds(s: float) -> str:

@@ -52,18 +52,19 @@ def test_all_rows_at_once_equal_row_by_row(tiny, memory16):
 def test_finished_rows_are_dropped_in_batches(tiny, memory16):
     """Rows leave the batch once finished rows reach an eighth of it, never one copy per finished row."""
     live, batch = [], []
-    keep = t5.KVCache.keep
+    split = t5.KVCache.split
 
-    def spy(cache, rows):
-        batch.append(int(rows.numel()))
-        keep(cache, rows)
+    def spy(cache, keep, move):
+        assert move is None  # no budget: nothing is set aside
+        batch.append(int(keep.numel()))
+        return split(cache, keep, move)
 
-    t5.KVCache.keep = spy
+    t5.KVCache.split = spy
     try:
         with torch.inference_mode():
             ids = t5.greedy_decode(tiny, memory16, max_tokens=60, on_step=lambda s, n: live.append(n))
     finally:
-        t5.KVCache.keep = keep
+        t5.KVCache.split = split
     finished = sum(1 for g in ids if g[-1] == 1)
     assert 0 < len(batch) < finished  # fewer compactions than finished rows
     assert live[0] == 16 and live[-1] == sum(1 for g in ids if len(g) == len(live))
@@ -83,14 +84,86 @@ def test_generate_ids_same_whatever_the_chunking(tiny):
 def test_chunk_policy_fits_the_budget_and_evens_chunks():
     dims = t5.T5Dims()  # MT3's full size
     cpu = torch.device("cpu")
-    per = decoding.bytes_per_segment(dims, 1024)
-    # cross keys/values (256 frames) + self cache (1024 positions), 8 layers, k and v, 6·64 wide, float32
-    assert per > 8 * 2 * 384 * (256 + 1024) * 4
-    assert decoding.default_batch_size(dims, 64, cpu, 30) == 30  # a minute at 64 tokens: one batch
+    per = decoding.bytes_per_segment(dims, decoding.EXPECTED_TOKENS, 1024)
+    # cross keys/values (256 frames) + self cache (256 positions), 8 layers, k and v, 6·64 wide, float32
+    assert per > 8 * 2 * 384 * (256 + 256) * 4
+    # a minute (30 segments) at the default max_tokens: one batch, rows longer than expected set aside
+    assert decoding.default_batch_size(dims, 1024, cpu, 30) == 30
     cap = decoding.default_batch_size(dims, 1024, cpu, 1000)
     assert cap * per <= decoding.DECODE_BUDGET_MB["cpu"] * 2**20
     assert decoding.default_batch_size(dims, 1024, cpu, 30, budget_mb=16 * per / 2**20) == 15  # 15 + 15
     assert decoding.default_batch_size(dims, 1024, cpu, 5, budget_mb=1) == 1
+
+
+class CacheWatch:
+    """Every KVCache alive, and the most bytes they held together at any step."""
+
+    def __init__(self, monkeypatch):
+        import weakref
+        self.caches, self.peak = weakref.WeakSet(), 0
+        init = t5.KVCache.__init__
+
+        def tracked(cache, cross):
+            init(cache, cross)
+            self.caches.add(cache)
+
+        monkeypatch.setattr(t5.KVCache, "__init__", tracked)
+
+    def step(self, _step: int, _rows: int) -> None:
+        held = sum(k.nbytes + v.nbytes for c in list(self.caches) for k, v in c.cross + c.self_kv)
+        self.peak = max(self.peak, held)
+
+
+@pytest.mark.parametrize("eos", [1, None])
+def test_cache_budget_sets_rows_aside_same_ids_within_bound(tiny, memory16, monkeypatch, eos):
+    """Rows outgrowing the budget wait and resume later: same ids, and the caches of all rows
+    together never exceed the budget plus one row at max_tokens."""
+    monkeypatch.setattr(t5.KVCache, "GROW", 8)  # many growth points within 60 tokens
+    with torch.inference_mode():
+        plain = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos)
+        row = tiny.decoder.init_cache(memory16[:1]).row_bytes
+        budget = 16 * row(16)  # all 16 rows fit 16 positions, not 24
+        splits = []
+        split = t5.KVCache.split
+
+        def spy(cache, keep, move):
+            if move is not None:
+                splits.append((int(keep.numel()), int(move.numel())))
+            return split(cache, keep, move)
+
+        monkeypatch.setattr(t5.KVCache, "split", spy)
+        watch = CacheWatch(monkeypatch)
+        budgeted = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos, cache_budget=budget,
+                                    on_step=watch.step)
+    assert budgeted == plain
+    assert splits and all(keep >= 1 for keep, _ in splits)
+    assert watch.peak <= budget + row(64)  # 60 tokens fill 64 positions in blocks of 8
+    assert watch.peak > budget // 2  # the watch saw the caches (a bound that held vacuously would not)
+
+
+def test_generate_ids_reports_progress_within_a_chunk_and_stops(tiny):
+    frontend = features.LogMel(tiny.dims.input_dim, "zero", torch.device("cpu"))
+    x = (0.1 * np.random.default_rng(1).standard_normal(3 * features.SEGMENT_SAMPLES)).astype(np.float32)
+    seen = []
+    ids = decoding.generate_ids(tiny, frontend, x, max_tokens=2 * decoding.PROGRESS_STEPS + 5,
+                                stop_at_eos=False, progress=lambda done, total: seen.append((done, total)))
+    total = len(ids)
+    assert seen[-1] == (total, total) and len(seen) >= 3  # 2 reports while decoding, 1 at the end
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def stop(done, total):
+        calls.append((done, total))
+        raise Stop
+
+    with pytest.raises(Stop):
+        decoding.generate_ids(tiny, frontend, x, max_tokens=10 * decoding.PROGRESS_STEPS, stop_at_eos=False,
+                              progress=stop)
+    assert calls == [(0, total)]  # stopped at the first report, PROGRESS_STEPS into the only chunk
 
 
 @pytest.mark.parametrize("tokens", [1, 37, 2000])

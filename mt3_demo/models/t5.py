@@ -267,10 +267,38 @@ class KVCache:
         cv[:, :, self.length:end] = v
         return ck[:, :, :end], cv[:, :, :end]
 
+    @property
+    def capacity(self) -> int:
+        """Positions the self-attention storage holds before it has to grow."""
+        return self.self_kv[0][0].shape[2] if self.self_kv else 0
+
+    def row_bytes(self, positions: int) -> int:
+        """Bytes one batch row holds: its cross-attention keys/values and self-attention storage
+        for ``positions`` positions (one self-attention layer per cross-attention layer, same
+        heads and width, as in every T5 decoder block)."""
+        total = 0
+        for k, _ in self.cross:
+            _, heads, frames, width = k.shape
+            total += 2 * heads * (frames + positions) * width * k.element_size()
+        return total
+
     def keep(self, rows: Tensor) -> None:
         """Keep only batch rows ``rows`` (LongTensor of indices)."""
-        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
-        self.self_kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.self_kv]
+        self.split(rows, None)
+
+    def split(self, keep: Tensor, move: Tensor | None) -> KVCache | None:
+        """Keep batch rows ``keep`` here and move rows ``move`` (if given) into a new cache,
+        returned. Layer by layer, so the extra memory while copying is one layer's."""
+        moved = KVCache([]) if move is not None else None
+        for name in ("cross", "self_kv"):
+            pairs = getattr(self, name)
+            for i, (k, v) in enumerate(pairs):
+                if moved is not None:
+                    getattr(moved, name).append((k.index_select(0, move), v.index_select(0, move)))
+                pairs[i] = (k.index_select(0, keep), v.index_select(0, keep))
+        if moved is not None:
+            moved.length = self.length
+        return moved
 
 
 class DecoderBlock(nn.Module):
@@ -488,7 +516,9 @@ def dims_from_state_dict(config: Mapping[str, Any], state_dict: Mapping[str, Ten
 
 def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool = True,
                   start_id: int = 0, eos_id: int | None = 1, first_eos_step: int = 0,
-                  on_step: Callable[[int, int], None] | None = None) -> list[list[int]]:
+                  on_step: Callable[[int, int], None] | None = None,
+                  on_finished: Callable[[int], None] | None = None,
+                  cache_budget: int | None = None) -> list[list[int]]:
     """Greedy argmax decoding of every row of ``memory`` [B, S, d] at once.
 
     ``model`` needs ``decoder(tokens, memory=|cache=)``, ``decoder.init_cache(memory)`` and
@@ -498,67 +528,144 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     Returns per row the generated ids without the start token, up to and including EOS when it
     came within ``max_tokens``. With ``use_cache`` each step runs only the newest position through
     the decoder (self-attention keys/values cached, cross-attention ones computed once); without it
-    every step re-runs the whole prefix (the naive reference). ``on_step(step, live_rows)`` is
-    called per step. Call it under ``torch.inference_mode()``.
+    every step re-runs the whole prefix (the naive reference). ``on_step(step, live_rows)`` is called
+    per step (rows of the batch running now), ``on_finished(rows)`` whenever more rows have
+    finished (rows finished in all). Call it under ``torch.inference_mode()``.
 
     Finished rows: a row that emitted EOS stays in the batch (fed its own predictions, its later
     ids ignored) until finished rows make up an eighth of the batch; then they are all dropped in
-    one go (:meth:`DecodeState.keep`). Dropping copies every live row's cached keys/values, so
-    dropping each row the step it finishes would copy the whole cache once per row; a finished row
-    left in costs only its share of a step. Rows never influence each other, so ids are the same.
+    one go. Dropping copies every live row's cached keys/values, so dropping each row the step it
+    finishes would copy the whole cache once per row; a finished row left in costs only its share
+    of a step. Rows never influence each other, so ids are the same.
+
+    ``cache_budget`` (bytes, cached decoding only) bounds the caches of all rows together. Rows
+    mostly stop long before ``max_tokens``, so the batch starts whole; when its self-attention
+    storage is about to grow by a block past the budget, the rows that do not fit are set aside
+    with their caches as they are and resumed once the others have finished (memory is freed only
+    by finishing rows). At least one row always goes on, so when all rows fit the budget at their
+    first block, the caches stay within the budget plus one row at ``max_tokens``.
     """
     b = memory.shape[0]
     device = memory.device
     out = torch.zeros(b, max(max_tokens, 0), dtype=torch.long, device=device)
     lengths = [max_tokens] * b
-    rows = torch.arange(b, device=device)  # original index of each batch row
-    finished = torch.zeros(b, dtype=torch.bool, device=device)  # per batch row
-    n_live, n_finished_in_batch = b, 0
     tokens = torch.full((b, 1), start_id, dtype=torch.long, device=device)
-    state = DecodeState(memory=memory, history=tokens,
-                        cache=model.decoder.init_cache(memory) if use_cache else None)
-    for step in range(max_tokens):
-        if state.cache is not None:
-            hidden = model.decoder(tokens, cache=state.cache)
-        else:
-            hidden = model.decoder(state.history, memory=state.memory)
-        next_ids = model.lm_head(hidden[:, -1]).argmax(-1)  # first maximum on ties, like HF
-        out[rows, step] = next_ids  # a finished row's extra ids land past its length: never read
-        if on_step is not None:
-            on_step(step, n_live)
-        if eos_id is not None and step >= first_eos_step:
-            done = (next_ids == eos_id) & ~finished
-            if bool(done.any()):
-                for r in rows[done].tolist():
-                    lengths[r] = step + 1
-                finished |= done
-                n_done = int(done.sum())
-                n_live -= n_done
-                n_finished_in_batch += n_done
-                if n_live == 0:
-                    break
-                if 8 * n_finished_in_batch >= rows.numel():
-                    keep = (~finished).nonzero().squeeze(1)
-                    rows, next_ids, finished = rows[keep], next_ids[keep], finished[keep]
-                    state.keep(keep)
-                    n_finished_in_batch = 0
-        tokens = next_ids[:, None]
-        if state.cache is None:
-            state.history = torch.cat([state.history, tokens], dim=1)
+    state = DecodeState(cache=model.decoder.init_cache(memory)) if use_cache else \
+        DecodeState(memory=memory, history=tokens)
+    pending = [_Rows(rows=torch.arange(b, device=device), tokens=tokens, step=0,
+                     finished=torch.zeros(b, dtype=torch.bool, device=device), state=state)]
+    finished_rows = 0
+    while pending:
+        batch = pending.pop()
+        while batch.step < max_tokens and batch.live:
+            if cache_budget is not None and batch.grows_next():
+                set_aside = batch.split_to_fit(cache_budget - sum(r.cache_bytes() for r in pending))
+                if set_aside is not None:
+                    pending.append(set_aside)
+            step, state = batch.step, batch.state
+            if state.cache is not None:
+                hidden = model.decoder(batch.tokens, cache=state.cache)
+            else:
+                hidden = model.decoder(state.history, memory=state.memory)
+            next_ids = model.lm_head(hidden[:, -1]).argmax(-1)  # first maximum on ties, like HF
+            out[batch.rows, step] = next_ids  # a finished row's extra ids land past its length: never read
+            batch.tokens = next_ids[:, None]
+            batch.step += 1
+            if on_step is not None:
+                on_step(step, batch.live)
+            if eos_id is not None and step >= first_eos_step:
+                done = (next_ids == eos_id) & ~batch.finished
+                if bool(done.any()):
+                    for r in batch.rows[done].tolist():
+                        lengths[r] = step + 1
+                    finished_rows += int(done.sum())
+                    batch.finish(done)
+                    if on_finished is not None:
+                        on_finished(finished_rows)
+            if state.cache is None:
+                state.history = torch.cat([state.history, batch.tokens], dim=1)
+        if batch.live:  # rows that ran to max_tokens
+            finished_rows += batch.live
+            if on_finished is not None:
+                on_finished(finished_rows)
     out = out.cpu()
     return [out[i, :lengths[i]].tolist() for i in range(b)]
 
 
 @dataclass
+class _Rows:
+    """Rows decoding together: original row indices, the ids they feed next, which have emitted
+    EOS (kept in until an eighth of the batch has), their decoder state and the next step."""
+
+    rows: Tensor
+    tokens: Tensor
+    finished: Tensor
+    state: DecodeState
+    step: int
+    live: int = -1
+
+    def __post_init__(self) -> None:
+        if self.live < 0:
+            self.live = int((~self.finished).sum())
+
+    def finish(self, done: Tensor) -> None:
+        """Mark rows ``done`` finished; drop the finished ones once they make up an eighth."""
+        self.finished |= done
+        self.live -= int(done.sum())
+        if self.live and 8 * int(self.finished.sum()) >= self.rows.numel():
+            self.select((~self.finished).nonzero().squeeze(1), None)
+
+    def cache_bytes(self) -> int:
+        cache = self.state.cache
+        return 0 if cache is None else self.rows.numel() * cache.row_bytes(cache.capacity)
+
+    def grows_next(self) -> bool:
+        """Whether the next step grows the self-attention storage (by a block, for every row)."""
+        cache = self.state.cache
+        return cache is not None and cache.length == cache.capacity
+
+    def split_to_fit(self, budget: int) -> _Rows | None:
+        """Before the storage grows: if it would grow past ``budget`` bytes, keep here as many
+        live rows as fit and return the others, set aside (finished rows are dropped)."""
+        cache = self.state.cache
+        now, grown = cache.row_bytes(cache.capacity), cache.row_bytes(cache.capacity + cache.GROW)
+        if self.rows.numel() * grown <= budget:
+            return None
+        live = (~self.finished).nonzero().squeeze(1)
+        # fit rows grow while the other live ones wait at their current size:
+        # fit · grown + (live − fit) · now ≤ budget
+        fit = max(1, int((budget - self.live * now) // (grown - now)))
+        if fit >= self.live:
+            self.select(live, None)  # dropping the finished rows is enough
+            return None
+        return self.select(live[:fit], live[fit:])
+
+    def select(self, keep: Tensor, move: Tensor | None) -> _Rows | None:
+        """Keep rows ``keep``; move rows ``move`` (if given) into new rows at the same step."""
+        moved = self.state.split(keep, move)
+        out = None
+        if move is not None:
+            out = _Rows(rows=self.rows[move], tokens=self.tokens[move], finished=self.finished[move],
+                        state=moved, step=self.step)
+        self.rows, self.tokens, self.finished = self.rows[keep], self.tokens[keep], self.finished[keep]
+        self.live = int((~self.finished).sum())
+        return out
+
+
+@dataclass
 class DecodeState:
-    """What a greedy decode carries per batch row: the cache, or (uncached) memory and history."""
+    """What a greedy decode carries per batch row: the KV cache, or (uncached) the encoder
+    output and every id so far."""
 
-    memory: Tensor
-    history: Tensor
-    cache: KVCache | None
+    cache: KVCache | None = None
+    memory: Tensor | None = None
+    history: Tensor | None = None
 
-    def keep(self, rows: Tensor) -> None:
+    def split(self, keep: Tensor, move: Tensor | None) -> DecodeState | None:
+        """Keep rows ``keep``; return rows ``move`` (if given) as a new state."""
         if self.cache is not None:
-            self.cache.keep(rows)
-        else:
-            self.memory, self.history = self.memory[rows], self.history[rows]
+            moved = self.cache.split(keep, move)
+            return None if move is None else DecodeState(cache=moved)
+        out = None if move is None else DecodeState(memory=self.memory[move], history=self.history[move])
+        self.memory, self.history = self.memory[keep], self.history[keep]
+        return out
