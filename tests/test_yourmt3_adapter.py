@@ -128,3 +128,32 @@ def test_encoder_passes_smaller_than_the_decoding_chunk_give_the_same_tokens():
     for seg, golden_seg in zip(runs[1], golden["tokens"]):
         for ch, gch in zip(seg, golden_seg):
             assert ch == gch[:len(ch)] and all(x == 0 for x in gch[len(ch):])
+
+
+def test_channels_outgrowing_the_cache_budget_wait_and_give_the_same_tokens(monkeypatch):
+    """The chunk's caches may grow by CACHE_GROWTH_MB past all rows' first block. With no room at
+    all (a 1-byte budget, blocks of 8 positions) every growth sets channels aside to resume later:
+    the golden clip's tokens are unchanged."""
+    from mt3_demo.models import t5
+    from mt3_demo.models.yourmt3 import adapter
+
+    d = FIX / "set_b"
+    golden = json.loads((d / "greedy_and_notes.json").read_text())
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
+    memory = torch.zeros(2, 13, 5, t.model.dims.decoder.d_model)
+    dec = t.model.dims.decoder
+    first_block = dec.num_decoder_layers * 2 * dec.num_heads * dec.d_kv * (5 + t5.KVCache.GROW) * 4
+    assert t.cache_budget(memory) == 26 * first_block + adapter.CACHE_GROWTH_MB["cpu"] * 2**20
+
+    audio, _ = sf.read(d / "audio.wav", dtype="float32")
+    monkeypatch.setattr(t5.KVCache, "GROW", 8)
+    monkeypatch.setattr(t, "cache_budget", lambda memory: 1)
+    moved = []
+    split = t5.KVCache.split
+    monkeypatch.setattr(t5.KVCache, "split", lambda cache, keep, move: (
+        moved.append(0 if move is None else int(move.numel())), split(cache, keep, move))[1])
+    tokens = t.tokens(Clip.from_array(audio).samples)
+    assert any(moved)  # some channels were set aside
+    for seg, golden_seg in zip(tokens, golden["tokens"]):
+        for ch, gch in zip(seg, golden_seg):
+            assert ch == gch[:len(ch)] and all(x == 0 for x in gch[len(ch):])

@@ -231,6 +231,13 @@ class EncoderBlock(nn.Module):
         return x + self.layer[1](x)
 
 
+def cache_bytes(dims: T5Dims, frames: int, positions: int, element_bytes: int = 4) -> int:
+    """One batch row's decoder cache: cross-attention keys/values of ``frames`` encoder frames and
+    self-attention storage for ``positions`` (rounded up to the cache's blocks of KVCache.GROW)."""
+    positions = -(-max(positions, 1) // KVCache.GROW) * KVCache.GROW
+    return element_bytes * dims.num_decoder_layers * 2 * dims.num_heads * dims.d_kv * (frames + positions)
+
+
 class KVCache:
     """Decoder keys/values: cross-attention ones computed once, self-attention ones growing.
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..t5 import T5, KVCache, T5Dims, greedy_decode
+from ..t5 import T5, T5Dims, cache_bytes, greedy_decode
 from . import features as F
 from . import vocab
 
@@ -42,11 +42,8 @@ ENCODER_BATCH = 8  # segments per encoder call: the encoder is arithmetic-bound 
 
 def cache_bytes_per_segment(dims: T5Dims, tokens: int, frames: int = F.SEGMENT_FRAMES,
                             element_bytes: int = 4) -> int:
-    """A segment's decoder cache at ``tokens`` generated ids: cross-attention keys/values and the
-    self-attention cache (grown in the cache's blocks of :attr:`KVCache.GROW`)."""
-    inner = dims.num_heads * dims.d_kv
-    positions = -(-max(tokens, 1) // KVCache.GROW) * KVCache.GROW
-    return element_bytes * dims.num_decoder_layers * 2 * inner * (frames + positions)
+    """A segment's decoder cache at ``tokens`` generated ids (:func:`t5.cache_bytes`)."""
+    return cache_bytes(dims, frames, tokens, element_bytes)
 
 
 def other_bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGMENT_FRAMES,

@@ -14,6 +14,7 @@ import torch
 from ...audio import Clip
 from ...checkpoints import CheckpointError, HubFile, resolve_file
 from ...options import YOURMT3_DEFAULT_CHECKPOINT, OptionError, YourMT3Options
+from .. import t5
 from ..base import AdapterOutput, ModelSpec, ProgressFn
 from .features import num_segments, segment_audio, segment_start_times
 from .model import YourMT3, load_model
@@ -93,6 +94,10 @@ def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
 
 
 ENCODE_SEGMENTS = 2  # segments per encoder pass on the CPU (see YourMT3Transcriber.__init__)
+# What the decoder caches of a chunk may grow by past their first block (128 positions): a chunk's
+# 8 × 13 channels start at ~0.6 GB; channels running to 256 tokens would add 3.1 MB each (0.33 GB
+# if all did). Most channels stop early; the ones that do not fit wait and resume (t5.greedy_decode).
+CACHE_GROWTH_MB = {"cpu": 128, "cuda": 2048}
 
 
 class YourMT3Transcriber:
@@ -134,10 +139,17 @@ class YourMT3Transcriber:
             end = min(i + self.batch_segments, n)
             memory = torch.cat([self._encode(segments[j:min(j + self.encode_segments, end)])
                                 for j in range(i, end, self.encode_segments)])
-            out += self.model.generate(memory, self.max_tokens)
+            out += self.model.generate(memory, self.max_tokens, cache_budget=self.cache_budget(memory))
             if progress is not None:
                 progress(min(i + self.batch_segments, n), n)
         return out
+
+    def cache_budget(self, memory: torch.Tensor) -> int:
+        """Bytes the decoder caches of ``memory``'s rows [b, 13, frames, d] may hold together: all
+        rows at their first block, plus CACHE_GROWTH_MB."""
+        rows, frames = memory.shape[0] * memory.shape[1], memory.shape[2]
+        first = t5.cache_bytes(self.model.dims.decoder, frames, 1, memory.element_size())
+        return rows * first + int(CACHE_GROWTH_MB.get(self.device.type, 128) * 2**20)
 
     def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
         tokens = self.tokens(clip.samples, progress)
