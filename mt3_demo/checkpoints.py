@@ -338,9 +338,9 @@ def lightning_state_dict(ckpt: Any, what: str, mapped: bool = False) -> dict[str
     if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in sd.items()):
         raise CheckpointError(f"{what}: 'state_dict' is not a mapping of names to tensors.")
+    check_tensors(sd, what)
     if mapped:
         sd = copy_out_of_mapping(sd)
-    check_tensors(sd, what)
     prefixed = any(k.startswith("model.") for k in sd)
     return {(k[len("model."):] if prefixed and k.startswith("model.") else k): v for k, v in sd.items()}
 
