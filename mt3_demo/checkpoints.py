@@ -18,9 +18,12 @@ says what is missing and how to provide it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
+import mmap as mmap_module
 import os
 import pickle
+import sys
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -309,11 +312,21 @@ def read_checkpoint(path: Path, mmap: bool | None = None) -> Any:
         return safe_torch_load(path, [_inert(n) for n in names], mmap=mmap)
 
 
-def lightning_state_dict(ckpt: Any, what: str) -> dict[str, torch.Tensor]:
+def read_lightning_checkpoint(path: Path, what: str, mmap: bool | None = None) -> tuple[dict[str, torch.Tensor], Any]:
+    """(:func:`lightning_state_dict` of the file, the whole checkpoint object) — the weights in
+    memory of their own, copied out of the mapped file (:func:`copy_out_of_mapping`)."""
+    path = Path(path)
+    mapped = zipfile.is_zipfile(path) if mmap is None else mmap
+    ckpt = read_checkpoint(path, mapped)
+    return lightning_state_dict(ckpt, what, mapped=mapped), ckpt
+
+
+def lightning_state_dict(ckpt: Any, what: str, mapped: bool = False) -> dict[str, torch.Tensor]:
     """``ckpt["state_dict"]`` with Lightning's ``model.`` prefix stripped; everything else ignored.
 
     Also accepts a bare state dict (keys with or without the prefix). Keys outside ``model.`` in a
-    prefixed dict are kept as they are, so strict loading reports them.
+    prefixed dict are kept as they are, so strict loading reports them. ``mapped``: ``ckpt`` was
+    read with ``mmap=True``; its weights are then copied out of the file (:func:`copy_out_of_mapping`).
     """
     if isinstance(ckpt, Mapping) and "state_dict" in ckpt:
         sd = ckpt["state_dict"]
@@ -326,8 +339,78 @@ def lightning_state_dict(ckpt: Any, what: str) -> dict[str, torch.Tensor]:
                                               for k, v in sd.items()):
         raise CheckpointError(f"{what}: 'state_dict' is not a mapping of names to tensors.")
     check_tensors(sd, what)
+    if mapped:
+        sd = copy_out_of_mapping(sd)
     prefixed = any(k.startswith("model.") for k in sd)
     return {(k[len("model."):] if prefixed and k.startswith("model.") else k): v for k, v in sd.items()}
+
+
+def _libc_madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_madvise = _libc_madvise()
+
+
+def release_mapped_pages(t: torch.Tensor) -> None:
+    """Hand the pages of a memory-mapped file that hold ``t``'s storage back to the kernel
+    (``madvise(MADV_DONTNEED)``; Linux only, elsewhere a no-op). The mapping is private and never
+    written, so nothing is lost: a page read again comes back from the page cache. Only for memory
+    known to be a file mapping: on ordinary memory the same call would zero it.
+    """
+    if _madvise is None:
+        return
+    storage = t.untyped_storage()
+    page = mmap_module.PAGESIZE
+    start = -(-storage.data_ptr() // page) * page  # whole pages only: the first and last may hold
+    end = (storage.data_ptr() + storage.nbytes()) // page * page  # a neighbour not yet copied
+    if end > start:
+        _madvise(start, end - start, mmap_module.MADV_DONTNEED)  # a refusal only costs memory
+
+
+def copy_out_of_mapping(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor of a ``torch.load(mmap=True)`` state dict copied into memory of its own (contiguous),
+    and the file's pages it was read from released right after its copy.
+
+    A mapped tensor is a window on one mapping of the whole file (optimizer state included): kept
+    as a model's weight, it would keep the file mapped and read whatever the file holds later, not
+    the bytes that were checked. Copying alone would hold every weight twice by the end of the load
+    (the copies + the file's pages read into this process); releasing each tensor's pages after its
+    copy keeps the load at one copy plus one tensor. A tensor under several keys is copied once.
+    """
+    copies: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for key, t in state_dict.items():
+        ident = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if ident not in copies:
+            copies[ident] = t.clone(memory_format=torch.contiguous_format)
+            release_mapped_pages(t)
+        out[key] = copies[ident]
+    return out
+
+
+def assignable(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors as ``module.load_state_dict(..., assign=True)`` must receive them: each in the dtype of
+    the module's tensor of that name (what a copy into it would convert to: float32 weights stay
+    float32, BatchNorm's counter stays int64), contiguous, and alone in its storage — a view of a
+    bigger tensor (a fused weight saved whole) would keep all of it alive as a parameter. A tensor
+    that already is all that is taken as it is: no copy. Keys must match (check them first).
+    """
+    own = module.state_dict()
+    out = {}
+    for key, t in state_dict.items():
+        t = t.to(own[key].dtype)
+        if not t.is_contiguous() or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone(memory_format=torch.contiguous_format)
+        out[key] = t
+    return out
 
 
 def _first_line(e: BaseException) -> str:

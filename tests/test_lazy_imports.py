@@ -35,6 +35,17 @@ assert all(p.is_meta for p in model.parameters())
     assert modules_after(code) == []
 
 
+def test_loading_yourmt3_and_mr_mt3_on_the_meta_device_imports_no_sympy():
+    code = """
+from pathlib import Path
+from mt3_demo.models.mr_mt3 import checkpoint as ck
+from mt3_demo.models.yourmt3.model import load_model
+load_model(Path("tests/fixtures/yourmt3/set_a/tiny_model/last.ckpt"))
+ck.load_model(ck.location_for_file(Path("tests/fixtures/mr_mt3/set_b/model.ckpt")))
+"""
+    assert modules_after(code) == []
+
+
 def test_scoring_still_loads_mir_eval_when_it_is_used():
     code = """
 from mt3_demo.metrics import score

@@ -502,11 +502,12 @@ def load_t5_state_dict(model: T5, state_dict: Mapping[str, Tensor], what: str, a
     the checkpoint's tensors the parameters (no copy): build the model on the meta device first, so
     loading never holds two copies of the weights.
     """
-    from ..checkpoints import check_state_dict
+    from ..checkpoints import assignable, check_state_dict
 
     aliases = type(model).ALIASES
     check_state_dict(expected_keys(model, aliases), state_dict, what)
-    model.load_state_dict(fold_aliases(state_dict, aliases, what), strict=True, assign=assign)
+    state = fold_aliases(state_dict, aliases, what)
+    model.load_state_dict(assignable(model, state) if assign else state, strict=True, assign=assign)
 
 
 def dims_from_state_dict(config: Mapping[str, Any], state_dict: Mapping[str, Tensor],

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ...checkpoints import CheckpointError, HubFile, checkpoint_errors, lightning_state_dict, read_checkpoint
+from ...checkpoints import CheckpointError, HubFile, checkpoint_errors, empty_weights, read_lightning_checkpoint
 from ..mt3.shapes import PUBLISHED_NUM_HEADS, REQUIRED_KEYS, count_blocks, t5_config_from_shapes
 
 HF_REPO = "gudgud1014/MR-MT3"
@@ -115,7 +115,7 @@ def memory_length_from_name(name: str) -> int | None:
 
 
 # The safe reader and the ``model.`` prefix handling are the shared ones of ``mt3_demo.checkpoints``
-# (``read_checkpoint``, ``lightning_state_dict``): YourMT3's Lightning files go through them too.
+# (``read_lightning_checkpoint``): YourMT3's Lightning files go through them too.
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def load_model(location: Location, memory_length: int | None = None,
     what = f"MR-MT3 checkpoint {location.name}"
     if location.name in NOT_MR_MT3:
         raise CheckpointError(f"{location.name} is not an MR-MT3 checkpoint: {NOT_MR_MT3[location.name]}.")
-    sd = lightning_state_dict(read_checkpoint(location.path, mmap), what)  # tensors checked there
+    sd, _ = read_lightning_checkpoint(location.path, what, mmap)  # tensors checked there
     cfg_json = read_config_json(location.config_json)
     with checkpoint_errors(what):  # config.json values of the wrong type included
         n, n_src = settle_memory_length(location, cfg_json, memory_length)
@@ -260,6 +260,8 @@ def load_model(location: Location, memory_length: int | None = None,
         dims = T5Dims(d_model=cfg.d_model, num_heads=cfg.num_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
                       num_layers=cfg.num_layers, num_decoder_layers=cfg.num_decoder_layers,
                       vocab_size=cfg.vocab_size, input_dim=cfg.n_mels, eps=cfg.layer_norm_epsilon)
-        model = MRMT3(dims, segmem_num_layers=cfg.segmem_num_layers, memory_length=n)
-        load_t5_state_dict(model, sd, what)  # strict: keys, shapes, aliases equal, inv_freq buffers
+        with empty_weights():  # no random init: the checkpoint's tensors become the parameters
+            model = MRMT3(dims, segmem_num_layers=cfg.segmem_num_layers, memory_length=n)
+        # strict: keys, shapes, aliases equal, inv_freq buffers; the position tables rebuilt from them
+        load_t5_state_dict(model, sd, what, assign=True)
     return LoadedCheckpoint(model.eval(), cfg, location, n_src)

@@ -14,16 +14,16 @@ from typing import Any, Mapping
 
 import torch
 
-from ...checkpoints import lightning_state_dict, read_checkpoint as read_checkpoint_file
+from ...checkpoints import read_lightning_checkpoint
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Return (state_dict, hyper_parameters) of a Lightning ``.ckpt`` (or a bare state dict file).
 
-    Tensors are memory-mapped: optimizer state in the file is never copied into memory.
+    The file is memory-mapped: optimizer state in it is never copied into memory, and the weights
+    are copied out of the mapping one by one (each in memory of its own).
     """
     path = Path(path)
-    obj = read_checkpoint_file(path)
-    sd = lightning_state_dict(obj, f"checkpoint {path.name}")
+    sd, obj = read_lightning_checkpoint(path, f"checkpoint {path.name}")
     hp = obj.get("hyper_parameters") if isinstance(obj, Mapping) and "state_dict" in obj else None
     return sd, (dict(hp) if isinstance(hp, Mapping) else {})

@@ -51,7 +51,10 @@ class LogSpectrogram(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("window", torch.hann_window(N_FFT, periodic=True))
+        window = torch.empty(N_FFT)
+        if not window.is_meta:  # on the meta device the checkpoint supplies it (and hann_window there imports sympy)
+            window = torch.hann_window(N_FFT, periodic=True)
+        self.register_buffer("window", window)
 
     def forward(self, segments: Tensor) -> Tensor:
         x = segments.reshape(segments.shape[0], -1).float()

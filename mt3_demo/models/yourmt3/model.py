@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ...checkpoints import CheckpointError, check_state_dict, checkpoint_errors
+from ...checkpoints import CheckpointError, assignable, check_state_dict, checkpoint_errors, empty_weights
 from ..t5 import T5Dims
 from .checkpoint import read_checkpoint
 from .decoder import ChannelProjection, LMHead, MultiChannelDecoder, greedy_decode
@@ -115,9 +115,12 @@ def expected_upstream_shapes(model: YourMT3) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_upstream_state_dict(model: YourMT3, sd: Mapping[str, Tensor], what: str) -> None:
+def load_upstream_state_dict(model: YourMT3, sd: Mapping[str, Tensor], what: str, assign: bool = False) -> None:
     """Strict: every upstream key present with the right shape, nothing extra (``pitchshift.*`` keys of
-    the "PS" checkpoints, a training-only layer, are dropped first, as the Space does)."""
+    the "PS" checkpoints, a training-only layer, are dropped first, as the Space does).
+
+    ``assign=True`` makes the checkpoint's tensors the model's (no copy; see
+    :func:`~mt3_demo.checkpoints.assignable`): build the model under ``empty_weights()`` first."""
     sd = {k: v for k, v in sd.items() if "pitchshift" not in k}
     check_state_dict(expected_upstream_shapes(model), sd, what)
     sd = dict(sd)
@@ -126,7 +129,8 @@ def load_upstream_state_dict(model: YourMT3, sd: Mapping[str, Tensor], what: str
             raise CheckpointError(f"{what}: {alias} should equal {canonical} (one shared tensor) but differs.")
         del sd[alias]
     ours = {upstream_key(k): k for k in model.state_dict()}
-    model.load_state_dict({ours[k]: v for k, v in sd.items()}, strict=True)
+    state = {ours[k]: v for k, v in sd.items()}
+    model.load_state_dict(assignable(model, state) if assign else state, strict=True, assign=assign)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,6 +268,7 @@ def load_model(path: Path) -> tuple[YourMT3, dict[str, Any]]:
     sd, hp = read_checkpoint(path)  # tensors checked there (dtype, emptiness, finiteness)
     with checkpoint_errors(what):
         dims = dims_from_checkpoint(sd, hp, what)
-        model = YourMT3(dims)
-        load_upstream_state_dict(model, sd, what)
+        with empty_weights():  # no random init: the checkpoint's tensors become the parameters
+            model = YourMT3(dims)
+        load_upstream_state_dict(model, sd, what, assign=True)
     return model.eval(), hp
