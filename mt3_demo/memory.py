@@ -29,23 +29,24 @@ RUN_MEMORY: dict[str, RunMemory] = {
     # tracks at a time; all 90 at once, the wheel's way, it was 1179 / 1135 / 1129 MB at 20-80 s).
     # Per minute: the 44.1 kHz float32 signal and its padded copy, 2 × 10.6 MB.
     "transkun": RunMemory(600.0, 21.0, "bench_memory.py: real weights, 20-160 s"),
-    # Full-size random weights at 64 tokens per segment: 226 MB at 40 s (one chunk of 20 segments;
-    # re-measured after the load without sympy and the layer-by-layer cross-attention cache; with
-    # the older load path it read 109 / 175 / 152 MB at 20 / 40 / 80 s, in other runs, so the
-    # two are not compared; 20 and 80 s not re-measured); plus the self-attention cache of
-    # 1024-token segments, which 64 tokens do not reach: 16 segments × 1024 × 8 layers × (k, v) ×
-    # 512 × 4 B = 512 MB. Per minute: the 16 kHz signal and its features (< 10 MB).
-    "mt3": RunMemory(226.0 + 512.0, 10.0, "bench_memory.py: random full-size weights + KV-cache bound"),
+    # Full-size random weights: 109 / 340 / 340 MB at 20 / 60 / 120 s decoding 64 tokens per
+    # segment (chunks of 30 segments, sized for 256-token rows within the 448 MB decode budget);
+    # 526 MB at 60 s decoding 384 tokens per segment, where every row outgrows what the chunk was
+    # sized for and the decoder sets rows aside to stay within the budget. Longer rows cannot go
+    # further past it than one row's cache at 1024 tokens (25 MB, of which 384 tokens already hold
+    # 9): 526 + 16, rounded up. Per minute: the 16 kHz signal and its features (< 10 MB).
+    "mt3": RunMemory(550.0, 10.0, "bench_memory.py: random full-size weights, 64 and 384 tokens"),
     # Full-size random weights at 32 tokens per segment: 61 / 116 / 164 / 198 / 192 MB at
     # 10 / 20 / 40 / 80 / 160 s (segments are decoded one after another: flat past one chunk's
     # encoder pass); plus one row's self-attention cache at 1024 tokens, 1024 × 8 × 2 × 384 × 4 B.
     "mr_mt3": RunMemory(200.0 + 25.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
     # Full-size random weights at 32 tokens per channel, the encoder on 2 segments at a time and
     # the decoder on chunks of 8: 436 / 687 / 643 MB at 10 / 40 / 160 s (all 8 segments through
-    # the encoder at once, as before: 1151 MB at 40 s in the same run; 1.6-2.1 GB at 160 s). Plus the
-    # self-attention cache of 256-token channels that 32 tokens do not reach:
-    # 8 segments × 13 channels × 224 more tokens × 8 layers × 2 × 384 × 4 B ≈ 572 MB.
-    "yourmt3": RunMemory(690.0 + 572.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
+    # the encoder at once, as before: 1151 MB at 40 s in the same run; 1.6-2.1 GB at 160 s). With
+    # every channel decoding to its 256-token limit, the worst case: 921 MB at 40 s (the caches may
+    # grow by CACHE_GROWTH_MB past their first block, channels that do not fit wait; 1161 MB when
+    # they all grew at once). Flat past one chunk.
+    "yourmt3": RunMemory(930.0, 10.0, "bench_memory.py: random full-size weights, 32 and 256 tokens"),
 }
 
 
