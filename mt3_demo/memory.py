@@ -38,7 +38,9 @@ RUN_MEMORY: dict[str, RunMemory] = {
     "mt3": RunMemory(550.0, 10.0, "bench_memory.py: random full-size weights, 64 and 384 tokens"),
     # Full-size random weights at 32 tokens per segment: 61 / 116 / 164 / 198 / 192 MB at
     # 10 / 20 / 40 / 80 / 160 s (segments are decoded one after another: flat past one chunk's
-    # encoder pass); plus one row's self-attention cache at 1024 tokens, 1024 × 8 × 2 × 384 × 4 B.
+    # encoder pass; re-measured with the one-copy load: 59 / 171 / 207 MB at 10 / 40 / 160 s);
+    # plus one row's self-attention cache at 1024 tokens, 1024 × 8 × 2 × 384 × 4 B (a 10 s clip
+    # decoded to 1023 tokens per segment peaked at 52 MB: within the noise of the table above).
     "mr_mt3": RunMemory(200.0 + 25.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
     # Full-size random weights at 32 tokens per channel, the encoder on 2 segments at a time and
     # the decoder on chunks of 8: 436 / 687 / 643 MB at 10 / 40 / 160 s (all 8 segments through
