@@ -95,6 +95,11 @@ def test_chunk_policy_fits_the_budget_and_evens_chunks():
     assert decoding.default_batch_size(dims, 1024, cpu, 5, budget_mb=1) == 1
 
 
+def test_cache_storage_doubles_from_16_to_128_then_grows_by_128():
+    sizes = [t5.KVCache.storage(n) for n in (1, 16, 17, 33, 65, 128, 129, 256, 257, 1023)]
+    assert sizes == [16, 16, 32, 64, 128, 128, 256, 256, 384, 1024]
+
+
 class CacheWatch:
     """Every KVCache alive, and the most bytes they held together at any step."""
 

@@ -142,7 +142,7 @@ def test_channels_outgrowing_the_cache_budget_wait_and_give_the_same_tokens(monk
     t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
     memory = torch.zeros(2, 13, 5, t.model.dims.decoder.d_model)
     dec = t.model.dims.decoder
-    first_block = dec.num_decoder_layers * 2 * dec.num_heads * dec.d_kv * (5 + t5.KVCache.GROW) * 4
+    first_block = dec.num_decoder_layers * 2 * dec.num_heads * dec.d_kv * (5 + t5.KVCache.FIRST) * 4
     assert t.cache_budget(memory) == 26 * first_block + adapter.CACHE_GROWTH_MB["cpu"] * 2**20
 
     audio, _ = sf.read(d / "audio.wav", dtype="float32")

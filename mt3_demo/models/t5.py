@@ -233,9 +233,9 @@ class EncoderBlock(nn.Module):
 
 def cache_bytes(dims: T5Dims, frames: int, positions: int, element_bytes: int = 4) -> int:
     """One batch row's decoder cache: cross-attention keys/values of ``frames`` encoder frames and
-    self-attention storage for ``positions`` (rounded up to the cache's blocks of KVCache.GROW)."""
-    positions = -(-max(positions, 1) // KVCache.GROW) * KVCache.GROW
-    return element_bytes * dims.num_decoder_layers * 2 * dims.num_heads * dims.d_kv * (frames + positions)
+    self-attention storage for ``positions`` (as :meth:`KVCache.storage` rounds them up)."""
+    return element_bytes * dims.num_decoder_layers * 2 * dims.num_heads * dims.d_kv * \
+        (frames + KVCache.storage(positions))
 
 
 class KVCache:
@@ -247,7 +247,18 @@ class KVCache:
     can be dropped with :meth:`keep` when their sequence has finished.
     """
 
-    GROW = 128
+    FIRST = 16  # positions of the first block: many rows stop within a few ids (an empty YourMT3
+    # channel after 1-2), and the first block is what every row of a batch holds at the start
+    GROW = 128  # past it storage doubles up to GROW positions, then grows GROW at a time
+
+    @classmethod
+    def storage(cls, positions: int) -> int:
+        """Positions allocated to hold ``positions``: 16, 32, 64, 128, then multiples of 128."""
+        cap = min(cls.FIRST, cls.GROW)
+        while cap < min(positions, cls.GROW):
+            cap *= 2
+        cap = min(cap, cls.GROW)
+        return cap if positions <= cap else -(-positions // cls.GROW) * cls.GROW
 
     def __init__(self, cross: list[tuple[Tensor, Tensor]]):
         self.cross = cross
@@ -262,7 +273,7 @@ class KVCache:
         ck, cv = self.self_kv[layer]
         end = self.length + t
         if ck.numel() == 0 or end > ck.shape[2]:
-            cap = -(-end // self.GROW) * self.GROW
+            cap = self.storage(end)
             nk = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
             nv = v.new_empty(nk.shape)
             if self.length:
@@ -628,7 +639,7 @@ class _Rows:
         return 0 if cache is None else self.rows.numel() * cache.row_bytes(cache.capacity)
 
     def grows_next(self) -> bool:
-        """Whether the next step grows the self-attention storage (by a block, for every row)."""
+        """Whether the next step grows the self-attention storage (for every row)."""
         cache = self.state.cache
         return cache is not None and cache.length == cache.capacity
 
@@ -636,7 +647,7 @@ class _Rows:
         """Before the storage grows: if it would grow past ``budget`` bytes, keep here as many
         live rows as fit and return the others, set aside (finished rows are dropped)."""
         cache = self.state.cache
-        now, grown = cache.row_bytes(cache.capacity), cache.row_bytes(cache.capacity + cache.GROW)
+        now, grown = cache.row_bytes(cache.capacity), cache.row_bytes(cache.storage(cache.capacity + 1))
         if self.rows.numel() * grown <= budget:
             return None
         live = (~self.finished).nonzero().squeeze(1)
