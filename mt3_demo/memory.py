@@ -42,13 +42,14 @@ RUN_MEMORY: dict[str, RunMemory] = {
     # plus one row's self-attention cache at 1024 tokens, 1024 × 8 × 2 × 384 × 4 B (a 10 s clip
     # decoded to 1023 tokens per segment peaked at 52 MB: within the noise of the table above).
     "mr_mt3": RunMemory(200.0 + 25.0, 10.0, "bench_memory.py: random full-size weights, 10-160 s"),
-    # Full-size random weights at 32 tokens per channel, the encoder on 2 segments at a time and
-    # the decoder on chunks of 8: 436 / 687 / 643 MB at 10 / 40 / 160 s (all 8 segments through
-    # the encoder at once, as before: 1151 MB at 40 s in the same run; 1.6-2.1 GB at 160 s). With
-    # every channel decoding to its 256-token limit, the worst case: 921 MB at 40 s (the caches may
-    # grow by CACHE_GROWTH_MB past their first block, channels that do not fit wait; 1161 MB when
-    # they all grew at once). Flat past one chunk.
-    "yourmt3": RunMemory(930.0, 10.0, "bench_memory.py: random full-size weights, 32 and 256 tokens"),
+    # Full-size random weights, the encoder on 2 segments at a time and the decoder on chunks of
+    # 8: at 32 tokens per channel 436 / 687 / 643 MB at 10 / 40 / 160 s with 128-position first
+    # cache blocks, 539 MB at 40 s with 16-position ones (all 8 segments through the encoder at
+    # once, as before: 1151 MB at 40 s; 1.6-2.1 GB at 160 s). With every channel decoding to its
+    # 256-token limit, the worst case: 746 MB at 40 s (the caches may grow by CACHE_GROWTH_MB past
+    # their first block, channels that do not fit wait; 1161 MB when they all grew at once).
+    # Flat past one chunk.
+    "yourmt3": RunMemory(760.0, 10.0, "bench_memory.py: random full-size weights, 32 and 256 tokens"),
 }
 
 
