@@ -284,8 +284,6 @@ def refresh_models(manager: ModelManager, selected: list[str] | None = None):
     """Availability can change while the app runs (a checkpoint downloaded, a folder filled):
     only models that can run here are offered; the others are listed with why."""
     avail = manager.availabilities()  # once per page load: each model's weights resolved once
-    usable = [m for m in manager.model_ids() if avail[m].usable]
-    keep = ([m for m in (selected or []) if m in usable]
-            or [m for m in manager.default_selection(avail) if m in usable])
-    return (gr.update(choices=[(render.choice_label(manager, m, avail[m]), m) for m in usable], value=keep),
+    choices, value = render.model_choices(manager, avail, selected)
+    return (gr.update(choices=choices, value=value),
             render.availability_html(manager, avail), render.header_html(manager, avail))

@@ -98,7 +98,7 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
 def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availability]) -> dict[str, Any]:
     """Left: the recording, the model choice, Transcribe (on a phone, all on the first screen).
     Right: examples and the optional reference MIDI. ``avail``: the page's availability snapshot."""
-    usable = [m for m in manager.model_ids() if avail[m].usable]
+    choices, value = render.model_choices(manager, avail)
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
@@ -106,8 +106,7 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
             upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
                                   elem_id="upload-check")
             models = gr.CheckboxGroup(
-                choices=[(render.choice_label(manager, m, avail[m]), m) for m in usable],
-                value=[m for m in manager.default_selection(avail) if m in usable], label="Models",
+                choices=choices, value=value, label="Models",
                 elem_id="model-choice",
                 info="Each selected model transcribes the same 16 kHz mono audio, one after another.")
             with gr.Row(elem_id="run-row"):

@@ -59,6 +59,16 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def model_choices(manager: ModelManager, avail: dict[str, Availability],
+                  selected: list[str] | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+    """(choices, value) of the model checkboxes: only models that can run here, labelled; the
+    still-usable part of ``selected``, else the default selection."""
+    usable = [m for m in manager.model_ids() if avail[m].usable]
+    value = ([m for m in (selected or []) if m in usable]
+             or [m for m in manager.default_selection(avail) if m in usable])
+    return [(choice_label(manager, m, avail[m]), m) for m in usable], value
+
+
 def choice_label(manager: ModelManager, model_id: str, avail: Availability) -> str:
     """Checkbox label of a model that can run here: its name and which weights, or the download."""
     spec = manager.spec(model_id)
