@@ -212,6 +212,17 @@ def mean_square(frames: np.ndarray, block: int = 1 << 16) -> np.ndarray:
     return total / max(1, frames.shape[0])
 
 
+def rms(x: np.ndarray) -> float:
+    """Root mean square of all samples of ``x`` (0 for none), summed in float64 without a copy."""
+    x = np.asarray(x).reshape(-1)
+    return float(np.sqrt(mean_square(x[:, None])[0])) if x.size else 0.0
+
+
+def peak(x: np.ndarray) -> float:
+    """Largest |sample| of ``x`` (0 for none), without an |x| copy."""
+    return float(max(x.max(), -x.min())) if x.size else 0.0
+
+
 def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
                       limit_seconds: float | None = None) -> Clip:
     name = f"'{path.name}'" if path is not None else "The audio"
@@ -234,16 +245,16 @@ def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
         # Channels in opposite phase cancel in a plain mix-down; then the loudest channel is the
         # better mono signal (a silent mix would make every model hear nothing).
         channel_rms = np.sqrt(mean_square(frames))
-        if channel_rms.max() > SILENCE_PEAK and np.sqrt(mean_square(mono[:, None])[0]) < 0.1 * channel_rms.mean():
+        if channel_rms.max() > SILENCE_PEAK and rms(mono) < 0.1 * channel_rms.mean():
             loudest = int(np.argmax(channel_rms))
             mono = frames[:, loudest]
             warnings.append(f"The channels cancel each other out when mixed (opposite phase); "
                             f"channel {loudest + 1} was used alone.")
-    peak = float(max(mono.max(), -mono.min())) if mono.size else 0.0  # no |mono| copy
-    if peak < SILENCE_PEAK:
+    level = peak(mono)
+    if level < SILENCE_PEAK:
         warnings.append("The recording is silent (peak below -80 dBFS): expect no notes.")
-    elif peak > 1.0 + 1e-6:
-        warnings.append(f"The recording exceeds full scale (peak {peak:.2f}); it was not normalised.")
+    elif level > 1.0 + 1e-6:
+        warnings.append(f"The recording exceeds full scale (peak {level:.2f}); it was not normalised.")
     samples = resample(mono, rate, SAMPLE_RATE)
     return Clip(samples=samples, original=np.ascontiguousarray(frames, dtype=np.float32),
                 original_rate=rate, path=path, warnings=warnings)

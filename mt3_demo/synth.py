@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .audio import mean_square
+from .audio import peak, rms
 from .instruments import drum_kind
 from .notes import Note, to_midi
 
@@ -204,15 +204,10 @@ def render_audio(
         fitted = np.zeros(n_samples, dtype=np.float64)
         m = min(n_samples, len(audio))
         fitted[:m] = audio[:m]
-    peak = float(max(fitted.max(), -fitted.min())) if n_samples else 0.0
-    if peak > 0:
-        fitted *= PEAK / peak
+    level = peak(fitted)
+    if level > 0:
+        fitted *= PEAK / level
     return fitted.astype(np.float32), sample_rate, method
-
-
-def rms(x: np.ndarray) -> float:
-    x = np.asarray(x).reshape(-1)
-    return float(np.sqrt(mean_square(x[:, None])[0])) if x.size else 0.0
 
 
 def match_level(x: np.ndarray, reference: np.ndarray, max_peak: float = 0.99) -> np.ndarray:
@@ -226,8 +221,7 @@ def match_level(x: np.ndarray, reference: np.ndarray, max_peak: float = 0.99) ->
     if level_x == 0 or level_ref == 0:
         return x.copy()
     gain = level_ref / level_x
-    peak = float(max(x.max(), -x.min()))
-    gain = min(gain, max_peak / peak)
+    gain = min(gain, max_peak / peak(x))
     return (x * gain).astype(np.float32)
 
 
@@ -250,9 +244,9 @@ def mix(original: np.ndarray, synth: np.ndarray, mode: str = "stereo") -> np.nda
         return np.stack([a, b], axis=1)
     if mode == "blend":
         out = 0.5 * (a + b)
-        peak = float(np.max(np.abs(out))) if n else 0.0
-        if peak > 0.99:
-            out *= 0.99 / peak
+        level = peak(out)
+        if level > 0.99:
+            out *= 0.99 / level
         return out.astype(np.float32)
     raise ValueError(f"unknown mix mode {mode!r} (use 'stereo' or 'blend')")
 
