@@ -13,7 +13,7 @@ Shapes: B batch, T decoder positions, S encoder/memory positions, H heads, K = d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -244,7 +244,7 @@ class KVCache:
     cross[i]      = (k, v) [B, H, S, K] of the memory for decoder layer i
     self_kv[i]    = (k, v) [B, H, capacity, K]; positions < ``length`` are filled
     Storage grows in blocks (no per-step reallocation, no up-front 1024-token allocation) and rows
-    can be dropped with :meth:`keep` when their sequence has finished.
+    can be dropped or moved to another cache with :meth:`split` (finished, or set aside).
     """
 
     FIRST = 16  # positions of the first block: many rows stop within a few ids (an empty YourMT3
@@ -299,10 +299,6 @@ class KVCache:
             _, heads, frames, width = k.shape
             total += 2 * heads * (frames + positions) * width * k.element_size()
         return total
-
-    def keep(self, rows: Tensor) -> None:
-        """Keep only batch rows ``rows`` (LongTensor of indices)."""
-        self.split(rows, None)
 
     def split(self, keep: Tensor, move: Tensor | None) -> KVCache | None:
         """Keep batch rows ``keep`` here and move rows ``move`` (if given) into a new cache,
@@ -597,8 +593,7 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
                 if bool(done.any()):
                     for r in batch.rows[done].tolist():
                         lengths[r] = step + 1
-                    finished_rows += int(done.sum())
-                    batch.finish(done)
+                    finished_rows += batch.finish(done)
                     if on_finished is not None:
                         on_finished(finished_rows)
             if state.cache is None:
@@ -621,18 +616,20 @@ class _Rows:
     finished: Tensor
     state: DecodeState
     step: int
-    live: int = -1
+    live: int = field(init=False)  # rows not finished: kept as a count, not re-summed every step
 
     def __post_init__(self) -> None:
-        if self.live < 0:
-            self.live = int((~self.finished).sum())
+        self.live = int((~self.finished).sum())
 
-    def finish(self, done: Tensor) -> None:
-        """Mark rows ``done`` finished; drop the finished ones once they make up an eighth."""
+    def finish(self, done: Tensor) -> int:
+        """Mark rows ``done`` finished (returns how many); drop the finished ones once they make up
+        an eighth."""
+        n = int(done.sum())
         self.finished |= done
-        self.live -= int(done.sum())
+        self.live -= n
         if self.live and 8 * int(self.finished.sum()) >= self.rows.numel():
             self.select((~self.finished).nonzero().squeeze(1), None)
+        return n
 
     def cache_bytes(self) -> int:
         cache = self.state.cache

@@ -40,12 +40,6 @@ ENCODER_BATCH = 8  # segments per encoder call: the encoder is arithmetic-bound 
 # already fill a GEMM), so bigger calls only grow its transient activations (~4 MB per segment)
 
 
-def cache_bytes_per_segment(dims: T5Dims, tokens: int, frames: int = F.SEGMENT_FRAMES,
-                            element_bytes: int = 4) -> int:
-    """A segment's decoder cache at ``tokens`` generated ids (:func:`t5.cache_bytes`)."""
-    return cache_bytes(dims, frames, tokens, element_bytes)
-
-
 def other_bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGMENT_FRAMES,
                             element_bytes: int = 4) -> int:
     """What a segment holds beside its cache while its chunk decodes: encoder output, logits and
@@ -56,7 +50,7 @@ def other_bytes_per_segment(dims: T5Dims, max_tokens: int, frames: int = F.SEGME
 
 def bytes_per_segment(dims: T5Dims, tokens: int, max_tokens: int | None = None) -> int:
     """Memory one segment holds while its chunk decodes, its rows at ``tokens`` ids."""
-    return cache_bytes_per_segment(dims, tokens) + other_bytes_per_segment(dims, max_tokens or tokens)
+    return cache_bytes(dims, F.SEGMENT_FRAMES, tokens) + other_bytes_per_segment(dims, max_tokens or tokens)
 
 
 def budget_bytes(device: torch.device, budget_mb: float | None = None) -> int:
