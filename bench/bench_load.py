@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fixed_decoding, table, test_signal, write_checkpoint  # noqa: E402
+from common import ROOT, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
 
 
 def status_mb() -> dict[str, float]:
@@ -72,35 +72,6 @@ def child(model: str, folder: str, seconds: float, tokens: int) -> None:
         "run_peak_mb": round(after["VmHWM"] - before["VmRSS"], 1)}))
 
 
-def with_adamw_moments(path: Path) -> None:
-    """Rewrite a Lightning file with AdamW's exp_avg / exp_avg_sq for every floating weight."""
-    import torch
-
-    ckpt = torch.load(path, weights_only=True)
-    weights = [t for t in ckpt["state_dict"].values() if t.is_floating_point()]
-    ckpt["optimizer_states"] = [{"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.randn_like(t),
-                                               "exp_avg_sq": torch.rand_like(t)} for i, t in enumerate(weights)},
-                                 "param_groups": [{"lr": 1e-5, "params": list(range(len(weights)))}]}]
-    torch.save(ckpt, path)
-
-
-def write(model: str, folder: Path) -> None:
-    folder.mkdir(parents=True)
-    if model == "mt3":
-        manifest = json.loads((ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json").read_text())
-        write_checkpoint(folder, manifest, "mt3.pth")
-    elif model == "mr_mt3":
-        from bench_mr_mt3 import write_random_ckpt
-
-        write_random_ckpt(folder, adamw=True)
-    elif model == "yourmt3":
-        from bench_yourmt3 import MANIFEST, random_checkpoint
-
-        with_adamw_moments(random_checkpoint(MANIFEST, folder))
-    else:
-        raise SystemExit(f"unknown model {model}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="mt3,mr_mt3,yourmt3")
@@ -117,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             folder = Path(tmp) / model
-            write(model, folder)
+            write_model_checkpoint(model, folder, adamw=True)
             size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
             for _ in range(args.repeat):
                 proc = subprocess.run([sys.executable, __file__, "--child", model, str(folder), str(args.seconds),

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fixed_decoding, table, test_signal, write_checkpoint  # noqa: E402
+from common import ROOT, TOKEN_MODELS, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -134,19 +134,9 @@ def main() -> None:
     rows, fits = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
-        if "mt3" in models:
-            manifest = json.loads((ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json").read_text())
-            write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth")
-        if "mr_mt3" in models:
-            from bench_mr_mt3 import write_random_ckpt
-
-            (Path(tmp) / "mr_mt3").mkdir()
-            write_random_ckpt(Path(tmp) / "mr_mt3")
-        if "yourmt3" in models:
-            from bench_yourmt3 import MANIFEST as YOURMT3_MANIFEST, random_checkpoint
-
-            (Path(tmp) / "yourmt3").mkdir()
-            random_checkpoint(YOURMT3_MANIFEST, Path(tmp) / "yourmt3")
+        for model in models:
+            if model in TOKEN_MODELS:
+                write_model_checkpoint(model, Path(tmp) / model)
         for model in models:
             points: dict[str, list] = {m: [] for m in policies}
             for seconds in lengths:

@@ -46,6 +46,41 @@ def random_state_dict_from_manifest(manifest: dict, seed: int = 0) -> dict[str, 
     return {e["key"]: out[e["key"]] for e in manifest["keys"]}  # manifest order
 
 
+TOKEN_MODELS = ("mt3", "mr_mt3", "yourmt3")  # the models benchmarked on full-size random checkpoints
+
+
+def write_model_checkpoint(model: str, folder: Path, adamw: bool = False) -> None:
+    """A full-size seeded random checkpoint of a token model in its published layout, in ``folder``
+    (as ``$MT3_DEMO_CHECKPOINTS/<model>`` holds it). ``adamw``: the Lightning files (MR-MT3,
+    YourMT3+) also carry AdamW's two moments per weight, as the published ones do."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if model == "mt3":
+        manifest = json.loads((ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json").read_text())
+        write_checkpoint(folder, manifest, "mt3.pth")
+    elif model == "mr_mt3":
+        from bench_mr_mt3 import write_random_ckpt
+
+        write_random_ckpt(folder, adamw=adamw)
+    elif model == "yourmt3":
+        from bench_yourmt3 import MANIFEST, random_checkpoint
+
+        path = random_checkpoint(MANIFEST, folder)
+        if adamw:
+            with_adamw_moments(path)
+    else:
+        raise SystemExit(f"no random checkpoint for {model} (token models: {', '.join(TOKEN_MODELS)})")
+
+
+def with_adamw_moments(path: Path) -> None:
+    """Rewrite a Lightning file with AdamW's exp_avg / exp_avg_sq for every floating weight."""
+    ckpt = torch.load(path, weights_only=True)
+    weights = [t for t in ckpt["state_dict"].values() if t.is_floating_point()]
+    ckpt["optimizer_states"] = [{"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.randn_like(t),
+                                               "exp_avg_sq": torch.rand_like(t)} for i, t in enumerate(weights)},
+                                 "param_groups": [{"lr": 1e-5, "params": list(range(len(weights)))}]}]
+    torch.save(ckpt, path)
+
+
 def write_checkpoint(folder: Path, manifest: dict, weights_name: str, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(random_state_dict_from_manifest(manifest, seed), folder / weights_name)

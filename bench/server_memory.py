@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from burst import PeakRSS, free_port, stop_server, wait_until_up  # noqa: E402
-from common import ROOT, fixed_decoding, table, test_signal, write_checkpoint  # noqa: E402
+from common import ROOT, TOKEN_MODELS, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 MODELS = ("transkun", "mt3", "mr_mt3", "yourmt3")
@@ -61,22 +61,6 @@ def write_upload(path: Path, seconds: float) -> None:
         for start in range(0, len(mono), 60 * rate):
             piece = mono[start:start + 60 * rate]
             f.write(np.stack([piece, 0.8 * piece], axis=1))
-
-
-def write_checkpoints(root: Path, models: list[str]) -> None:
-    if "mt3" in models:
-        manifest = json.loads((ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json").read_text())
-        write_checkpoint(root / "mt3", manifest, "mt3.pth")
-    if "mr_mt3" in models:
-        from bench_mr_mt3 import write_random_ckpt
-
-        (root / "mr_mt3").mkdir(parents=True)
-        write_random_ckpt(root / "mr_mt3")
-    if "yourmt3" in models:
-        from bench_yourmt3 import MANIFEST as YOURMT3_MANIFEST, random_checkpoint
-
-        (root / "yourmt3").mkdir(parents=True)
-        random_checkpoint(YOURMT3_MANIFEST, root / "yourmt3")
 
 
 def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -> dict:
@@ -129,7 +113,9 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mt3-server-memory-") as tmp:
         work = Path(tmp)
-        write_checkpoints(work / "ck", models)
+        for model in models:
+            if model in TOKEN_MODELS:
+                write_model_checkpoint(model, work / "ck" / model)
         upload = work / f"upload_{args.seconds:.0f}s.wav"
         write_upload(upload, args.seconds)
         print(f"upload: {upload.stat().st_size / 1e6:.1f} MB, {args.seconds:.0f} s", file=sys.stderr)
