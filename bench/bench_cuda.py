@@ -1,0 +1,202 @@
+"""The CUDA path, measured: each token model at fp32 and at the opt-in half precisions.
+
+    python bench/bench_cuda.py [--models mt3,mr_mt3,yourmt3] [--seconds 60] [--repeat 3]
+                               [--tokens mt3=256,mr_mt3=64,yourmt3=64]
+
+Two parts, in one run on the GPU:
+
+* **Ids on the fixtures.** Each tiny upstream-format checkpoint of tests/fixtures transcribes its
+  fixture clip on the CPU in fp32 (what the parity tests prove equal to upstream) and on CUDA at
+  fp32, bf16 and fp16. Printed per precision: rows (segments; YourMT3+: segment × channel) whose
+  ids equal the CPU's, and the earliest step where one differs.
+* **Speed and memory.** A full-size random checkpoint of each model (bench/common.py, the
+  published layout) is loaded through its adapter and transcribes a ``--seconds`` clip with EOS
+  off, so every precision and path decodes the same number of ids. Printed: stage times (fastest of
+  ``--repeat`` after a warm-up), the real-time factor, the peak of CUDA memory the run allocated
+  beyond the loaded weights, and how many rows' ids equal fp32's (random weights: near-ties are
+  common, so this is a lower bound of what real weights give). MT3 is also timed in kunato's
+  batches of 5 segments (what users of the upstream port run), at fp32.
+
+Without CUDA it says so and exits 0 (``--device cpu`` runs the same script on the CPU, as a smoke
+test: no memory figures).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
+
+from mt3_demo.audio import Clip  # noqa: E402
+from mt3_demo.models.mr_mt3 import SPEC as MR_MT3  # noqa: E402
+from mt3_demo.models.mt3.adapter import SPEC as MT3  # noqa: E402
+from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3  # noqa: E402
+from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options  # noqa: E402
+
+FIX = ROOT / "tests" / "fixtures"
+SPECS = {"mt3": MT3, "mr_mt3": MR_MT3, "yourmt3": YOURMT3}
+PRECISIONS = ("fp32", "bf16", "fp16")
+# (name, model, checkpoint, clip, options): the parity tests' own settings
+FIXTURE_RUNS = [
+    ("mt3 tiny (kunato)", "mt3", FIX / "mt3" / "tiny_model", FIX / "mt3" / "logmel" / "signal_a.wav",
+     MT3Options(compat="kunato", max_tokens=63)),
+    ("mr_mt3 set a", "mr_mt3", FIX / "mr_mt3", FIX / "mr_mt3" / "audio.wav", MRMT3Options()),
+    ("mr_mt3 set b", "mr_mt3", FIX / "mr_mt3" / "set_b", FIX / "mr_mt3" / "set_b" / "audio.wav", MRMT3Options()),
+    ("yourmt3 set b", "yourmt3", FIX / "yourmt3" / "set_b" / "tiny_model", FIX / "yourmt3" / "set_b" / "audio.wav",
+     YourMT3Options(max_tokens=24)),
+]
+
+
+def rows_of(tokens: list) -> list[list[int]]:
+    """Decoded rows: a segment's ids, or (YourMT3+) each channel of each segment."""
+    out = []
+    for seg in tokens:
+        out.extend(seg if seg and isinstance(seg[0], list) else [seg])
+    return out
+
+
+def agreement(rows: list[list[int]], ref: list[list[int]]) -> tuple[int, int, int | None]:
+    """(rows equal to ref, rows, earliest differing step or None)."""
+    same, first = 0, None
+    for a, b in zip(rows, ref):
+        if a == b:
+            same += 1
+            continue
+        step = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        first = step if first is None else min(first, step)
+    return same, len(ref), first
+
+
+def load_clip(path: Path) -> Clip:
+    x, sr = sf.read(path, dtype="float32")
+    return Clip.from_array(x, sr)
+
+
+def fixture_ids(device: torch.device) -> list[dict]:
+    rows = []
+    for name, model, folder, wav, options in FIXTURE_RUNS:
+        spec, clip = SPECS[model], load_clip(wav)
+        ref = rows_of(spec.build(spec.resolve(folder), torch.device("cpu"), options).transcribe(clip).tokens)
+        row = {"fixture": name, "rows": len(ref)}
+        for p in PRECISIONS:
+            t = spec.build(spec.resolve(folder), device, dataclasses.replace(options, precision=p))
+            same, n, first = agreement(rows_of(t.transcribe(clip).tokens), ref)
+            row[p] = f"{same}/{n}" + ("" if first is None else f" (from step {first})")
+        rows.append(row)
+    return rows
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def allocated(device: torch.device, peak: bool = False) -> int:
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)
+
+
+def timed(transcriber, clip: Clip, repeat: int) -> tuple[float, dict, list]:
+    """Fastest of ``repeat`` transcriptions: (seconds, its stage timings, its tokens)."""
+    best = (float("inf"), {}, [])
+    for _ in range(repeat):
+        sync(transcriber.device)
+        t0 = time.perf_counter()
+        out = transcriber.transcribe(clip)
+        sync(transcriber.device)
+        s = time.perf_counter() - t0
+        if s < best[0]:
+            best = (s, out.info.get("stage_timings", {}), out.tokens)
+    return best
+
+
+def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, repeat: int) -> list[dict]:
+    spec, rows, ref = SPECS[model], [], None
+    paths = [(p, dataclasses.replace(options, precision=p)) for p in PRECISIONS]
+    if model == "mt3":
+        paths.append(("fp32, batches of 5", dataclasses.replace(options, precision="fp32", batch_size=5)))
+    for label, opts in paths:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        before = allocated(device)
+        t0 = time.perf_counter()
+        t = spec.build(spec.resolve(folder), device, opts)
+        sync(device)
+        load_s = time.perf_counter() - t0
+        weights = allocated(device) - before
+        t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]))  # warm-up: kernels, allocator
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        base = allocated(device)
+        seconds, stages, tokens = timed(t, clip, repeat)
+        peak = allocated(device, peak=True) - base
+        toks = rows_of(tokens)
+        ref = toks if ref is None else ref
+        same, n, _ = agreement(toks, ref)
+        rows.append({"model": model, "path": label, "load s": load_s, "weights MB": weights / 2**20,
+                     **{k: v for k, v in stages.items() if k.endswith("_s")},
+                     **({"ms/step": 1e3 * stages["decode_s"] / stages["decode_steps"]}
+                        if stages.get("decode_steps") else {}),
+                     "total s": seconds, "RTF": seconds / clip.duration, "ids": sum(map(len, toks)),
+                     "run peak MB": peak / 2**20, "rows = fp32": f"{same}/{n}"})
+        del t
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="mt3,mr_mt3,yourmt3")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--tokens", default="mt3=256,mr_mt3=64,yourmt3=64",
+                    help="fixed ids per segment (YourMT3+: per channel), EOS off")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-fixtures", action="store_true")
+    ap.add_argument("--device", default="cuda")
+    a = ap.parse_args()
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available here: nothing to measure.")
+        return
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs; "
+              f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+    if not a.skip_fixtures:
+        print("\nIds on the fixtures, CUDA against the CPU's fp32 (rows equal; earliest differing step)")
+        print(table(fixture_ids(device), ["fixture", "rows", *PRECISIONS]))
+
+    tokens = {k: int(v) for k, v in (kv.split("=") for kv in a.tokens.split(","))}
+    clip = Clip.from_array(test_signal(a.seconds))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in a.models.split(","):
+            folder = Path(tmp) / model
+            write_model_checkpoint(model, folder)
+            options = fixed_decoding(tokens[model])[model]
+            try:
+                rows += speed(model, folder, options, clip, device, a.repeat)
+            except Exception:  # one model's failure is a finding, not the end of the run
+                traceback.print_exc()
+                continue
+            print(json.dumps(rows[-1]), flush=True)
+    stages = [k for k in ("frontend_s", "encoder_s", "frontend_encoder_s", "decode_s", "ms/step")
+              if any(k in r for r in rows)]
+    cols = ["model", "path", "load s", "weights MB", *stages, "total s", "RTF", "ids", "run peak MB", "rows = fp32"]
+    print(f"\n{a.seconds:g} s clip, EOS off ({a.tokens}), fastest of {a.repeat}")
+    print(table(rows, cols))
+
+
+if __name__ == "__main__":
+    main()
