@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
 
 from mt3_demo.audio import Clip  # noqa: E402
+from mt3_demo.models import t5  # noqa: E402
 from mt3_demo.models.mr_mt3 import SPEC as MR_MT3  # noqa: E402
 from mt3_demo.models.mt3.adapter import SPEC as MT3  # noqa: E402
 from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3  # noqa: E402
@@ -124,10 +125,13 @@ def timed(transcriber, clip: Clip, repeat: int) -> tuple[float, dict, list]:
 
 def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, repeat: int) -> list[dict]:
     spec, rows, ref = SPECS[model], [], None
-    paths = [(p, dataclasses.replace(options, precision=p)) for p in PRECISIONS]
+    fp32 = dataclasses.replace(options, precision="fp32")
+    paths = [("fp32", fp32, True), (f"fp32, no graphs ({t5.CUDA_GRAPHS_ENV}=0)", fp32, False)]
+    paths += [(p, dataclasses.replace(options, precision=p), True) for p in PRECISIONS[1:]]
     if model == "mt3":
-        paths.append(("fp32, batches of 5", dataclasses.replace(options, precision="fp32", batch_size=5)))
-    for label, opts in paths:
+        paths.append(("fp32, batches of 5", dataclasses.replace(fp32, batch_size=5), True))
+    for label, opts, graphs in paths:
+        os.environ[t5.CUDA_GRAPHS_ENV] = "1" if graphs else "0"
         if device.type == "cuda":
             torch.cuda.empty_cache()
         before = allocated(device)
@@ -151,8 +155,39 @@ def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, r
                         if stages.get("decode_steps") else {}),
                      "total s": seconds, "RTF": seconds / clip.duration, "ids": sum(map(len, toks)),
                      "run peak MB": peak / 2**20, "rows = fp32": f"{same}/{n}"})
+        if model == "mt3" and stages.get("decode_steps"):
+            rows[-1]["bound ms/step"] = 1e3 * mt3_step_bytes(t, len(tokens), options.max_tokens) / bandwidth(device)
         del t
+    os.environ.pop(t5.CUDA_GRAPHS_ENV)
     return rows
+
+
+def bandwidth(device: torch.device) -> float:
+    """Bytes per second this device reads and writes: a 1 GiB copy, best of 5."""
+    if device.type != "cuda":
+        return float("nan")
+    x = torch.empty(2**28, device=device)
+    y = torch.empty_like(x)
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        y.copy_(x)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * x.numel() * x.element_size() / best
+
+
+def mt3_step_bytes(transcriber, rows: int, tokens: int) -> int:
+    """What one MT3 decoder step must read at least, at the run's batch: the decoder weights and
+    lm_head once, every row's cross-attention keys/values and its self-attention cache (at the
+    mean length, tokens / 2)."""
+    model = transcriber.model
+    weights = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                  if n.startswith(("decoder.", "lm_head.")))
+    chunk = min(rows, transcriber.batch_size or rows)
+    return weights + chunk * model.decoder.init_cache(
+        torch.zeros(1, 256, model.dims.d_model, device=transcriber.device)).row_bytes(tokens // 2)
 
 
 def main() -> None:
@@ -191,7 +226,7 @@ def main() -> None:
                 traceback.print_exc()
                 continue
             print(json.dumps(rows[-1]), flush=True)
-    stages = [k for k in ("frontend_s", "encoder_s", "frontend_encoder_s", "decode_s", "ms/step")
+    stages = [k for k in ("frontend_s", "encoder_s", "frontend_encoder_s", "decode_s", "ms/step", "bound ms/step")
               if any(k in r for r in rows)]
     cols = ["model", "path", "load s", "weights MB", *stages, "total s", "RTF", "ids", "run peak MB", "rows = fp32"]
     print(f"\n{a.seconds:g} s clip, EOS off ({a.tokens}), fastest of {a.repeat}")

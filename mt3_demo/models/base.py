@@ -16,6 +16,20 @@ from ..audio import Clip
 from ..checkpoints import HubFile
 from ..notes import Note
 
+def ieee_float32_convolutions() -> None:
+    """Make cuDNN compute float32 convolutions in float32 (process-wide).
+
+    By default PyTorch lets cuDNN run them in TF32 (a 10-bit mantissa): on an H200 that changed 6
+    of YourMT3+'s 26 greedy id rows on its fixture at "fp32" (bench/bench_cuda.py). fp32 here means
+    what the parity tests check: IEEE float32. Matrix products already default to IEEE.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+
+
 # progress(done_segments, total_segments)
 ProgressFn = Callable[[int, int], None]
 

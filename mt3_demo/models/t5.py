@@ -13,6 +13,7 @@ Shapes: B batch, T decoder positions, S encoder/memory positions, H heads, K = d
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -115,11 +116,23 @@ class SinusoidalPositions(nn.Module):
         freq = self.inv_freq if self.formula == "checkpoint" else magenta_inv_freq(2 * self.inv_freq.numel())
         self.table = sinusoid_table(freq.detach().cpu(), self.max_positions).to(self.inv_freq.device)
 
-    def forward(self, offset: int, length: int) -> Tensor:
+    def forward(self, offset: int | Tensor, length: int) -> Tensor:
         """Rows offset .. offset+length−1 → [length, d_model]."""
-        if offset + length > self.max_positions:
-            raise ValueError(f"position {offset + length - 1} beyond the table ({self.max_positions} rows)")
-        return self.table[offset:offset + length]
+        return position_rows(self.table, offset, length)
+
+
+def position_rows(table: Tensor, offset: int | Tensor, length: int) -> Tensor:
+    """Rows offset .. offset+length−1 of a position table [P, d] → [length, d].
+
+    ``offset`` is a Python int (checked against the table) or, on a :class:`StaticKVCache`, a
+    device tensor [1] (gathered without reading it back, so a CUDA graph can replay the lookup;
+    :func:`static_decode` checks the range before the first step).
+    """
+    if torch.is_tensor(offset):
+        return table.index_select(0, offset + torch.arange(length, device=table.device))
+    if offset + length > table.shape[0]:
+        raise ValueError(f"position {offset + length - 1} beyond the table ({table.shape[0]} rows)")
+    return table[offset:offset + length]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,18 +174,22 @@ class Attention(nn.Module):
         """Memory [B, S, d] → keys, values [B, H, S, K] (computed once per memory for cross-attention)."""
         return self.heads(self.k(m)), self.heads(self.v(m))
 
-    def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+               bias: Tensor | None = None) -> Tensor:
         """Queries from x [B, T, d] over k, v [B, H, S, K] → [B, T, d]. ``mask`` [T, S] bool, True = visible.
 
         One query per row (a decoder step) runs as two batched matrix-vector products around a
         float32 softmax, HF T5's formulation: a decoder step only streams k and v once, and the
         fused kernel, built for long queries, reads them slower (measured 1.3× at 30 rows × 256
-        keys, bench/roofline.py). Longer queries take the fused kernel.
+        keys, bench/roofline.py). Longer queries take the fused kernel. ``bias`` [S] (one query
+        only: a :class:`StaticKVCache`'s) is added to the float32 scores: −inf hides a key.
         """
         q = self.heads(self.q(x))
         if q.shape[2] == 1 and mask is None:
-            scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, 1, S]
-            out = torch.matmul(F.softmax(scores.float(), dim=-1).to(v.dtype), v)
+            scores = torch.matmul(q, k.transpose(-1, -2)).float()  # [B, H, 1, S]
+            if bias is not None:
+                scores = scores + bias
+            out = torch.matmul(F.softmax(scores, dim=-1).to(v.dtype), v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
         b, _, t, _ = out.shape
@@ -260,6 +277,8 @@ class KVCache:
         cap = min(cap, cls.GROW)
         return cap if positions <= cap else -(-positions // cls.GROW) * cls.GROW
 
+    bias: Tensor | None = None  # every written position is visible (see StaticKVCache)
+
     def __init__(self, cross: list[tuple[Tensor, Tensor]]):
         self.cross = cross
         self.self_kv: list[tuple[Tensor, Tensor]] = []
@@ -315,6 +334,43 @@ class KVCache:
         return moved
 
 
+class StaticKVCache(KVCache):
+    """A :class:`KVCache` whose self-attention storage holds every position from the start, and
+    whose ``length`` is a device tensor [1] rather than a Python int.
+
+    self_kv[i] = (k, v) [B, H, positions, K], zeros where nothing is written yet
+    bias       = [positions] float32: 0 for the positions written so far, −inf after them
+    A decoder step on it reads nothing that changes between steps on the host: the slot it writes,
+    the position it embeds and the keys it may see all follow ``length`` on the device. So every
+    step runs the same kernels on the same buffers, and one captured CUDA graph can replay them
+    (:func:`static_decode`). The cost: each step attends over all ``positions`` (the hidden ones
+    weigh exactly 0) and the storage is allocated for ``positions`` up front.
+    """
+
+    def __init__(self, cross: list[tuple[Tensor, Tensor]], positions: int):
+        super().__init__(cross)
+        k = cross[0][0]
+        self.length = torch.zeros(1, dtype=torch.long, device=k.device)
+        self.self_kv = [(ck.new_zeros(ck.shape[0], ck.shape[1], positions, ck.shape[3]),
+                         cv.new_zeros(cv.shape[0], cv.shape[1], positions, cv.shape[3])) for ck, cv in cross]
+        self.slots = torch.arange(positions, device=k.device)
+        self.bias: Tensor | None = None
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the one new position k, v [B, H, 1, K] at ``length``; return the whole storage."""
+        if layer == 0:  # the same for every layer of this step
+            self.bias = torch.zeros(self.slots.shape, device=k.device).masked_fill(self.slots > self.length,
+                                                                                    float("-inf"))
+        ck, cv = self.self_kv[layer]
+        ck.index_copy_(2, self.length, k)
+        cv.index_copy_(2, self.length, v)
+        return ck, cv
+
+    @property
+    def capacity(self) -> int:
+        return self.self_kv[0][0].shape[2]
+
+
 class DecoderBlock(nn.Module):
     """y += SelfAttn_causal(norm(y)); y += CrossAttn(norm(y), memory); y += FFN(norm(y))."""
 
@@ -336,7 +392,8 @@ class DecoderBlock(nn.Module):
         mask = None
         if t > 1:
             mask = torch.ones(t, offset + t, dtype=torch.bool, device=y.device).tril(diagonal=offset)
-        y = y + sa.SelfAttention.attend(h, k, v, mask)
+        bias = cache.bias if cache is not None else None
+        y = y + sa.SelfAttention.attend(h, k, v, mask, bias)
         y = y + ca.EncDecAttention.attend(ca.layer_norm(y), *cross_kv)
         return y + self.layer[2](y)
 
@@ -533,7 +590,7 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
                   start_id: int = 0, eos_id: int | None = 1, first_eos_step: int = 0,
                   on_step: Callable[[int, int], None] | None = None,
                   on_finished: Callable[[int], None] | None = None,
-                  cache_budget: int | None = None) -> list[list[int]]:
+                  cache_budget: int | None = None, static: bool | None = None) -> list[list[int]]:
     """Greedy argmax decoding of every row of ``memory`` [B, S, d] at once.
 
     ``model`` needs ``decoder(tokens, memory=|cache=)``, ``decoder.init_cache(memory)`` and
@@ -559,7 +616,17 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     with their caches as they are and resumed once the others have finished (memory is freed only
     by finishing rows). At least one row always goes on, so when all rows fit the budget at their
     first block, the caches stay within the budget plus one row at ``max_tokens``.
+
+    ``static`` decodes with a :class:`StaticKVCache` instead (:func:`static_decode`: one CUDA
+    graph per batch on CUDA); by default it does so on CUDA without autocast, unless
+    ``MT3_DEMO_CUDA_GRAPHS=0``. Same ids either way up to float32 rounding (tests/test_static_decode.py).
     """
+    if static is None:
+        static = use_cache and static_by_default(memory)
+    if static:
+        return static_decode(model, memory, max_tokens, start_id=start_id, eos_id=eos_id,
+                             first_eos_step=first_eos_step, on_step=on_step, on_finished=on_finished,
+                             cache_budget=cache_budget)
     b = memory.shape[0]
     device = memory.device
     out = torch.zeros(b, max(max_tokens, 0), dtype=torch.long, device=device)
@@ -604,6 +671,121 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
                 on_finished(finished_rows)
     out = out.cpu()
     return [out[i, :lengths[i]].tolist() for i in range(b)]
+
+
+CUDA_GRAPHS_ENV = "MT3_DEMO_CUDA_GRAPHS"
+EOS_CHECK_STEPS = 16  # static decoding reads the ids back (a device sync) this often to stop early
+WARMUP_STEPS = 2  # steps run eagerly before a capture (cuBLAS handles and workspaces get made)
+
+
+def static_by_default(memory: Tensor) -> bool:
+    """Decode ``memory`` statically (CUDA graphs) unless told otherwise: on CUDA, without autocast
+    (its weight-cast cache does not mix with a captured graph), unless ``MT3_DEMO_CUDA_GRAPHS=0``."""
+    return memory.is_cuda and not torch.is_autocast_enabled("cuda") and os.environ.get(CUDA_GRAPHS_ENV, "1") != "0"
+
+
+def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int = 0, eos_id: int | None = 1,
+                  first_eos_step: int = 0, on_step: Callable[[int, int], None] | None = None,
+                  on_finished: Callable[[int], None] | None = None, cache_budget: int | None = None,
+                  graph: bool | None = None) -> list[list[int]]:
+    """:func:`greedy_decode` on a :class:`StaticKVCache`: same arguments, same result.
+
+    Why: on a GPU a decoder step at these sizes is a few hundred small kernels whose launches cost
+    far more than their work (MT3: ~5 ms a step for ~50 µs of memory traffic, bench/bench_cuda.py).
+    With every step reading its position from the device, the steps after the first
+    ``WARMUP_STEPS`` are captured once as a CUDA graph (``graph``: default on CUDA) and replayed,
+    one launch a step. Each step writes its ids into an output buffer and feeds them back on the
+    device; the host reads the buffer every ``EOS_CHECK_STEPS`` steps and stops once every row has
+    emitted EOS. Finished rows stay in the batch (their later ids are never read); rows never
+    influence each other. The storage for ``max_tokens`` positions is allocated up front, so with
+    ``cache_budget`` (bytes) the rows are decoded in groups whose caches fit it (at least one row).
+    The caller keeps ``max_tokens`` within the decoder's position table (every adapter checks).
+    """
+    b = memory.shape[0]
+    if b == 0 or max_tokens <= 0:
+        return [[] for _ in range(b)]
+    group = b
+    if cache_budget is not None:
+        per_row = model.decoder.init_cache(memory[:1]).row_bytes(max_tokens)  # one row's, as it will be
+        group = max(1, min(b, cache_budget // per_row))
+    out: list[list[int]] = []
+    for start in range(0, b, group):
+        done_before = len(out)
+
+        def finished_here(rows: int, base: int = done_before) -> None:
+            if on_finished is not None:
+                on_finished(base + rows)
+
+        out += _static_group(model, memory[start:start + group], max_tokens, start_id, eos_id, first_eos_step,
+                             on_step, finished_here, memory.is_cuda if graph is None else graph)
+    return out
+
+
+def _static_group(model: T5, memory: Tensor, max_tokens: int, start_id: int, eos_id: int | None,
+                  first_eos_step: int, on_step: Callable[[int, int], None] | None,
+                  on_finished: Callable[[int], None], graph: bool) -> list[list[int]]:
+    b, device = memory.shape[0], memory.device
+    cache = StaticKVCache(model.decoder.init_cache(memory).cross, max_tokens)
+    tokens = torch.full((b, 1), start_id, dtype=torch.long, device=device)
+    ids = torch.zeros(b, max_tokens, dtype=torch.long, device=device)
+
+    def step() -> None:
+        position = cache.length.clone()  # the decoder advances cache.length
+        hidden = model.decoder(tokens, cache=cache)
+        next_ids = model.lm_head(hidden[:, -1]).argmax(-1)  # first maximum on ties, like HF
+        ids.index_copy_(1, position, next_ids[:, None])
+        tokens.copy_(next_ids[:, None])
+
+    run, side = step, None
+    if graph:  # warm-up steps on a side stream, as torch.cuda.graph asks
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+    lengths: list[int | None] = [None] * b
+    finished = 0
+    for s in range(max_tokens):
+        if graph and s == WARMUP_STEPS:
+            torch.cuda.current_stream(device).wait_stream(side)
+            captured = torch.cuda.CUDAGraph()
+            # thread_local: another request decoding on another thread meanwhile is not disturbed
+            with torch.cuda.graph(captured, capture_error_mode="thread_local"):
+                step()
+            run = captured.replay
+        if side is not None and s < WARMUP_STEPS:
+            with torch.cuda.stream(side):
+                step()
+        else:
+            run()
+        if on_step is not None:
+            on_step(s, b - finished)
+        last = s + 1 == max_tokens
+        if eos_id is not None and (last or (s + 1) % EOS_CHECK_STEPS == 0):
+            if side is not None and s < WARMUP_STEPS:
+                torch.cuda.current_stream(device).wait_stream(side)
+            new = _first_eos(ids[:, :s + 1].cpu(), lengths, eos_id, first_eos_step)
+            if new:
+                finished += new
+                on_finished(finished)
+            if finished == b:
+                break
+    if side is not None:
+        torch.cuda.current_stream(device).wait_stream(side)
+    host = ids.cpu()
+    if finished < b:
+        on_finished(b)  # rows that ran to max_tokens
+    return [host[r, :lengths[r] or max_tokens].tolist() for r in range(b)]
+
+
+def _first_eos(ids: Tensor, lengths: list[int | None], eos_id: int, first_eos_step: int) -> int:
+    """Record in ``lengths`` (ids up to and including it) each unfinished row's first EOS at a step
+    ≥ ``first_eos_step`` among ``ids`` [B, steps] (on the host); return how many rows finished."""
+    hits = ids == eos_id
+    hits[:, :first_eos_step] = False
+    new = 0
+    for r in hits.any(1).nonzero().squeeze(1).tolist():
+        if lengths[r] is None:
+            lengths[r] = int(hits[r].nonzero()[0]) + 1
+            new += 1
+    return new
 
 
 @dataclass

@@ -15,7 +15,7 @@ from ...audio import Clip
 from ...checkpoints import CheckpointError, HubFile, resolve_file
 from ...options import YOURMT3_DEFAULT_CHECKPOINT, OptionError, YourMT3Options
 from .. import t5
-from ..base import AdapterOutput, ModelSpec, ProgressFn
+from ..base import AdapterOutput, ModelSpec, ProgressFn, ieee_float32_convolutions
 from .features import num_segments, segment_audio, segment_start_times
 from .model import YourMT3, load_model
 from .notes import decode_tokens, to_shared_notes
@@ -107,6 +107,8 @@ class YourMT3Transcriber:
                  max_tokens: int = MAX_TOKENS_PER_CHANNEL, batch_segments: int = 8,
                  checkpoint: str = "", variant: str = DEFAULT_CHECKPOINT):
         self.device, self.dtype = device, dtype
+        if device.type == "cuda" and dtype == torch.float32:
+            ieee_float32_convolutions()  # the pre-encoder's convolutions would otherwise run in TF32
         self.model = model.to(device).eval()
         for child_name, child in self.model.named_children():
             if child_name != "spectrogram":  # the frontend stays float32 (see LogSpectrogram)

@@ -56,11 +56,8 @@ class MultiChannelDecoder(DecoderStack):
         Pass ``memory`` [N, T, d] for a full causal pass over all L positions (teacher forcing, the
         naive decoder), or a ``cache`` for incremental decoding (x holds only the new positions).
         """
-        offset = self.offset(memory, cache)
-        if offset + x.shape[1] > self.additive_pe.num_embeddings:
-            raise ValueError(f"position {offset + x.shape[1] - 1} beyond the table "
-                             f"({self.additive_pe.num_embeddings} rows)")
-        return self.run(x + self.additive_pe.weight[offset:offset + x.shape[1]].to(x.dtype), memory, cache)
+        positions = t5.position_rows(self.additive_pe.weight, self.offset(memory, cache), x.shape[1])
+        return self.run(x + positions.to(x.dtype), memory, cache)
 
 
 class LMHead(nn.Module):

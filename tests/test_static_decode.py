@@ -1,0 +1,162 @@
+"""Static decoding (t5.static_decode): the CUDA-graph path, checked on the CPU without the graph.
+
+A static step attends over every position of a preallocated cache (the unwritten ones hidden by a
+−inf bias) and reads its position from the device. The ids must be the upstream fixtures' ids through
+every adapter, and the dynamic decoder's on many rows; the GPU test replays the captured graph.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mt3_demo.audio import Clip
+from mt3_demo.models import t5
+from mt3_demo.models.mr_mt3 import SPEC as MR_MT3
+from mt3_demo.models.mt3 import adapter
+from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3
+from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
+
+FIX = Path(__file__).parent / "fixtures"
+TINY = FIX / "mt3" / "tiny_model"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    """Tiny models: one thread is faster than waiting for a second."""
+
+
+@pytest.fixture
+def static_everywhere(monkeypatch):
+    """Every greedy decode takes the static path, as it does on CUDA."""
+    calls = []
+    real = t5.static_decode
+
+    def spy(*args, **kwargs):
+        calls.append(args[1].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(t5, "static_by_default", lambda memory: True)
+    monkeypatch.setattr(t5, "static_decode", spy)
+    return calls
+
+
+def clip(path: Path, samples: int | None = None) -> Clip:
+    x, sr = sf.read(path, dtype="float32")
+    return Clip.from_array(x[:samples], sr)
+
+
+def test_mt3_fixture_ids(static_everywhere):
+    e2e = json.loads((TINY / "e2e_signal_a.json").read_text())
+    expected = []
+    for seg in e2e["segments"]:
+        g = seg["raw_ids"][1:]
+        expected.append(g[:g.index(1) + 1])
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), CPU, MT3Options(compat="kunato", max_tokens=63))
+    assert t.transcribe(clip(FIX / "mt3" / "logmel" / "signal_a.wav")).tokens == expected
+    assert static_everywhere == [2]
+
+
+@pytest.mark.parametrize("folder", [FIX / "mr_mt3", FIX / "mr_mt3" / "set_b"], ids=["set_a", "set_b"])
+def test_mr_mt3_fixture_ids(static_everywhere, folder):
+    e2e = json.loads((folder / "e2e.json").read_text())
+    expected = [s.get("raw_ids", s.get("ids"))[1:] for s in e2e["segments"]]
+    t = MR_MT3.build(MR_MT3.resolve(folder), CPU, MRMT3Options())
+    assert t.transcribe(clip(folder / "audio.wav")).tokens == expected
+    assert static_everywhere == [1, 1, 1]  # one segment after the other (each needs the last one's ids)
+
+
+def test_yourmt3_fixture_ids(static_everywhere):
+    """Segment 0 of set b: 13 channels, upstream's rule that an EOS at step 0 does not finish a row."""
+    d = FIX / "yourmt3" / "set_b"
+    golden = json.loads((d / "greedy_and_notes.json").read_text())
+    t = YOURMT3.build(YOURMT3.resolve(d / "tiny_model"), CPU, YourMT3Options(max_tokens=24))
+    t.batch_segments = 1
+    out = t.transcribe(clip(d / "audio.wav", 32767))
+    assert len(out.tokens[0]) == 13
+    for ch, gch in zip(out.tokens[0], golden["tokens"][0]):
+        assert ch == gch[:len(ch)] and all(x == 0 for x in gch[len(ch):]) and len(ch) <= 24
+    assert static_everywhere == [13]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return adapter.load_model(adapter.resolve(TINY), "cpu", positions="checkpoint")
+
+
+@pytest.fixture(scope="module")
+def memory16(tiny):
+    """The fixture's two memories and 14 perturbed copies: rows finish at many different steps."""
+    base = tiny.encode(torch.from_numpy(np.load(TINY / "features.npy")))
+    g = torch.Generator().manual_seed(0)
+    noise = [base[i % 2:i % 2 + 1] * (1 + 0.05 * torch.randn(base[:1].shape, generator=g)) for i in range(14)]
+    return torch.cat([base] + noise).detach()
+
+
+@pytest.mark.parametrize("eos_id", [1, None])
+def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id):
+    with torch.inference_mode():
+        dynamic = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
+        per_row = tiny.decoder.init_cache(memory16[:1]).row_bytes(60)
+        steps, finished = [], []
+        static = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id, static=True,
+                                  cache_budget=5 * per_row + per_row // 2,  # groups of 5, 5, 5, 1
+                                  on_step=lambda s, live: steps.append(s), on_finished=finished.append)
+    assert static == dynamic
+    lengths = [len(g) for g in dynamic]
+    if eos_id is not None:
+        assert len({n for n in lengths if n < 60}) >= 3 and max(lengths) == 60  # early and full-length rows
+    else:
+        assert lengths == [60] * 16
+    assert finished == sorted(finished) and finished[-1] == 16  # counts over all groups, every row once
+    starts = [i for i, s in enumerate(steps) if s == 0]
+    assert len(starts) == 4  # groups of 5, 5, 5 and 1 rows
+    # each group stops at the first EOS check after its last row's EOS (checks every EOS_CHECK_STEPS)
+    check = t5.EOS_CHECK_STEPS
+    for g, (start, end) in enumerate(zip(starts, starts[1:] + [len(steps)])):
+        longest = max(lengths[5 * g:5 * g + 5])
+        assert end - start == min(60, -(-longest // check) * check)
+
+
+def test_first_eos_bookkeeping():
+    ids = torch.tensor([[1, 5, 1, 1], [5, 5, 5, 5], [5, 1, 5, 1]])
+    lengths = [None, None, 2]  # row 2 already finished at its first EOS
+    assert t5._first_eos(ids, lengths, eos_id=1, first_eos_step=1) == 1
+    assert lengths == [3, None, 2]  # the EOS at step 0 did not finish row 0 (YourMT3's rule)
+    assert t5._first_eos(ids, [None] * 3, eos_id=1, first_eos_step=0) == 2
+
+
+def test_cuda_graphs_can_be_switched_off(monkeypatch):
+    memory = torch.zeros(1, 4, 8)
+    assert not t5.static_by_default(memory)  # the CPU decodes dynamically
+    if torch.cuda.is_available():
+        assert t5.static_by_default(memory.cuda())
+        monkeypatch.setenv(t5.CUDA_GRAPHS_ENV, "0")
+        assert not t5.static_by_default(memory.cuda())
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_gives_the_cpu_ids(tiny, memory16, monkeypatch):
+    """On CUDA the default decode captures one graph per group and gives the CPU's fp32 ids."""
+    captures = []
+    real = torch.cuda.CUDAGraph
+
+    class Counting(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            captures.append(self)
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Counting)
+    cuda = torch.device("cuda")
+    model = adapter.load_model(adapter.resolve(TINY), cuda, positions="checkpoint")
+    with torch.inference_mode():
+        for eos_id in (1, None):
+            cpu_ids = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
+            gpu_ids = t5.greedy_decode(model, memory16.to(cuda), max_tokens=60, eos_id=eos_id)
+            assert gpu_ids == cpu_ids
+    assert len(captures) == 2
