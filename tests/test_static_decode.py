@@ -98,8 +98,23 @@ def memory16(tiny):
     return torch.cat([base] + noise).detach()
 
 
+@pytest.fixture
+def small_first_block(monkeypatch):
+    """Static caches start at 16 positions, so a 60-token decode grows them twice (16 → 32 → 60)."""
+    grown = []
+    real = t5.StaticKVCache.grown
+
+    def spy(cache, positions):
+        grown.append((cache.capacity, positions))
+        return real(cache, positions)
+
+    monkeypatch.setattr(t5, "STATIC_FIRST", 16)
+    monkeypatch.setattr(t5.StaticKVCache, "grown", spy)
+    return grown
+
+
 @pytest.mark.parametrize("eos_id", [1, None])
-def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id):
+def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id, small_first_block):
     with torch.inference_mode():
         dynamic = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
         per_row = tiny.decoder.init_cache(memory16[:1]).row_bytes(60)
@@ -108,6 +123,7 @@ def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id):
                                   cache_budget=5 * per_row + per_row // 2,  # groups of 5, 5, 5, 1
                                   on_step=lambda s, live: steps.append(s), on_finished=finished.append)
     assert static == dynamic
+    assert (16, 32) in small_first_block and (32, 60) in small_first_block
     lengths = [len(g) for g in dynamic]
     if eos_id is not None:
         assert len({n for n in lengths if n < 60}) >= 3 and max(lengths) == 60  # early and full-length rows
@@ -141,8 +157,8 @@ def test_cuda_graphs_can_be_switched_off(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_cuda_graph_replay_gives_the_cpu_ids(tiny, memory16, monkeypatch):
-    """On CUDA the default decode captures one graph per group and gives the CPU's fp32 ids."""
+def test_cuda_graph_replay_gives_the_cpu_ids(tiny, memory16, monkeypatch, small_first_block):
+    """On CUDA the default decode captures a graph per cache size and gives the CPU's fp32 ids."""
     captures = []
     real = torch.cuda.CUDAGraph
 
@@ -159,4 +175,4 @@ def test_cuda_graph_replay_gives_the_cpu_ids(tiny, memory16, monkeypatch):
             cpu_ids = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
             gpu_ids = t5.greedy_decode(model, memory16.to(cuda), max_tokens=60, eos_id=eos_id)
             assert gpu_ids == cpu_ids
-    assert len(captures) == 2
+    assert len(captures) == 2 * 3  # two decodes, each at 16, 32 and 60 positions

@@ -370,6 +370,16 @@ class StaticKVCache(KVCache):
     def capacity(self) -> int:
         return self.self_kv[0][0].shape[2]
 
+    def grown(self, positions: int) -> StaticKVCache:
+        """The same rows and positions in storage for ``positions`` (a new cache; this one is left
+        as it is). Shares ``length`` and the cross-attention keys/values."""
+        bigger = StaticKVCache(self.cross, positions)
+        for (nk, nv), (k, v) in zip(bigger.self_kv, self.self_kv):
+            nk[:, :, :k.shape[2]] = k
+            nv[:, :, :v.shape[2]] = v
+        bigger.length = self.length
+        return bigger
+
 
 class DecoderBlock(nn.Module):
     """y += SelfAttn_causal(norm(y)); y += CrossAttn(norm(y), memory); y += FFN(norm(y))."""
@@ -674,6 +684,8 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
 
 
 CUDA_GRAPHS_ENV = "MT3_DEMO_CUDA_GRAPHS"
+STATIC_FIRST = 128  # positions a static cache starts with; it doubles when full (up to max_tokens),
+# so a step attends over at most twice the positions written (most rows end within a few hundred)
 EOS_CHECK_STEPS = 16  # static decoding reads the ids back (a device sync) this often to stop early
 WARMUP_STEPS = 2  # steps run eagerly before a capture (cuBLAS handles and workspaces get made)
 
@@ -691,15 +703,19 @@ def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int =
     """:func:`greedy_decode` on a :class:`StaticKVCache`: same arguments, same result.
 
     Why: on a GPU a decoder step at these sizes is a few hundred small kernels whose launches cost
-    far more than their work (MT3: ~5 ms a step for ~50 µs of memory traffic, bench/bench_cuda.py).
-    With every step reading its position from the device, the steps after the first
-    ``WARMUP_STEPS`` are captured once as a CUDA graph (``graph``: default on CUDA) and replayed,
-    one launch a step. Each step writes its ids into an output buffer and feeds them back on the
-    device; the host reads the buffer every ``EOS_CHECK_STEPS`` steps and stops once every row has
-    emitted EOS. Finished rows stay in the batch (their later ids are never read); rows never
-    influence each other. The storage for ``max_tokens`` positions is allocated up front, so with
-    ``cache_budget`` (bytes) the rows are decoded in groups whose caches fit it (at least one row).
-    The caller keeps ``max_tokens`` within the decoder's position table (every adapter checks).
+    far more than their work (MT3 on an H200: 5.1 ms a step launched from Python, for ~0.1 ms of
+    memory traffic; bench/bench_cuda.py). With every step reading its position from the device,
+    the same step is captured once as a CUDA graph (``graph``: default on CUDA) and replayed, one
+    launch a step. Each step writes its ids into an output buffer and feeds them back on the device;
+    the host reads the buffer every ``EOS_CHECK_STEPS`` steps and stops once every row has emitted
+    EOS. Finished rows stay in the batch (their later ids are never read); rows never influence
+    each other.
+
+    The cache starts at ``STATIC_FIRST`` positions and doubles when full (a copy and a new capture,
+    after ``WARMUP_STEPS`` eager steps at each size), so a step attends over at most twice the
+    positions written. With ``cache_budget`` (bytes) the rows are decoded in groups whose caches
+    fit it at ``max_tokens`` positions (at least one row). The caller keeps ``max_tokens`` within
+    the decoder's position table (every adapter checks).
     """
     b = memory.shape[0]
     if b == 0 or max_tokens <= 0:
@@ -725,50 +741,51 @@ def _static_group(model: T5, memory: Tensor, max_tokens: int, start_id: int, eos
                   first_eos_step: int, on_step: Callable[[int, int], None] | None,
                   on_finished: Callable[[int], None], graph: bool) -> list[list[int]]:
     b, device = memory.shape[0], memory.device
-    cache = StaticKVCache(model.decoder.init_cache(memory).cross, max_tokens)
+    cache = StaticKVCache(model.decoder.init_cache(memory).cross, min(max_tokens, STATIC_FIRST))
     tokens = torch.full((b, 1), start_id, dtype=torch.long, device=device)
     ids = torch.zeros(b, max_tokens, dtype=torch.long, device=device)
 
-    def step() -> None:
+    def step() -> None:  # reads `cache` when called: after a growth, the bigger one
         position = cache.length.clone()  # the decoder advances cache.length
         hidden = model.decoder(tokens, cache=cache)
         next_ids = model.lm_head(hidden[:, -1]).argmax(-1)  # first maximum on ties, like HF
         ids.index_copy_(1, position, next_ids[:, None])
         tokens.copy_(next_ids[:, None])
 
-    run, side = step, None
-    if graph:  # warm-up steps on a side stream, as torch.cuda.graph asks
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
+    current = torch.cuda.current_stream(device) if graph else None
+    side = torch.cuda.Stream(device) if graph else None  # warm-up steps run there, as torch.cuda.graph asks
+    run, stage = step, 0  # stage: first step at the cache's present capacity
     lengths: list[int | None] = [None] * b
     finished = 0
     for s in range(max_tokens):
-        if graph and s == WARMUP_STEPS:
-            torch.cuda.current_stream(device).wait_stream(side)
+        if s == cache.capacity:  # full: continue in storage twice as long, under a new graph
+            if graph:
+                current.wait_stream(side)
+            cache = cache.grown(min(max_tokens, 2 * cache.capacity))
+            run, stage = step, s
+        if graph and s == stage + WARMUP_STEPS:
+            current.wait_stream(side)
             captured = torch.cuda.CUDAGraph()
             # thread_local: another request decoding on another thread meanwhile is not disturbed
             with torch.cuda.graph(captured, capture_error_mode="thread_local"):
                 step()
             run = captured.replay
-        if side is not None and s < WARMUP_STEPS:
+        if graph and s < stage + WARMUP_STEPS:
+            side.wait_stream(current)
             with torch.cuda.stream(side):
                 step()
+            current.wait_stream(side)
         else:
             run()
         if on_step is not None:
             on_step(s, b - finished)
-        last = s + 1 == max_tokens
-        if eos_id is not None and (last or (s + 1) % EOS_CHECK_STEPS == 0):
-            if side is not None and s < WARMUP_STEPS:
-                torch.cuda.current_stream(device).wait_stream(side)
+        if eos_id is not None and (s + 1 == max_tokens or (s + 1) % EOS_CHECK_STEPS == 0):
             new = _first_eos(ids[:, :s + 1].cpu(), lengths, eos_id, first_eos_step)
             if new:
                 finished += new
                 on_finished(finished)
             if finished == b:
                 break
-    if side is not None:
-        torch.cuda.current_stream(device).wait_stream(side)
     host = ids.cpu()
     if finished < b:
         on_finished(b)  # rows that ran to max_tokens
