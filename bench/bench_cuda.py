@@ -2,6 +2,7 @@
 
     python bench/bench_cuda.py [--models mt3,mr_mt3,yourmt3] [--seconds 60] [--repeat 3]
                                [--tokens mt3=256,mr_mt3=64,yourmt3=64]
+    python bench/bench_cuda.py --growth 1024   (MT3: growing static cache vs allocated whole)
 
 Two parts, in one run on the GPU:
 
@@ -162,6 +163,31 @@ def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, r
     return rows
 
 
+def growth(device: torch.device, seconds: float, tokens: int, repeat: int) -> None:
+    """MT3 decode time and run peak with the static cache growing from STATIC_FIRST positions
+    against holding all ``tokens`` positions from the start (EOS off: every row runs to the end)."""
+    clip = Clip.from_array(test_signal(seconds))
+    grow_from = t5.STATIC_FIRST
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "mt3"
+        write_model_checkpoint("mt3", folder)
+        t = MT3.build(MT3.resolve(folder), device, fixed_decoding(tokens)["mt3"])
+        for first in (grow_from, tokens):
+            t5.STATIC_FIRST = first
+            t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]))  # warm-up
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            base = allocated(device)
+            total, stages, _ = timed(t, clip, repeat)
+            rows.append({"static cache": f"from {first}" + (" (grows)" if first < tokens else " (whole)"),
+                         "decode s": stages["decode_s"], "ms/step": 1e3 * stages["decode_s"] / stages["decode_steps"],
+                         "total s": total, "run peak MB": (allocated(device, peak=True) - base) / 2**20})
+    t5.STATIC_FIRST = grow_from
+    print(f"\nMT3, {seconds:g} s clip, {tokens} ids per segment (EOS off), fastest of {repeat}")
+    print(table(rows, ["static cache", "decode s", "ms/step", "total s", "run peak MB"]))
+
+
 def bandwidth(device: torch.device) -> float:
     """Bytes per second this device reads and writes: a 1 GiB copy, best of 5."""
     if device.type != "cuda":
@@ -199,6 +225,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-fixtures", action="store_true")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--growth", type=int, default=0, metavar="TOKENS",
+                    help="instead: MT3 at TOKENS ids, the static cache growing from t5.STATIC_FIRST "
+                         "against allocated whole from the start")
     a = ap.parse_args()
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -208,6 +237,9 @@ def main() -> None:
         props = torch.cuda.get_device_properties(device)
         print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs; "
               f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+    if a.growth:
+        growth(device, a.seconds, a.growth, a.repeat)
+        return
     if not a.skip_fixtures:
         print("\nIds on the fixtures, CUDA against the CPU's fp32 (rows equal; earliest differing step)")
         print(table(fixture_ids(device), ["fixture", "rows", *PRECISIONS]))

@@ -105,8 +105,11 @@ def small_first_block(monkeypatch):
     real = t5.StaticKVCache.grown
 
     def spy(cache, positions):
-        grown.append((cache.capacity, positions))
-        return real(cache, positions)
+        bigger = real(cache, positions)
+        held = sum(t.numel() * t.element_size() for c in (cache, bigger) for kv in c.self_kv for t in kv) + \
+            sum(t.numel() * t.element_size() for kv in cache.cross for t in kv)
+        grown.append((cache.capacity, positions, held))  # both storages alive: the group's peak
+        return bigger
 
     monkeypatch.setattr(t5, "STATIC_FIRST", 16)
     monkeypatch.setattr(t5.StaticKVCache, "grown", spy)
@@ -117,13 +120,14 @@ def small_first_block(monkeypatch):
 def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id, small_first_block):
     with torch.inference_mode():
         dynamic = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
-        per_row = tiny.decoder.init_cache(memory16[:1]).row_bytes(60)
+        per_row = tiny.decoder.init_cache(memory16[:1]).row_bytes(2 * 60)  # growing to 60: old + new storage
         steps, finished = [], []
-        static = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id, static=True,
-                                  cache_budget=5 * per_row + per_row // 2,  # groups of 5, 5, 5, 1
+        budget = 5 * per_row + per_row // 2  # groups of 5, 5, 5, 1
+        static = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id, static=True, cache_budget=budget,
                                   on_step=lambda s, live: steps.append(s), on_finished=finished.append)
     assert static == dynamic
-    assert (16, 32) in small_first_block and (32, 60) in small_first_block
+    assert {(a, b) for a, b, _ in small_first_block} == {(16, 32), (32, 60)}
+    assert max(held for _, _, held in small_first_block) <= budget
     lengths = [len(g) for g in dynamic]
     if eos_id is not None:
         assert len({n for n in lengths if n < 60}) >= 3 and max(lengths) == 60  # early and full-length rows

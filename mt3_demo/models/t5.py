@@ -714,7 +714,8 @@ def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int =
     The cache starts at ``STATIC_FIRST`` positions and doubles when full (a copy and a new capture,
     after ``WARMUP_STEPS`` eager steps at each size), so a step attends over at most twice the
     positions written. With ``cache_budget`` (bytes) the rows are decoded in groups whose caches
-    fit it at ``max_tokens`` positions (at least one row). The caller keeps ``max_tokens`` within
+    fit it even while they grow to ``max_tokens`` (old and new storage alive together: at most
+    2 · max_tokens positions a row; at least one row a group). The caller keeps ``max_tokens`` within
     the decoder's position table (every adapter checks).
     """
     b = memory.shape[0]
@@ -722,7 +723,8 @@ def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int =
         return [[] for _ in range(b)]
     group = b
     if cache_budget is not None:
-        per_row = model.decoder.init_cache(memory[:1]).row_bytes(max_tokens)  # one row's, as it will be
+        # a row's worst moment: growing to max_tokens, its old storage (< max_tokens) still alive
+        per_row = model.decoder.init_cache(memory[:1]).row_bytes(2 * max_tokens)
         group = max(1, min(b, cache_budget // per_row))
     out: list[list[int]] = []
     for start in range(0, b, group):
