@@ -37,6 +37,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="module")
+def tiny_mt3():
+    """MT3's tiny fixture model (kunato's layout), on the CPU, positions as the checkpoint stores them."""
+    from mt3_demo.models.mt3 import adapter
+
+    return adapter.load_model(adapter.resolve(FIXTURES / "mt3" / "tiny_model"), "cpu", positions="checkpoint")
+
+
+@pytest.fixture(scope="module")
+def memory16(tiny_mt3):
+    """16 encoder outputs of the tiny model: the fixture's two memories plus 14 perturbed copies,
+    so greedy rows finish at many different steps."""
+    import torch
+
+    base = tiny_mt3.encode(torch.from_numpy(np.load(FIXTURES / "mt3" / "tiny_model" / "features.npy")))
+    g = torch.Generator().manual_seed(0)
+    noise = [base[i % 2:i % 2 + 1] * (1 + 0.05 * torch.randn(base[:1].shape, generator=g)) for i in range(14)]
+    return torch.cat([base] + noise).detach()
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module's torch work on one thread (restored afterwards)."""
     import torch

@@ -25,17 +25,8 @@ TINY = Path(__file__).parent / "fixtures" / "mt3" / "tiny_model"
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return adapter.load_model(adapter.resolve(TINY), "cpu", positions="checkpoint")
-
-
-@pytest.fixture(scope="module")
-def memory16(tiny):
-    """16 rows: the fixture's two memories plus 14 perturbed copies, so rows finish at many steps."""
-    base = tiny.encode(torch.from_numpy(np.load(TINY / "features.npy")))
-    g = torch.Generator().manual_seed(0)
-    noise = [base[i % 2:i % 2 + 1] * (1 + 0.05 * torch.randn(base[:1].shape, generator=g)) for i in range(14)]
-    return torch.cat([base] + noise).detach()
+def tiny(tiny_mt3):
+    return tiny_mt3
 
 
 def test_all_rows_at_once_equal_row_by_row(tiny, memory16):

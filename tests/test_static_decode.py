@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -85,17 +84,8 @@ def test_yourmt3_fixture_ids(static_everywhere):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return adapter.load_model(adapter.resolve(TINY), "cpu", positions="checkpoint")
-
-
-@pytest.fixture(scope="module")
-def memory16(tiny):
-    """The fixture's two memories and 14 perturbed copies: rows finish at many different steps."""
-    base = tiny.encode(torch.from_numpy(np.load(TINY / "features.npy")))
-    g = torch.Generator().manual_seed(0)
-    noise = [base[i % 2:i % 2 + 1] * (1 + 0.05 * torch.randn(base[:1].shape, generator=g)) for i in range(14)]
-    return torch.cat([base] + noise).detach()
+def tiny(tiny_mt3):
+    return tiny_mt3
 
 
 @pytest.fixture
