@@ -35,8 +35,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                                       "(default: the one the checkpoint was trained with)")
     g.add_argument("--memory-length", type=int, help="MR-MT3: memory length N (default from the registry)")
     g.add_argument("--checkpoint-name", help="pick a known published checkpoint of the model by name")
-    g.add_argument("--precision", help="auto, fp32, fp16 or bf16: CUDA precision (default auto: the "
-                                       "model's usual choice; fp32 on CPU)")
+    g.add_argument("--precision", help="auto, fp32, fp16 or bf16: CUDA precision (default auto: fp32; "
+                                       "always fp32 on CPU). Half precision changes greedy ids, and for MT3 "
+                                       "and MR-MT3 (autocast, no CUDA graph) it ran slower than fp32 on an H200")
     g.add_argument("--max-seconds", type=float,
                    help="reject audio longer than this (default $MT3_DEMO_MAX_SECONDS, else 600)")
 
