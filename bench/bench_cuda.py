@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
 
 from mt3_demo.audio import Clip  # noqa: E402
-from mt3_demo.models import t5  # noqa: E402
+from mt3_demo.models import greedy  # noqa: E402
 from mt3_demo.models.mr_mt3 import SPEC as MR_MT3  # noqa: E402
 from mt3_demo.models.mt3.adapter import SPEC as MT3  # noqa: E402
 from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3  # noqa: E402
@@ -127,12 +127,12 @@ def timed(transcriber, clip: Clip, repeat: int) -> tuple[float, dict, list]:
 def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, repeat: int) -> list[dict]:
     spec, rows, ref = SPECS[model], [], None
     fp32 = dataclasses.replace(options, precision="fp32")
-    paths = [("fp32", fp32, True), (f"fp32, no graphs ({t5.CUDA_GRAPHS_ENV}=0)", fp32, False)]
+    paths = [("fp32", fp32, True), (f"fp32, no graphs ({greedy.CUDA_GRAPHS_ENV}=0)", fp32, False)]
     paths += [(p, dataclasses.replace(options, precision=p), True) for p in PRECISIONS[1:]]
     if model == "mt3":
         paths.append(("fp32, batches of 5", dataclasses.replace(fp32, batch_size=5), True))
     for label, opts, graphs in paths:
-        os.environ[t5.CUDA_GRAPHS_ENV] = "1" if graphs else "0"
+        os.environ[greedy.CUDA_GRAPHS_ENV] = "1" if graphs else "0"
         if device.type == "cuda":
             torch.cuda.empty_cache()
         before = allocated(device)
@@ -159,7 +159,7 @@ def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, r
         if model == "mt3" and stages.get("decode_steps"):
             rows[-1]["bound ms/step"] = 1e3 * mt3_step_bytes(t, len(tokens), options.max_tokens) / bandwidth(device)
         del t
-    os.environ.pop(t5.CUDA_GRAPHS_ENV)
+    os.environ.pop(greedy.CUDA_GRAPHS_ENV)
     return rows
 
 
@@ -167,14 +167,14 @@ def growth(device: torch.device, seconds: float, tokens: int, repeat: int) -> No
     """MT3 decode time and run peak with the static cache growing from STATIC_FIRST positions
     against holding all ``tokens`` positions from the start (EOS off: every row runs to the end)."""
     clip = Clip.from_array(test_signal(seconds))
-    grow_from = t5.STATIC_FIRST
+    grow_from = greedy.STATIC_FIRST
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "mt3"
         write_model_checkpoint("mt3", folder)
         t = MT3.build(MT3.resolve(folder), device, fixed_decoding(tokens)["mt3"])
         for first in (grow_from, tokens):
-            t5.STATIC_FIRST = first
+            greedy.STATIC_FIRST = first
             t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]))  # warm-up
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -183,7 +183,7 @@ def growth(device: torch.device, seconds: float, tokens: int, repeat: int) -> No
             rows.append({"static cache": f"from {first}" + (" (grows)" if first < tokens else " (whole)"),
                          "decode s": stages["decode_s"], "ms/step": 1e3 * stages["decode_s"] / stages["decode_steps"],
                          "total s": total, "run peak MB": (allocated(device, peak=True) - base) / 2**20})
-    t5.STATIC_FIRST = grow_from
+    greedy.STATIC_FIRST = grow_from
     print(f"\nMT3, {seconds:g} s clip, {tokens} ids per segment (EOS off), fastest of {repeat}")
     print(table(rows, ["static cache", "decode s", "ms/step", "total s", "run peak MB"]))
 
@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--skip-fixtures", action="store_true")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--growth", type=int, default=0, metavar="TOKENS",
-                    help="instead: MT3 at TOKENS ids, the static cache growing from t5.STATIC_FIRST "
+                    help="instead: MT3 at TOKENS ids, the static cache growing from greedy.STATIC_FIRST "
                          "against allocated whole from the start")
     a = ap.parse_args()
     device = torch.device(a.device)

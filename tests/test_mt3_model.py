@@ -11,7 +11,7 @@ import torch
 from numerics import U, assert_greedy_margins, float64_twin, network_tolerance
 
 from mt3_demo.checkpoints import CheckpointError, safe_torch_load
-from mt3_demo.models import t5
+from mt3_demo.models import greedy, t5
 from mt3_demo.models.mt3 import adapter
 
 FIX = Path(__file__).parent / "fixtures" / "mt3" / "tiny_model"
@@ -74,7 +74,7 @@ def test_teacher_forced_logits(tiny, memory):
 
 def test_greedy_ids_exact(tiny, memory):
     with torch.inference_mode():
-        got = t5.greedy_decode(tiny, memory, max_tokens=63)  # kunato max_length=64 incl. start
+        got = greedy.greedy_decode(tiny, memory, max_tokens=63)  # kunato max_length=64 incl. start
     assert got == expected_greedy()
     assert [len(g) for g in got] == [19, 49]
 
@@ -95,9 +95,9 @@ def test_greedy_choices_have_margins_no_cpu_can_flip(tiny, memory):
 
 def test_cached_equals_uncached_and_batch_independent(tiny, memory):
     with torch.inference_mode():
-        cached = t5.greedy_decode(tiny, memory, max_tokens=40)
-        uncached = t5.greedy_decode(tiny, memory, max_tokens=40, use_cache=False)
-        one_by_one = [t5.greedy_decode(tiny, memory[i:i + 1], max_tokens=40)[0] for i in range(2)]
+        cached = greedy.greedy_decode(tiny, memory, max_tokens=40)
+        uncached = greedy.greedy_decode(tiny, memory, max_tokens=40, use_cache=False)
+        one_by_one = [greedy.greedy_decode(tiny, memory[i:i + 1], max_tokens=40)[0] for i in range(2)]
     assert cached == uncached == one_by_one
     assert cached[0][-1] == 1 and len(cached[1]) == 40  # one row finished early, one hit the limit
 
@@ -151,8 +151,8 @@ def test_second_encoder_stack_and_long_memory(tiny, memory):
     with torch.inference_mode():
         mem = seg(tiny.decoder.embed_tokens(ids))[:, :8]
         long = torch.cat([memory[:1], mem], dim=1)  # [1, 256 + 8, d]
-        cached = t5.greedy_decode(tiny, long, max_tokens=20)
-        naive = t5.greedy_decode(tiny, long, max_tokens=20, use_cache=False)
+        cached = greedy.greedy_decode(tiny, long, max_tokens=20)
+        naive = greedy.greedy_decode(tiny, long, max_tokens=20, use_cache=False)
     assert mem.shape == (1, 8, dims.d_model) and cached == naive
 
 

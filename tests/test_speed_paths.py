@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bench.naive import moe_loop
 from mt3_demo import threads
-from mt3_demo.models import t5
+from mt3_demo.models import greedy, t5
 from mt3_demo.models.mt3 import adapter, decoding, features
 from mt3_demo.models.yourmt3.encoder import MoE, ResBlock, mean_of_bin_pairs
 from numerics import float64_twin, network_tolerance
@@ -31,9 +31,9 @@ def tiny(tiny_mt3):
 
 def test_all_rows_at_once_equal_row_by_row(tiny, memory16):
     with torch.inference_mode():
-        together = t5.greedy_decode(tiny, memory16, max_tokens=60)
-        alone = [t5.greedy_decode(tiny, memory16[i:i + 1], max_tokens=60)[0] for i in range(16)]
-        in_fives = sum((t5.greedy_decode(tiny, memory16[i:i + 5], max_tokens=60) for i in range(0, 16, 5)), [])
+        together = greedy.greedy_decode(tiny, memory16, max_tokens=60)
+        alone = [greedy.greedy_decode(tiny, memory16[i:i + 1], max_tokens=60)[0] for i in range(16)]
+        in_fives = sum((greedy.greedy_decode(tiny, memory16[i:i + 5], max_tokens=60) for i in range(0, 16, 5)), [])
     assert together == alone == in_fives
     lengths = sorted(len(g) for g in together)
     # the finished-row path is exercised: several rows end early, at different steps, some run to the limit
@@ -53,7 +53,7 @@ def test_finished_rows_are_dropped_in_batches(tiny, memory16):
     t5.KVCache.split = spy
     try:
         with torch.inference_mode():
-            ids = t5.greedy_decode(tiny, memory16, max_tokens=60, on_step=lambda s, n: live.append(n))
+            ids = greedy.greedy_decode(tiny, memory16, max_tokens=60, on_step=lambda s, n: live.append(n))
     finally:
         t5.KVCache.split = split
     finished = sum(1 for g in ids if g[-1] == 1)
@@ -116,7 +116,7 @@ def test_cache_budget_sets_rows_aside_same_ids_within_bound(tiny, memory16, monk
     together never exceed the budget plus one row at max_tokens."""
     monkeypatch.setattr(t5.KVCache, "GROW", 8)  # many growth points within 60 tokens
     with torch.inference_mode():
-        plain = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos)
+        plain = greedy.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos)
         row = tiny.decoder.init_cache(memory16[:1]).row_bytes
         budget = 16 * row(16)  # all 16 rows fit 16 positions, not 24
         splits = []
@@ -129,7 +129,7 @@ def test_cache_budget_sets_rows_aside_same_ids_within_bound(tiny, memory16, monk
 
         monkeypatch.setattr(t5.KVCache, "split", spy)
         watch = CacheWatch(monkeypatch)
-        budgeted = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos, cache_budget=budget,
+        budgeted = greedy.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos, cache_budget=budget,
                                     on_step=watch.step)
     assert budgeted == plain
     assert splits and all(keep >= 1 for keep, _ in splits)
@@ -248,8 +248,8 @@ def test_cuda_fp32_batched_decoding_matches_the_cpu_ids(tiny, memory16):
     cuda = torch.device("cuda")
     model = adapter.load_model(adapter.resolve(TINY), cuda, positions="checkpoint")
     with torch.inference_mode():
-        cpu_ids = t5.greedy_decode(tiny, memory16, max_tokens=60)
-        gpu_ids = t5.greedy_decode(model, memory16.to(cuda), max_tokens=60)
+        cpu_ids = greedy.greedy_decode(tiny, memory16, max_tokens=60)
+        gpu_ids = greedy.greedy_decode(model, memory16.to(cuda), max_tokens=60)
         torch.manual_seed(0)
         layer = MoE(128, 512, num_experts=8, top_k=2).eval()
         x = torch.randn(500, 128)

@@ -1,4 +1,4 @@
-"""Static decoding (t5.static_decode): the CUDA-graph path, checked on the CPU without the graph.
+"""Static decoding (greedy.static_decode): the CUDA-graph path, checked on the CPU without the graph.
 
 A static step attends over every position of a preallocated cache (the unwritten ones hidden by a
 −inf bias) and reads its position from the device. The ids must be the upstream fixtures' ids through
@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from mt3_demo.audio import Clip
-from mt3_demo.models import t5
+from mt3_demo.models import greedy, t5
 from mt3_demo.models.mr_mt3 import SPEC as MR_MT3
 from mt3_demo.models.mt3 import adapter
 from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3
@@ -34,14 +34,14 @@ def _one_thread(one_torch_thread):
 def static_everywhere(monkeypatch):
     """Every greedy decode takes the static path, as it does on CUDA."""
     calls = []
-    real = t5.static_decode
+    real = greedy.static_decode
 
     def spy(*args, **kwargs):
         calls.append(args[1].shape[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(t5, "static_by_default", lambda memory: True)
-    monkeypatch.setattr(t5, "static_decode", spy)
+    monkeypatch.setattr(greedy, "static_by_default", lambda memory: True)
+    monkeypatch.setattr(greedy, "static_decode", spy)
     return calls
 
 
@@ -101,7 +101,7 @@ def small_first_block(monkeypatch):
         grown.append((cache.capacity, positions, held))  # both storages alive: the group's peak
         return bigger
 
-    monkeypatch.setattr(t5, "STATIC_FIRST", 16)
+    monkeypatch.setattr(greedy, "STATIC_FIRST", 16)
     monkeypatch.setattr(t5.StaticKVCache, "grown", spy)
     return grown
 
@@ -109,11 +109,11 @@ def small_first_block(monkeypatch):
 @pytest.mark.parametrize("eos_id", [1, None])
 def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id, small_first_block):
     with torch.inference_mode():
-        dynamic = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
+        dynamic = greedy.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
         per_row = tiny.decoder.init_cache(memory16[:1]).row_bytes(2 * 60)  # growing to 60: old + new storage
         steps, finished = [], []
         budget = 5 * per_row + per_row // 2  # groups of 5, 5, 5, 1
-        static = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id, static=True, cache_budget=budget,
+        static = greedy.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id, static=True, cache_budget=budget,
                                   on_step=lambda s, live: steps.append(s), on_finished=finished.append)
     assert static == dynamic
     assert {(a, b) for a, b, _ in small_first_block} == {(16, 32), (32, 60)}
@@ -127,7 +127,7 @@ def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id, s
     starts = [i for i, s in enumerate(steps) if s == 0]
     assert len(starts) == 4  # groups of 5, 5, 5 and 1 rows
     # each group stops at the first EOS check after its last row's EOS (checks every EOS_CHECK_STEPS)
-    check = t5.EOS_CHECK_STEPS
+    check = greedy.EOS_CHECK_STEPS
     for g, (start, end) in enumerate(zip(starts, starts[1:] + [len(steps)])):
         longest = max(lengths[5 * g:5 * g + 5])
         assert end - start == min(60, -(-longest // check) * check)
@@ -136,18 +136,18 @@ def test_static_equals_dynamic_in_groups_with_progress(tiny, memory16, eos_id, s
 def test_first_eos_bookkeeping():
     ids = torch.tensor([[1, 5, 1, 1], [5, 5, 5, 5], [5, 1, 5, 1]])
     lengths = [None, None, 2]  # row 2 already finished at its first EOS
-    assert t5._first_eos(ids, lengths, eos_id=1, first_eos_step=1) == 1
+    assert greedy._first_eos(ids, lengths, eos_id=1, first_eos_step=1) == 1
     assert lengths == [3, None, 2]  # the EOS at step 0 did not finish row 0 (YourMT3's rule)
-    assert t5._first_eos(ids, [None] * 3, eos_id=1, first_eos_step=0) == 2
+    assert greedy._first_eos(ids, [None] * 3, eos_id=1, first_eos_step=0) == 2
 
 
 def test_cuda_graphs_can_be_switched_off(monkeypatch):
     memory = torch.zeros(1, 4, 8)
-    assert not t5.static_by_default(memory)  # the CPU decodes dynamically
+    assert not greedy.static_by_default(memory)  # the CPU decodes dynamically
     if torch.cuda.is_available():
-        assert t5.static_by_default(memory.cuda())
-        monkeypatch.setenv(t5.CUDA_GRAPHS_ENV, "0")
-        assert not t5.static_by_default(memory.cuda())
+        assert greedy.static_by_default(memory.cuda())
+        monkeypatch.setenv(greedy.CUDA_GRAPHS_ENV, "0")
+        assert not greedy.static_by_default(memory.cuda())
 
 
 @pytest.mark.gpu
@@ -166,7 +166,7 @@ def test_cuda_graph_replay_gives_the_cpu_ids(tiny, memory16, monkeypatch, small_
     model = adapter.load_model(adapter.resolve(TINY), cuda, positions="checkpoint")
     with torch.inference_mode():
         for eos_id in (1, None):
-            cpu_ids = t5.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
-            gpu_ids = t5.greedy_decode(model, memory16.to(cuda), max_tokens=60, eos_id=eos_id)
+            cpu_ids = greedy.greedy_decode(tiny, memory16, max_tokens=60, eos_id=eos_id)
+            gpu_ids = greedy.greedy_decode(model, memory16.to(cuda), max_tokens=60, eos_id=eos_id)
             assert gpu_ids == cpu_ids
     assert len(captures) == 2 * 3  # two decodes, each at 16, 32 and 60 positions

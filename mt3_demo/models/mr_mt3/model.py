@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..mt3 import vocab
-from ..t5 import T5, Encoder, T5Dims, greedy_decode
+from ..greedy import greedy_decode
+from ..t5 import T5, Encoder, T5Dims
 
 MEMORY_IDS_LENGTH = 1024  # M: upstream's max_length; the memory stack always sees 1024 ids
 TIE_ID, EOS_ID, START_ID = vocab.event_id("tie"), vocab.EOS, vocab.PAD  # 1134, 1, 0

@@ -11,7 +11,7 @@ Rows rarely get near ``max_tokens`` (a 2-second segment of dense music is a few 
 sizing chunks for every row reaching it would cut a minute of audio into three chunks for memory
 that is never used. :func:`default_batch_size` fits the rows into the budget at
 ``EXPECTED_TOKENS`` instead and evens the chunks out; the decoder
-(:func:`mt3_demo.models.t5.greedy_decode`, one position per step with a KV cache) is given the
+(:func:`mt3_demo.models.greedy.greedy_decode`, one position per step with a KV cache) is given the
 budget and sets rows aside whenever their caches would outgrow it, so the worst case still stays
 within the budget plus one row at ``max_tokens``.
 """
@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..t5 import T5, T5Dims, cache_bytes, greedy_decode
+from ..greedy import greedy_decode
+from ..t5 import T5, T5Dims, cache_bytes
 from . import features as F
 from . import vocab
 

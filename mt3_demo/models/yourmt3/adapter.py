@@ -96,7 +96,7 @@ def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
 ENCODE_SEGMENTS = 2  # segments per encoder pass on the CPU (see YourMT3Transcriber.__init__)
 # What the decoder caches of a chunk may grow by past their first block (16 positions): a chunk's
 # 8 × 13 channels start at ~0.3 GB; channels running to 256 tokens would add 6 MB each (0.6 GB if
-# all did). Most channels stop early; the ones that do not fit wait and resume (t5.greedy_decode).
+# all did). Most channels stop early; the ones that do not fit wait and resume (greedy.greedy_decode).
 CACHE_GROWTH_MB = {"cpu": 128, "cuda": 2048}
 
 

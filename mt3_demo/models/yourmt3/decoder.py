@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from .. import t5
+from .. import greedy, t5
 from ..t5 import DecoderStack, KVCache, T5Dims
 
 PAD_ID = 0  # also the decoder start token
@@ -77,7 +77,7 @@ class LMHead(nn.Module):
 
 class TokenDecoder(nn.Module):
     """YourMT3 keeps its token embedding at the top level of the model (upstream's key layout); this
-    pairs it with the decoder stack so the shared greedy loop (:func:`t5.greedy_decode`) can drive it
+    pairs it with the decoder stack so the shared greedy loop (:func:`greedy.greedy_decode`) can drive it
     with token ids, like MT3's decoder. Holds no weights of its own."""
 
     def __init__(self, embed: nn.Embedding, decoder: MultiChannelDecoder):
@@ -104,9 +104,9 @@ def greedy_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LM
     EOS as its next input. Finished rows leave the batch (their later upstream outputs are PAD, which
     nobody reads), so they stop costing work. ``stop_at_eos=False`` decodes exactly ``max_tokens``
     per row (benchmarks at equal work). ``cache_budget`` (bytes) bounds the rows' caches together
-    (:func:`t5.greedy_decode`). Call under ``torch.inference_mode()``.
+    (:func:`greedy.greedy_decode`). Call under ``torch.inference_mode()``.
     """
     steps = SimpleNamespace(decoder=TokenDecoder(embed, decoder), lm_head=lm_head)
-    return t5.greedy_decode(steps, memory, max_tokens, use_cache=use_cache, start_id=PAD_ID,
+    return greedy.greedy_decode(steps, memory, max_tokens, use_cache=use_cache, start_id=PAD_ID,
                             eos_id=EOS_ID if stop_at_eos else None, first_eos_step=1, on_step=on_step,
                             cache_budget=cache_budget)
