@@ -21,6 +21,12 @@ from torch import Tensor
 
 from .t5 import T5, KVCache, StaticKVCache
 
+CUDA_GRAPHS_ENV = "MT3_DEMO_CUDA_GRAPHS"
+STATIC_FIRST = 128  # positions a static cache starts with; it doubles when full (up to max_tokens),
+# so a step attends over at most twice the positions written (most rows end within a few hundred)
+EOS_CHECK_STEPS = 16  # static decoding reads the ids back (a device sync) this often to stop early
+WARMUP_STEPS = 2  # steps run eagerly before a capture (cuBLAS handles and workspaces get made)
+
 
 def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool = True,
                   start_id: int = 0, eos_id: int | None = 1, first_eos_step: int = 0,
@@ -53,8 +59,8 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     by finishing rows). At least one row always goes on, so when all rows fit the budget at their
     first block, the caches stay within the budget plus one row at ``max_tokens``.
 
-    ``static`` decodes with a :class:`StaticKVCache` instead (:func:`static_decode`: one CUDA
-    graph per batch on CUDA); by default it does so on CUDA without autocast, unless
+    ``static`` decodes with a :class:`StaticKVCache` instead (:func:`static_decode`: on CUDA, a
+    captured graph per group of rows and cache size); by default it does so on CUDA without autocast, unless
     ``MT3_DEMO_CUDA_GRAPHS=0``. Same ids either way up to float32 rounding (tests/test_static_decode.py).
     """
     if static is None:
@@ -107,13 +113,6 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
                 on_finished(finished_rows)
     out = out.cpu()
     return [out[i, :lengths[i]].tolist() for i in range(b)]
-
-
-CUDA_GRAPHS_ENV = "MT3_DEMO_CUDA_GRAPHS"
-STATIC_FIRST = 128  # positions a static cache starts with; it doubles when full (up to max_tokens),
-# so a step attends over at most twice the positions written (most rows end within a few hundred)
-EOS_CHECK_STEPS = 16  # static decoding reads the ids back (a device sync) this often to stop early
-WARMUP_STEPS = 2  # steps run eagerly before a capture (cuBLAS handles and workspaces get made)
 
 
 def static_by_default(memory: Tensor) -> bool:
@@ -187,12 +186,9 @@ def _static_group(model: T5, memory: Tensor, max_tokens: int, start_id: int, eos
     finished = 0
     for s in range(max_tokens):
         if s == cache.capacity:  # full: continue in storage twice as long, under a new graph
-            if graph:
-                current.wait_stream(side)
             cache = cache.grown(min(max_tokens, 2 * cache.capacity))
             run, stage = step, s
-        if graph and s == stage + WARMUP_STEPS:
-            current.wait_stream(side)
+        if graph and s == stage + WARMUP_STEPS:  # (the current stream already waits on the warm-up)
             captured = torch.cuda.CUDAGraph()
             # thread_local: another request decoding on another thread meanwhile is not disturbed
             with torch.cuda.graph(captured, capture_error_mode="thread_local"):

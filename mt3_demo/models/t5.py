@@ -366,10 +366,6 @@ class StaticKVCache(KVCache):
         cv.index_copy_(2, self.length, v)
         return ck, cv
 
-    @property
-    def capacity(self) -> int:
-        return self.self_kv[0][0].shape[2]
-
     def grown(self, positions: int) -> StaticKVCache:
         """The same rows and positions in storage for ``positions`` (a new cache; this one is left
         as it is). Shares ``length`` and the cross-attention keys/values."""

@@ -108,5 +108,5 @@ def greedy_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LM
     """
     steps = SimpleNamespace(decoder=TokenDecoder(embed, decoder), lm_head=lm_head)
     return greedy.greedy_decode(steps, memory, max_tokens, use_cache=use_cache, start_id=PAD_ID,
-                            eos_id=EOS_ID if stop_at_eos else None, first_eos_step=1, on_step=on_step,
-                            cache_budget=cache_budget)
+                                eos_id=EOS_ID if stop_at_eos else None, first_eos_step=1, on_step=on_step,
+                                cache_budget=cache_budget)
