@@ -135,7 +135,10 @@ def test_a_client_that_leaves_does_not_keep_its_run(app_url, tmp_path):
 
     import httpx
 
-    from mt3_demo.runs import runs_root
+    from mt3_demo.options import read_env
+    from mt3_demo.runs import runs_root as runs_root_in
+
+    runs_root = lambda: runs_root_in(read_env()[0].upload_dir)  # noqa: E731 - the app's (running_app's env)
 
     config = httpx.get(app_url + "config").json()
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "transcribe")

@@ -35,10 +35,10 @@ class SlowTranscriber:
         self.device, self.dtype = device, torch.float32
         self.reached = 0
 
-    def num_segments(self, clip):
+    def num_segments(self, clip, decode=None):
         return SEGMENTS
 
-    def transcribe(self, clip, progress=None):
+    def transcribe(self, clip, decode=None, progress=None):
         for i in range(SEGMENTS):
             time.sleep(0.02)
             self.reached = i + 1
@@ -55,10 +55,9 @@ def slow_manager() -> tuple[ModelManager, list[SlowTranscriber]]:
         return built[-1]
 
     spec = ModelSpec(id="slow", display_name="Slow", description="", source="", licence="", instruments="",
-                     size_mb=1.0, options_type=SlowOptions, resolve=lambda c, o, f: Path("/nowhere"), build=build)
-    m = ModelManager(device=torch.device("cpu"), budget_mb=100.0)
-    m.specs = {"slow": spec}
-    return m, built
+                     size_mb=1.0, options_type=SlowOptions, decode_type=SlowOptions,
+                     resolve=lambda c, o, f, s: Path("/nowhere"), build=build)
+    return ModelManager(device=torch.device("cpu"), budget_mb=100.0, specs={"slow": spec}), built
 
 
 def fake_page(n_cards: int = 1) -> Page:
@@ -181,9 +180,11 @@ def test_no_report_when_nothing_was_transcribed():
 
 
 def test_one_sentence_keeps_its_own_end():
-    from mt3_demo.manager import split_fix
+    from mt3_demo.availability import sentence  # a CheckpointError's reason, as the page shows it
+    from mt3_demo.ui.render import _sentence_and_details as split_fix  # the card's display of a stored error
 
-    assert split_fix("mt3: x.pth could not be read; is it corrupt?", "mt3") == ("X.pth could not be read; is it corrupt?", "")
+    assert sentence("mt3: x.pth could not be read; is it corrupt?", "mt3") == "X.pth could not be read; is it corrupt?"
+    assert split_fix("x.pth could not be read; is it corrupt?") == ("X.pth could not be read; is it corrupt?", "")
     assert split_fix("Gone. To fix: put it back.") == ("Gone.", "put it back.")
 
 

@@ -20,6 +20,7 @@ import gradio as gr
 from .. import pianoroll, pipeline, writers
 from ..audio import AudioError, check_file
 from ..manager import ModelManager
+from ..options import Settings
 from ..results import ModelResult, Run
 from . import leakage_view, render, session
 from .components import ALL_INSTRUMENTS, Card, Page
@@ -66,10 +67,12 @@ def check_upload(audio: str | None, max_seconds: float) -> str:
 
 
 def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio: str | None,
-                    selected: list[str] | None, reference: str | None) -> Iterator[dict]:
-    """The page's run: reset the cards, then progress and one update per finished model, then the summary."""
+                    selected: list[str] | None, reference: str | None,
+                    settings: Settings | None = None) -> Iterator[dict]:
+    """The page's run: reset the cards, then progress and one update per finished model, then the
+    summary. ``settings``: the app's (run folders; default the manager's)."""
     try:
-        request = session.start(audio, list(selected or []), reference, manager, max_seconds)
+        request = session.start(audio, list(selected or []), reference, manager, max_seconds, settings)
     except session.USER_ERRORS as e:
         yield {page.status: f"**Could not transcribe:** {e}", page.stop: gr.update(visible=False)}
         return
@@ -245,12 +248,13 @@ def summary_update(page: Page, run: Run, warnings: str) -> dict:
 
 
 def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None, selected: Any,
-                   reference: str | None, progress: gr.Progress | None = None) -> Iterator[tuple]:
+                   reference: str | None, progress: gr.Progress | None = None,
+                   settings: Settings | None = None) -> Iterator[tuple]:
     """The ``/transcribe`` endpoint: the same run, answered with files and the results JSON (the
     last value yielded; the ones before change nothing and let a vanished client's run be closed)."""
     selected = [selected] if isinstance(selected, str) else list(selected or [])
     try:
-        request = session.start(audio, selected, reference, manager, max_seconds)
+        request = session.start(audio, selected, reference, manager, max_seconds, settings)
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None
     with request:  # its folder is kept until the run ends

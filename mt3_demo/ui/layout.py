@@ -17,7 +17,7 @@ import gradio as gr
 
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
-from ..options import Settings, read_env
+from ..options import Settings
 from . import handlers, render
 from .components import ALL_INSTRUMENTS, Card, Page
 from .player import player_component
@@ -61,17 +61,12 @@ def examples() -> tuple[list[list[str | None]], list[str]]:
     return rows, labels
 
 
-def _settings() -> Settings:
-    """The environment's settings; a bad variable is logged and its default used (the app starts)."""
-    settings, problems = read_env()
-    for problem in problems:
-        log.warning("%s; using the default.", problem)
-    return settings
-
-
 def build_demo(manager: ModelManager | None = None, settings: Settings | None = None) -> gr.Blocks:
-    """Build the Blocks app. Models load lazily on first use (eagerly when the host asks for it)."""
-    settings = settings or _settings()
+    """Build the Blocks app. Models load lazily on first use (eagerly when the host asks for it).
+
+    ``settings``: the door's (``app.py`` reads the environment once); default: the manager's, else
+    the defaults."""
+    settings = settings or (manager.settings if manager is not None else Settings())
     manager = manager or get_manager(settings)
     if settings.eager:
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
@@ -178,7 +173,8 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
         return handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
 
     def transcribe_page(audio, selected, reference):
-        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference)
+        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference,
+                                            settings=settings)
 
     def transcribe(audio, selected, reference, progress=gr.Progress()):
         """Transcribe one recording with the selected models.
@@ -186,12 +182,14 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
         Returns the MIDI files, the piano-roll PNGs, the results (per model: notes, stats,
         timings, RTF, device, errors; scores and agreement when available) and the report zip.
         """
-        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress)
+        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress,
+                                           settings=settings)
 
     run_inputs = [inputs["audio"], inputs["models"], inputs["reference"]]
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
     # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
-    running = inputs["run"].click(on_gpu(transcribe_page), inputs=run_inputs, outputs=page.outputs(),
+    running = inputs["run"].click(on_gpu(transcribe_page, settings.zero_gpu), inputs=run_inputs,
+                                  outputs=page.outputs(),
                                   api_visibility="private", show_progress="hidden", **queue)
     inputs["stop"].click(lambda state: handlers.stop_page(page, state), inputs=page.state,
                          outputs=[page.status, page.stop, *[c.head for c in page.cards]], cancels=[running],
@@ -203,7 +201,8 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     # a sentence (the page's checkbox group would refuse it with a bare 400 instead).
     api_models = gr.Dropdown(choices=manager.model_ids(), value=None, multiselect=True, allow_custom_value=True,
                              visible=False, label="models")
-    gr.Button(visible=False).click(on_gpu(transcribe), inputs=[inputs["audio"], api_models, inputs["reference"]],
+    gr.Button(visible=False).click(on_gpu(transcribe, settings.zero_gpu),
+                                   inputs=[inputs["audio"], api_models, inputs["reference"]],
                                    outputs=api_outputs, api_name="transcribe", **queue)
 
 
