@@ -149,3 +149,19 @@ def test_cuda_matches_cpu(kunato, precision):
     else:  # reduced precision may flip near-tied argmaxes (min margin 0.017): check it runs sanely
         assert t.dtype != torch.float32 and len(out.tokens) == 2
         assert all(len(g) <= 63 and all(0 <= i < 1536 for i in g) for g in out.tokens)
+
+
+def test_decode_options_reach_the_model_without_a_reload():
+    """Issue 20: max_tokens is a per-request option; the weights' cache key is (checkpoint, load options)."""
+    from mt3_demo.manager import ModelManager
+
+    manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": TINY},
+                           options={"mt3": MT3Options(compat="kunato")})
+    short = manager.transcribe("mt3", clip_a(), decode=MT3Decode(max_tokens=8))
+    longer = manager.transcribe("mt3", clip_a(), decode=MT3Decode(max_tokens=63))
+    assert manager.load_count == {"mt3": 1}
+    assert short.info["max_tokens"] == 8 and all(len(g) <= 8 for g in short.tokens)
+    assert longer.info["max_tokens"] == 63 and longer.tokens != short.tokens
+    manager.options["mt3"] = MT3Options(compat="magenta")  # a load option: this one reloads
+    manager.transcribe("mt3", clip_a(), decode=MT3Decode(max_tokens=8))
+    assert manager.load_count == {"mt3": 2}
