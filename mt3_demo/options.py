@@ -260,6 +260,26 @@ def decode_options(decode_type: type, values: Any, model_id: str = "") -> Any:
         raise OptionError(f"{what}: {e}") from None
 
 
+def decode_from_json(text: str | None, decode_types: Mapping[str, type]) -> dict[str, Any]:
+    """Decode options per model from a JSON object (the ``/transcribe`` API's ``options``), e.g.
+    ``{"mt3": {"max_tokens": 64}, "yourmt3": {"batch_size": 2}}``; empty text: none. Every model id
+    and option name must be known, every value pass its option's check (:class:`OptionError`)."""
+    import json
+
+    if text is None or not str(text).strip():
+        return {}
+    try:
+        values = json.loads(text)
+    except ValueError as e:
+        raise OptionError(f"options must be a JSON object like {{\"mt3\": {{\"max_tokens\": 64}}}} ({e}).") from None
+    if not isinstance(values, dict):
+        raise OptionError(f"options must be a JSON object of model ids, not {type(values).__name__}.")
+    unknown = [m for m in values if m not in decode_types]
+    if unknown:
+        raise OptionError(f"options name an unknown model {unknown[0]!r}; known: {', '.join(decode_types)}.")
+    return {m: decode_options(decode_types[m], v, m) for m, v in values.items()}
+
+
 # ------------------------------------------------------------------------------------------------
 # Run settings
 

@@ -18,7 +18,7 @@ import gradio as gr
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
 from ..options import Settings
-from . import handlers, render
+from . import advanced, handlers, render
 from .components import ALL_INSTRUMENTS, Card, Page
 from .player import player_component
 from .session import PageState
@@ -104,6 +104,7 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
                 choices=choices, value=value, label="Models",
                 elem_id="model-choice",
                 info="Each selected model transcribes the same 16 kHz mono audio, one after another.")
+            decode = advanced.controls(manager)  # per model, collapsed: its per-request options
             with gr.Row(elem_id="run-row"):
                 run = gr.Button("Transcribe", variant="primary", elem_id="run-button", scale=3)
                 stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=1)
@@ -118,7 +119,7 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
                                label="Examples (click one)", elem_id="examples")
             reference = gr.File(label="Reference MIDI (optional)",
                                 file_types=[".mid", ".midi"], elem_id="reference-input")
-    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models,
+    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models, advanced=decode,
                 availability=availability, run=run, stop=stop, status=status, report=report,
                 example=example, example_rows=rows)
 
@@ -169,23 +170,32 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
 
     Both runs are checked by a validator first: a bad upload is answered before it joins the queue.
     """
-    def validate(audio, selected, reference):
-        return handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+    adv = inputs["advanced"]
 
-    def transcribe_page(audio, selected, reference):
+    def validate(audio, selected, reference, *decode):
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+                + advanced.checks(manager, adv, decode))
+
+    def validate_api(audio, selected, reference, options):
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+                + [handlers.check_options(manager, options)])
+
+    def transcribe_page(audio, selected, reference, *decode):
         yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference,
-                                            settings=settings)
+                                            settings=settings, decode=adv.values(decode))
 
-    def transcribe(audio, selected, reference, progress=gr.Progress()):
+    def transcribe(audio, selected, reference, options, progress=gr.Progress()):
         """Transcribe one recording with the selected models.
 
+        ``options`` (optional): each model's decode options as JSON, e.g.
+        ``{"mt3": {"max_tokens": 64}, "yourmt3": {"batch_size": 2}}``.
         Returns the MIDI files, the piano-roll PNGs, the results (per model: notes, stats,
         timings, RTF, device, errors; scores and agreement when available) and the report zip.
         """
         yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress,
-                                           settings=settings)
+                                           settings=settings, options=options)
 
-    run_inputs = [inputs["audio"], inputs["models"], inputs["reference"]]
+    run_inputs = [inputs["audio"], inputs["models"], inputs["reference"], *adv.components]
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
     # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
     running = inputs["run"].click(on_gpu(transcribe_page, settings.zero_gpu), inputs=run_inputs,
@@ -201,9 +211,10 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     # a sentence (the page's checkbox group would refuse it with a bare 400 instead).
     api_models = gr.Dropdown(choices=manager.model_ids(), value=None, multiselect=True, allow_custom_value=True,
                              visible=False, label="models")
+    api_options = gr.Textbox(value="", visible=False, label="options")  # JSON, see ui.advanced
     gr.Button(visible=False).click(on_gpu(transcribe, settings.zero_gpu),
-                                   inputs=[inputs["audio"], api_models, inputs["reference"]],
-                                   outputs=api_outputs, api_name="transcribe", **queue)
+                                   inputs=[inputs["audio"], api_models, inputs["reference"], api_options],
+                                   outputs=api_outputs, api_name="transcribe", **{**queue, "validator": validate_api})
 
 
 def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], header: Any,

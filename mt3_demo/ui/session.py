@@ -14,7 +14,7 @@ from .. import pipeline, runs, writers
 from ..audio import AudioError, Clip, load_clip
 from ..manager import ModelManager, UnknownModel
 from ..notes import Note, notes_from_midi
-from ..options import Settings
+from ..options import OptionError, Settings
 from ..results import ModelResult, Run
 
 
@@ -81,13 +81,20 @@ class Request:
 
 
 def start(audio: str | None, model_ids: list[str], reference: str | None, manager: ModelManager,
-          max_seconds: float, settings: Settings | None = None) -> Request:
+          max_seconds: float, settings: Settings | None = None,
+          decode: dict[str, Any] | None = None) -> Request:
     """Check everything the user gave (raises one of ``USER_ERRORS``) and open the request's folder.
 
     An upload that is rejected is deleted now rather than hours later by Gradio's cache. The run
     folders follow ``settings`` (``upload_dir``, ``runs_max_mb``: the app's; default the manager's).
+    ``decode``: each model's decode options (``<Model>Decode``, or a mapping of option names to
+    values from the page's "Advanced" sections), checked here by the options' own rules.
     """
     model_ids = check_selection(manager, model_ids)
+    try:
+        decode = {m: manager.decode_for(m, v) for m, v in (decode or {}).items()}
+    except OptionError as e:
+        raise InputError(str(e)) from None
     settings = settings or manager.settings
     upload_dir = settings.upload_dir
     try:
@@ -100,7 +107,7 @@ def start(audio: str | None, model_ids: list[str], reference: str | None, manage
     except AudioError:
         runs.discard_upload(audio, upload_dir)
         raise
-    return Request(clip, model_ids, runs.new_run_dir(settings), ref_notes, ref_name)
+    return Request(clip, model_ids, runs.new_run_dir(settings), ref_notes, ref_name, decode)
 
 
 ProgressFn = Callable[[int, float, str], None]  # (index of the model in the request, its fraction, phase)
