@@ -158,7 +158,8 @@ def speed(model: str, folder: Path, decode, clip: Clip, device: torch.device, re
                      "total s": seconds, "RTF": seconds / clip.duration, "ids": sum(map(len, toks)),
                      "run peak MB": peak / 2**20, "rows = fp32": f"{same}/{n}"})
         if model == "mt3" and stages.get("decode_steps"):
-            rows[-1]["bound ms/step"] = 1e3 * mt3_step_bytes(t, len(tokens), dec.max_tokens, dec.batch_size) / bandwidth(device)
+            step_bytes = mt3_step_bytes(t, len(tokens), dec.max_tokens, dec.batch_size)
+            rows[-1]["bound ms/step"] = 1e3 * step_bytes / bandwidth(device)
         del t
     return rows
 

@@ -6,8 +6,8 @@ Resolution order for a model's file:
 2. ``<root>/<model_id>/<filename>`` (or ``<root>/<filename>``), root = ``Sources.root``
    (``Settings.checkpoints_root``: ``$MT3_DEMO_CHECKPOINTS``);
 3. ``huggingface_hub.hf_hub_download`` at a pinned revision (``Sources.offline``, from
-   ``HF_HUB_OFFLINE``: then only the local HF cache is consulted). With ``fetch=False`` (a probe) nothing is fetched: a file
-   that would have to be is reported as :class:`NotDownloaded`.
+   ``HF_HUB_OFFLINE``: then only the local HF cache is consulted). With ``fetch=False`` (a
+   probe) nothing is fetched: a file that would have to be is reported as :class:`NotDownloaded`.
 Resolution only looks: it never writes into checkpoint folders or the Hugging Face cache.
 Downloaded files (and cached ones, even when only probed) are checked against their published
 sha256, and checked again by :func:`safe_torch_load` right before their bytes are read: the hash is

@@ -76,12 +76,13 @@ class Transcriber(Protocol):
 class ModelSpec:
     """A registry entry: what the UI shows about a model, and how to get it running.
 
-    ``resolve(checkpoint, options, fetch, sources)`` finds the weights and returns a location (a path, or a
-    small dataclass with the path and what is known about it), or raises ``CheckpointError`` with
-    a message that says how to fix it. ``checkpoint`` is the user's override (a file or folder), or
-    None for the default source; ``fetch=False`` never downloads (raises ``NotDownloaded`` instead)
-    and, like every resolution, writes nothing; ``sources`` says where checkpoints placed by hand
-    are and whether the Hub may be asked (:class:`~mt3_demo.checkpoints.Sources`). ``build(location, device, options)`` loads that
+    ``resolve(checkpoint, options, fetch, sources)`` finds the weights and returns a location (a
+    path, or a small dataclass with the path and what is known about it), or raises
+    ``CheckpointError`` with its reason and fix. ``checkpoint`` is the user's override (a file or
+    folder), or None for the default source; ``fetch=False`` never downloads (raises
+    ``NotDownloaded`` instead) and, like every resolution, writes nothing; ``sources`` says where
+    checkpoints placed by hand are and whether the Hub may be asked
+    (:class:`~mt3_demo.checkpoints.Sources`). ``build(location, device, options)`` loads that
     location and returns a :class:`Transcriber`; it never resolves again. ``options`` is an
     instance of ``options_type`` (``mt3_demo.options``: what needs a reload), validated when it was
     made; ``decode_type`` is the per-request options' class the transcriber takes.

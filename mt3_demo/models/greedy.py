@@ -59,7 +59,8 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
 
     ``static`` decodes with a :class:`StaticKVCache` instead (:func:`static_decode`: on CUDA, a
     captured graph per group of rows and cache size); by default (None) it does so on CUDA without
-    autocast; ``False`` never (the decode options' ``cuda_graphs``, ``Settings.cuda_graphs``). Same ids either way up to float32 rounding (tests/test_static_decode.py).
+    autocast; ``False`` never (the decode options' ``cuda_graphs``, ``Settings.cuda_graphs``).
+    Same ids either way up to float32 rounding (tests/test_static_decode.py).
     """
     if static is None:
         static = use_cache and static_by_default(memory)
