@@ -104,7 +104,6 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
                 choices=choices, value=value, label="Models",
                 elem_id="model-choice",
                 info="Each selected model transcribes the same 16 kHz mono audio, one after another.")
-            decode = advanced.controls(manager)  # per model, collapsed: its per-request options
             with gr.Row(elem_id="run-row"):
                 run = gr.Button("Transcribe", variant="primary", elem_id="run-button", scale=3)
                 stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=1)
@@ -113,6 +112,8 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
             report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
                                        variant="secondary")
             availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
+            # Per model, collapsed, below Transcribe (a phone keeps it on the first screen): per-request options.
+            decode = advanced.controls(manager)
         with gr.Column(scale=4, min_width=300):
             rows, labels = examples()
             example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
