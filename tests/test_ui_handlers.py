@@ -68,7 +68,7 @@ def fake_page(n_cards: int = 1) -> Page:
         return f"component-{next(names)}"
 
     cards = [Card(*[comp() for _ in range(len(fields(Card)))]) for _ in range(n_cards)]
-    return Page(*[comp() for _ in range(9)], cards, FakePlayer())
+    return Page(*[comp() for _ in range(8)], cards, FakePlayer())
 
 
 class FakePlayer:
@@ -150,10 +150,42 @@ def test_stop_marks_unfinished_cards():
     page = fake_page(2)
     from mt3_demo.ui.session import PageState
 
-    state = PageState(names=["A", "B"], results={0: ModelResult("a", "A")})
+    state = PageState(names=["A", "B"], results={0: ModelResult("a", "A", error="failed")})
     update = handlers.stop_page(page, state)
-    assert "Stopped" in update[page.status]
+    assert "Stopped" in update[page.status] and "No model had finished" in update[page.status]
     assert "stopped" in update[page.cards[1].head] and page.cards[0].head not in update
+    assert page.report not in update  # nothing finished: no report
+
+
+def test_stop_shows_what_had_finished(gradio_tmp, tone_wav):
+    """Stopped during the second model: the first one's player roll, tabs and report are offered."""
+    from mt3_demo.ui import session
+
+    manager, _ = slow_manager()
+    manager.specs["slow2"] = manager.specs["slow"]
+    page = fake_page(2)
+    audio = str(tone_wav())
+    run = handlers.transcribe_page(page, manager, 600.0, audio, ["slow", "slow2"], None)
+    state = None
+    for update in run:
+        state = update.get(page.state, state) if not isinstance(update.get(page.state), dict) else state
+        if "segment 3 of" in str(update.get(page.cards[1].head, "")):
+            break
+    run.close()
+    assert isinstance(state, session.PageState) and list(state.results) == [0]
+    update = handlers.stop_page(page, state)
+    assert "Stopped" in update[page.status] and "Finished before the stop: Slow" in update[page.status]
+    assert "stopped" in update[page.cards[1].head] and page.cards[0].head not in update
+    assert update[page.report]["visible"] is True and Path(update[page.report]["value"]).is_file()
+    assert update[page.comparison]["visible"] is True and "Slow" in update[page.summary]
+    import json
+
+    payload = json.loads(update[page.player])
+    assert [r["id"] for r in payload["rolls"]] == ["slow"]
+    assert [s["id"] for s in payload["sources"]][0] == "original"
+    deadline = time.monotonic() + 30
+    while run_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _run(results: list[ModelResult]) -> Run:
@@ -176,6 +208,7 @@ def test_no_report_when_nothing_was_transcribed():
     update = handlers.summary_update(page, _run([failed]), "")
     assert update[page.report]["visible"] is False and update[page.report]["value"] is None
     assert "Nothing transcribed" in update[page.status]
+    assert page.player not in update  # no player for nothing
     assert "failed (see its card)" in update[page.summary]
     assert "offline" not in update[page.summary]  # the reason is said once, in the card
 
