@@ -41,12 +41,17 @@ KIND_LABEL = {"piano": "Solo piano", "band": "Band: piano, guitar, bass, drums",
               "ensemble": "Winds + strings", "drums": "Drums only"}
 
 # Pressing Transcribe brings the results column's top (status, then the player) into view unless
-# it is already in the upper half of the window (a phone: the results sit below the inputs).
-SHOW_RESULTS_JS = """() => {
+# it is already in the upper half of the window (a phone: the results sit below the inputs). It runs
+# in the browser before the run's request (a separate js-only event would wait for the whole run);
+# the inputs pass through unchanged.
+SHOW_RESULTS_JS = """(...inputs) => {
   const top = document.querySelector('#results-column');
-  if (!top) return;
-  const y = top.getBoundingClientRect().top;
-  if (y < 0 || y > window.innerHeight / 2) top.scrollIntoView({block: 'start'});
+  const y = top ? top.getBoundingClientRect().top : 0;
+  if (top && (y < 0 || y > window.innerHeight / 2)) {
+    top.style.minHeight = window.innerHeight + 'px';  // room to scroll it to the top before results come
+    top.scrollIntoView({block: 'start'});
+  }
+  return inputs;
 }"""
 
 
@@ -88,7 +93,10 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
         for model_id, error in manager.preload().items():
             log.warning("preload %s failed: %s", model_id, error)
-    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S)) as demo:
+    # fill_width: the page uses the window up to ui.css's 1480 px (the results column holds the
+    # rolls and the score tables; Gradio's default would stop at 1216 px on a 1440 px screen).
+    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S),
+                   fill_width=True) as demo:
         avail = manager.availabilities()  # one snapshot for the first render; each page load refreshes it
         header = gr.HTML(render.header_html(manager, avail), padding=False, elem_id="page-header")
         with gr.Row(equal_height=False, elem_id="main-row"):
@@ -109,7 +117,7 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
     optional reference MIDI and the models that cannot run here. ``avail``: the page's snapshot."""
     choices, value = render.model_choices(manager, avail)
     audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
-                     label="Recording")  # short: on a phone a long label runs under its buttons
+                     label="Recording", waveform_options=gr.WaveformOptions(show_recording_waveform=False))  # short: on a phone a long label runs under its buttons
     upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
                           elem_id="upload-check")
     rows, labels = examples()
@@ -130,7 +138,7 @@ def _results(n_cards: int) -> Page:
     with gr.Row(equal_height=False, elem_id="status-row"):
         status = gr.HTML(render.idle_status(), padding=False, elem_id="run-status", elem_classes="run-status",
                          scale=4)
-        stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=1, min_width=90)
+        stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=0, min_width=100)
     report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
                                variant="secondary")
     player = player_component(None, elem_id="player")  # the original while running, each roll as it comes
@@ -191,8 +199,7 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
     # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
     running = inputs["run"].click(on_gpu(transcribe_page), inputs=run_inputs, outputs=page.outputs(),
-                                  api_visibility="private", show_progress="hidden", **queue)
-    inputs["run"].click(None, js=SHOW_RESULTS_JS, api_visibility="private", queue=False)
+                                  api_visibility="private", show_progress="hidden", js=SHOW_RESULTS_JS, **queue)
     # Stop also shows what had finished: its player, tabs and report.
     page.stop.click(lambda state: handlers.stop_page(page, state), inputs=page.state,
                     outputs=page.summary_outputs(), cancels=[running], api_visibility="private", queue=False)

@@ -121,11 +121,11 @@ def header_html(manager: ModelManager, snapshot: dict[str, Availability]) -> str
         spec, avail = manager.spec(model_id), snapshot[model_id]
         paper = (f' · <a href="{esc(spec.paper_url)}" target="_blank" rel="noopener">paper</a>'
                  if spec.paper_url else "")
-        weights = f' <span class="meta">{esc(avail.weights)}</span>' if avail.weights else ""
+        weights = f'<span class="meta">{esc(avail.weights)}</span><br>' if avail.weights else ""
         lines.append(
             f'<details class="mt3-model" data-model="{esc(model_id)}"><summary><span class="name">'
             f'{esc(spec.display_name)}</span>{badge(avail.status, AVAIL_TEXT.get(avail.status, avail.status))}'
-            f'{weights}</summary>{esc(spec.description)}<br>'
+            f'</summary>{weights}{esc(spec.description)}<br>'
             f'<span class="meta">{esc(spec.instruments)} · licence: {esc(spec.licence)}{paper}</span></details>')
     test = [manager.spec(m).display_name for m in manager.model_ids()
             if snapshot[m].usable and snapshot[m].weights.startswith("test weights")]
@@ -134,10 +134,9 @@ def header_html(manager: ModelManager, snapshot: dict[str, Availability]) -> str
               if test else "")
     return (
         '<div class="mt3-header"><h1>MT3 family — side-by-side music transcription</h1>'
-        '<p class="tagline">Give it a recording; every selected model writes down the notes it hears. '
-        '<span class="wide-only">Compare their piano rolls, listen to them next to the original, download '
-        'the MIDI, and score them against a reference when you have one. </span>Everything runs on this '
-        f'server; nothing is sent elsewhere.</p>{banner}'
+        '<p class="tagline">Every selected model writes down the notes it hears<span class="wide-only">: compare '
+        'their piano rolls, listen, download the MIDI, score them against a reference</span>. Everything runs '
+        f'on this server.</p>{banner}'
         f'<div class="mt3-models">{"".join(lines)}</div></div>')
 
 
