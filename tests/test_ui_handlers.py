@@ -251,3 +251,42 @@ def test_api_run_of_a_vanished_client_stops(gradio_tmp, tone_wav):
     assert built[0].reached < SEGMENTS
     *_, (midis, pngs, results, zip_path) = handlers.transcribe_api(manager, 600.0, str(tone_wav()), ["slow"], None)
     assert results["models"]["slow"]["stats"]["total"] == 1
+
+
+def test_results_name_their_weights_and_empty_or_late_notes():
+    """Issue 24: the weights on the card and in the tables (test weights unmistakable); "no notes"
+    instead of "0 notes"; notes starting after the recording are counted on the card."""
+    from mt3_demo import writers
+
+    late = [Note(0.5, 0.9, 60), Note(1.2, 1.4, 62), Note(1.0, 1.1, 64)]  # the clip is 1 s long
+    t = Transcription(model_id="mt3", notes=late, audio_seconds=1.0, weights="test: mt3.pth")
+    result = ModelResult("mt3", "MT3", transcription=t)
+    head = render.card_head("MT3", "done", render.done_detail(result), weights=t.weights)
+    assert 'class="badge weights-test"' in head and "test weights: mt3.pth (untrained)" in head
+    assert "these notes are noise" in head
+    assert "2 notes start after the end of the recording" in render.stats_html(result)
+    assert render.model_cell(result) == "MT3 · test weights: mt3.pth (untrained)"
+    run = _run([result])
+    assert "test weights: mt3.pth" in render.summary_html(run)
+    assert writers.test_weights_warning(run.results).startswith("Test weights: MT3 ran")
+    assert "Test weights: MT3" in writers.summary_markdown(run)
+
+    empty = ModelResult("transkun", "Transkun", transcription=Transcription(
+        model_id="transkun", notes=[], audio_seconds=1.0, weights="official (pip package)"))
+    assert render.done_detail(empty).startswith("no notes ·")
+    assert "No notes" in render.stats_html(empty) and "after the end" not in render.stats_html(empty)
+    assert render.weights_text("official (pip package)") == "official weights (pip package)"
+    assert render.weights_text("yours: my.ckpt") == "your checkpoint: my.ckpt"
+    assert writers.test_weights_warning([empty]) == ""
+    page = fake_page()
+    update = handlers.card_update(page.cards[0], empty)
+    assert update[page.cards[0].midi]["visible"] is False and update[page.cards[0].stems]["visible"] is False
+
+
+def test_no_notes_writes_no_stems_or_silent_audio(tmp_path):
+    from mt3_demo import writers
+
+    clip = Clip.from_array(torch.zeros(16000).numpy())
+    files, method = writers.write_model_files([], clip, tmp_path, "empty", "Empty")
+    assert sorted(files) == ["midi", "png"] and method is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mid", "empty.png"]

@@ -353,6 +353,13 @@
     audio.addEventListener("play", () => { state.playing = true; play.textContent = "\u275a\u275a"; play.setAttribute("aria-label", "Pause"); });
     audio.addEventListener("pause", () => { state.playing = false; play.textContent = "\u25b6"; play.setAttribute("aria-label", "Play"); });
     audio.addEventListener("ended", () => { state.playing = false; });
+    // One transport: whatever else on the page plays (the recording's own input player) pauses this
+    // one, and this one pauses it.
+    audio.addEventListener("play", () => {
+      for (const m of document.querySelectorAll("audio, video")) if (m !== audio && !m.paused) m.pause();
+    });
+    const onOtherPlay = (ev) => { if (ev.target !== audio && !audio.paused) audio.pause(); };
+    document.addEventListener("play", onOtherPlay, true);
     audio.addEventListener("error", () => { message.textContent = "This audio source could not be loaded."; });
     function toggle() {
       if (!data.sources || !data.sources.length) { message.textContent = "No audio to play."; return; }
@@ -479,7 +486,10 @@
         return { t: now(), playing: state.playing, source: s ? s.id : null, original: originalPath(data),
                  diff: !!(diffBox && diffBox.checked), mode: modeSel ? modeSel.value : null };
       },
-      destroy() { cancelAnimationFrame(state.raf); resize.disconnect(); document.removeEventListener("keydown", onKey); audio.pause(); audio.removeAttribute("src"); },
+      destroy() {
+        cancelAnimationFrame(state.raf); resize.disconnect(); document.removeEventListener("keydown", onKey);
+        document.removeEventListener("play", onOtherPlay, true); audio.pause(); audio.removeAttribute("src");
+      },
       stats: state.stats, seek, toggle, audio, state,
       // Page coordinates of the centre of a roll's note (first one with this onset and pitch), or
       // null: lets the browser test and the benchmark point at a note without duplicating layout.
