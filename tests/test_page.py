@@ -71,12 +71,17 @@ def open_page(browser, url, size):
 
 def select(page, model_ids: list[str]) -> None:
     """Tick exactly these models, in this order (the order they run in)."""
-    boxes = page.locator("#model-choice input[type=checkbox]")
-    for box in boxes.all():
-        if box.is_checked():
-            box.click()
+    from mt3_demo.manager import ModelManager
+
+    specs = ModelManager().specs
+    labels = page.locator("#model-choice label")
+    for label in labels.all():
+        if label.locator("input").is_checked():
+            label.click()
     for model_id in model_ids:
-        boxes.and_(page.locator(f'[value="{model_id}"]')).click()
+        label = labels.filter(has_text=specs[model_id].display_name)
+        label.click()
+        assert label.locator("input").is_checked()
 
 
 def in_viewport(page, locator, whole: bool = True) -> bool:
@@ -93,6 +98,7 @@ def test_desktop_result_in_view_weights_named_one_transport(browser, app_url, gr
 
     page = open_page(browser, app_url, DESKTOP)
     try:
+        expect(page.locator("#model-choice label")).to_have_count(4, timeout=60_000)  # the test weights are in
         select(page, ["transkun", "mt3"])
         page.locator("#examples").get_by_text("Solo piano").first.click()
         expect(page.locator("#reference-input")).to_contain_text("piano_cschumann_polonaise", timeout=30_000)
@@ -176,6 +182,7 @@ def test_stop_shows_what_had_finished(browser, app_url, test_weights):
 
     page = open_page(browser, app_url, DESKTOP)
     try:
+        expect(page.locator("#model-choice label")).to_have_count(4, timeout=60_000)
         select(page, ["mt3", "transkun"])  # the tiny MT3 is done in seconds, Transkun takes longer
         page.locator("#examples").get_by_text("Solo piano").first.click()
         expect(page.locator("#reference-input")).to_contain_text("piano_cschumann_polonaise", timeout=30_000)

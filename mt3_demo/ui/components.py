@@ -16,9 +16,10 @@ class Card:
     midi: Any
     stems: Any
     breakdown: Any
+    fold: Any  # the breakdown's accordion: shown only for a model with notes
 
     def components(self) -> list[Any]:
-        return [self.column, self.head, self.stats, self.midi, self.stems, self.breakdown]
+        return [self.column, self.head, self.stats, self.midi, self.stems, self.breakdown, self.fold]
 
 
 @dataclass

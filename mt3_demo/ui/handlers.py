@@ -219,6 +219,7 @@ def _first_update(page: Page, request: session.Request, names: list[str], audio:
                 update[comp] = gr.update(visible=False, value=None)
             update[card.stats] = ""
             update[card.breakdown] = ""
+            update[card.fold] = gr.update(visible=False)
     return update
 
 
@@ -234,6 +235,7 @@ def card_update(card: Card, result: ModelResult) -> dict:
         card.midi: gr.update(value=str(files["midi"]) if t.notes else None, visible=bool(t.notes)),
         card.stems: gr.update(value=str(files["stems"]) if "stems" in files else None, visible="stems" in files),
         card.breakdown: render.breakdown_html(t.notes),
+        card.fold: gr.update(visible=bool(t.notes)),
     }
 
 

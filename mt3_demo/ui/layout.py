@@ -68,13 +68,19 @@ def examples() -> tuple[list[list[str | None]], list[str]]:
     for wav in wavs:
         mid = wav.with_suffix(".mid")
         info = meta.get(wav.stem, {})
-        composer = str(info.get("composer", "")).split(" (")[0]
-        piece = str(info.get("piece", wav.stem)).split(" (")[0].split(",")[0]
+        composer = _short_name(str(info.get("composer", "")).split(" (")[0].split(";")[0])
+        piece = str(info.get("piece", wav.stem)).split(" (")[0].split(",")[0].split(" in ")[0]
         kind = KIND_LABEL.get(info.get("kind", ""), info.get("kind", ""))
         seconds = info.get("wav", {}).get("duration_s")
         rows.append([str(wav), str(mid) if mid.is_file() else None])
         labels.append(f"{kind} — {piece}, {composer}" + (f" ({seconds:.0f} s)" if seconds else ""))
     return rows, labels
+
+
+def _short_name(name: str) -> str:
+    """"Clara Schumann" -> "C. Schumann": short example labels keep Transcribe on the first screen."""
+    parts = name.split()
+    return " ".join([p[0] + "." if not p.endswith(".") else p for p in parts[:-1]] + parts[-1:])
 
 
 def _settings() -> Settings:
@@ -158,9 +164,9 @@ def _card(i: int) -> Card:
                                      variant="secondary")
             stems = gr.DownloadButton("Download stems", visible=False, size="md", elem_classes="stems-download",
                                       variant="secondary")
-        with gr.Accordion("Per-instrument breakdown", open=False):
+        with gr.Accordion("Per-instrument breakdown", open=False, visible=False) as fold:
             breakdown = gr.HTML("", padding=False)
-    return Card(column, head, stats, midi, stems, breakdown)
+    return Card(column, head, stats, midi, stems, breakdown, fold)
 
 
 def _comparison() -> tuple[Any, Any, Any, Any]:

@@ -130,10 +130,10 @@ def header_html(manager: ModelManager, snapshot: dict[str, Availability]) -> str
     test = [manager.spec(m).display_name for m in manager.model_ids()
             if snapshot[m].usable and snapshot[m].weights.startswith("test weights")]
     # On a phone the names give way (the model list shows which): the banner stays one short line.
-    banner = (f'<p class="test-banner" role="note"><b>Test weights:</b> <span class="wide-only">'
-              f'{esc(", ".join(test))} {"runs" if len(test) == 1 else "run"}</span><span class="phone-only">'
-              f'{plural(len(test), "model")} {"runs" if len(test) == 1 else "run"}</span> tiny untrained '
-              'checkpoints here; their notes are noise.</p>' if test else "")
+    banner = (f'<p class="test-banner" role="note"><b>Test weights</b><span class="wide-only">: '
+              f'{esc(", ".join(test))} {"runs" if len(test) == 1 else "run"} tiny untrained checkpoints here; '
+              f'their notes are noise.</span><span class="phone-only"> ({plural(len(test), "model")}): '
+              'untrained, their notes are noise.</span></p>' if test else "")
     return (
         '<div class="mt3-header"><h1>MT3 family — side-by-side music transcription</h1>'
         '<p class="tagline">Every selected model writes down the notes it hears<span class="wide-only">: compare '
