@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import ARTIFACTS as ARTIFACTS_ROOT
-from conftest import EXAMPLES, FIXTURES, running_app
+from conftest import FIXTURES, running_app
 
 pytestmark = pytest.mark.slow
 

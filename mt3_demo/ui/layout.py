@@ -6,9 +6,8 @@ phone), in the order a visitor acts: on the left the recording or an example, th
 player (the original and each model's roll under one transport, growing as each model finishes),
 the cross-model tabs, a card per model. At 1440×900 the progress and then the first roll are in
 view without scrolling; a small script brings them into view wherever the page was scrolled. The
-API endpoint
-``/transcribe`` (the same run, answered with MIDI files, piano-roll PNGs, results JSON and the
-report zip). Room is left for more views per card or per run: add a module beside ``render`` and
+API endpoint ``/transcribe`` is the same run, answered with MIDI files, piano-roll PNGs, results
+JSON and the report zip. Room is left for more views per card or per run: add a module beside ``render`` and
 a component group beside the cards.
 """
 from __future__ import annotations
@@ -122,8 +121,10 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
     """In the order a visitor acts: the recording or an example, the models, Transcribe; then the
     optional reference MIDI and the models that cannot run here. ``avail``: the page's snapshot."""
     choices, value = render.model_choices(manager, avail)
+    # A short label (on a phone a long one runs under its buttons) and the browser's own one-line
+    # player instead of a waveform: the inputs stay compact.
     audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
-                     label="Recording", waveform_options=gr.WaveformOptions(show_recording_waveform=False))  # short: on a phone a long label runs under its buttons
+                     label="Recording", waveform_options=gr.WaveformOptions(show_recording_waveform=False))
     upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
                           elem_id="upload-check")
     rows, labels = examples()
