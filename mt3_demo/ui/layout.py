@@ -7,8 +7,8 @@ player (the original and each model's roll under one transport, growing as each 
 the cross-model tabs, a card per model. At 1440×900 the progress and then the first roll are in
 view without scrolling; a small script brings them into view wherever the page was scrolled. The
 API endpoint ``/transcribe`` is the same run, answered with MIDI files, piano-roll PNGs, results
-JSON and the report zip. Room is left for more views per card or per run: add a module beside ``render`` and
-a component group beside the cards.
+JSON and the report zip. Room is left for more views per card or per run: add a module beside
+``render`` and a component group beside the cards.
 """
 from __future__ import annotations
 
