@@ -21,8 +21,8 @@ import gradio as gr
 
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
-from ..options import Settings, read_env
-from . import handlers, render
+from ..options import Settings
+from . import advanced, handlers, render
 from .components import Card, Page
 from .player import player_component
 from .session import PageState
@@ -82,17 +82,12 @@ def _short_name(name: str) -> str:
     return " ".join([p[0] + "." if not p.endswith(".") else p for p in parts[:-1]] + parts[-1:])
 
 
-def _settings() -> Settings:
-    """The environment's settings; a bad variable is logged and its default used (the app starts)."""
-    settings, problems = read_env()
-    for problem in problems:
-        log.warning("%s; using the default.", problem)
-    return settings
-
-
 def build_demo(manager: ModelManager | None = None, settings: Settings | None = None) -> gr.Blocks:
-    """Build the Blocks app. Models load lazily on first use (eagerly when the host asks for it)."""
-    settings = settings or _settings()
+    """Build the Blocks app. Models load lazily on first use (eagerly when the host asks for it).
+
+    ``settings``: the door's (``app.py`` reads the environment once); default: the manager's, else
+    the defaults."""
+    settings = settings or (manager.settings if manager is not None else Settings())
     manager = manager or get_manager(settings)
     if settings.eager:
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
@@ -133,10 +128,12 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
     models = gr.CheckboxGroup(choices=choices, value=value, label="Models", elem_id="model-choice",
                               info="Each transcribes the same 16 kHz mono audio, one after another.")
     run = gr.Button("Transcribe", variant="primary", elem_id="run-button")
+    # Per model, collapsed, after Transcribe (what a visitor does first stays on the first screen).
+    decode = advanced.controls(manager)
     reference = gr.File(label="Reference MIDI (optional)", file_types=[".mid", ".midi"], elem_id="reference-input",
                         height=120)
     availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
-    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models,
+    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models, advanced=decode,
                 availability=availability, run=run, example=example, example_rows=rows)
 
 
@@ -188,25 +185,37 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
 
     Both runs are checked by a validator first: a bad upload is answered before it joins the queue.
     """
-    def validate(audio, selected, reference):
-        return handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+    adv = inputs["advanced"]
 
-    def transcribe_page(audio, selected, reference):
-        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference)
+    def validate(audio, selected, reference, *decode):
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+                + advanced.checks(manager, adv, decode))
 
-    def transcribe(audio, selected, reference, progress=gr.Progress()):
+    def validate_api(audio, selected, reference, options):
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+                + [handlers.check_options(manager, options)])
+
+    def transcribe_page(audio, selected, reference, *decode):
+        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference,
+                                            settings=settings, decode=adv.values(decode))
+
+    def transcribe(audio, selected, reference, options, progress=gr.Progress()):
         """Transcribe one recording with the selected models.
 
+        ``options`` (optional): each model's decode options as JSON, e.g.
+        ``{"mt3": {"max_tokens": 64}, "yourmt3": {"batch_size": 2}}``.
         Returns the MIDI files, the piano-roll PNGs, the results (per model: notes, stats,
         timings, RTF, device, errors; scores and agreement when available) and the report zip.
         """
-        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress)
+        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress,
+                                           settings=settings, options=options)
 
-    run_inputs = [inputs["audio"], inputs["models"], inputs["reference"]]
+    run_inputs = [inputs["audio"], inputs["models"], inputs["reference"], *adv.components]
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
     # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
-    running = inputs["run"].click(on_gpu(transcribe_page), inputs=run_inputs, outputs=page.outputs(),
-                                  api_visibility="private", show_progress="hidden", js=SHOW_RESULTS_JS, **queue)
+    running = inputs["run"].click(on_gpu(transcribe_page, settings.zero_gpu), inputs=run_inputs,
+                                  outputs=page.outputs(), api_visibility="private", show_progress="hidden",
+                                  js=SHOW_RESULTS_JS, **queue)
     # Stop also shows what had finished: its player, tabs and report.
     page.stop.click(lambda state: handlers.stop_page(page, state), inputs=page.state,
                     outputs=page.summary_outputs(), cancels=[running], api_visibility="private", queue=False)
@@ -217,8 +226,10 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     # a sentence (the page's checkbox group would refuse it with a bare 400 instead).
     api_models = gr.Dropdown(choices=manager.model_ids(), value=None, multiselect=True, allow_custom_value=True,
                              visible=False, label="models")
-    gr.Button(visible=False).click(on_gpu(transcribe), inputs=[inputs["audio"], api_models, inputs["reference"]],
-                                   outputs=api_outputs, api_name="transcribe", **queue)
+    api_options = gr.Textbox(value="", visible=False, label="options")  # JSON, see ui.advanced
+    gr.Button(visible=False).click(on_gpu(transcribe, settings.zero_gpu),
+                                   inputs=[inputs["audio"], api_models, inputs["reference"], api_options],
+                                   outputs=api_outputs, api_name="transcribe", **{**queue, "validator": validate_api})
 
 
 def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], header: Any,
