@@ -39,12 +39,6 @@ def gradio_tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app_url(browser, gradio_tmp):
-    with running_app(gradio_tmp) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory):
     """A temporary copy of the tiny checkpoints, laid out as the README says."""
     root = tmp_path_factory.mktemp("ckpt")
@@ -55,9 +49,23 @@ def tiny_checkpoints(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def test_weights(tiny_checkpoints, monkeypatch):
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tiny_checkpoints))  # read live: each page load refreshes
+@pytest.fixture(scope="module")
+def app_url(browser, gradio_tmp, tiny_checkpoints):
+    """The app as started with MT3_DEMO_CHECKPOINTS naming the tiny checkpoints (README "All four
+    models without internet"). The app reads the environment once, and its manager is the process's
+    one: its settings are pointed at them for this module."""
+    import dataclasses
+
+    from mt3_demo.manager import get_manager
+
+    with running_app(gradio_tmp) as url:
+        manager = get_manager()
+        before = manager.settings
+        manager.settings = dataclasses.replace(before, checkpoints_root=tiny_checkpoints)
+        try:
+            yield url
+        finally:
+            manager.settings = before
 
 
 def open_page(browser, url, size):
@@ -91,7 +99,7 @@ def in_viewport(page, locator, whole: bool = True) -> bool:
     return box is not None and box["y"] >= 0 and (box["y"] + box["height"] <= height if whole else box["y"] < height)
 
 
-def test_desktop_result_in_view_weights_named_one_transport(browser, app_url, gradio_tmp, test_weights):
+def test_desktop_result_in_view_weights_named_one_transport(browser, app_url, gradio_tmp):
     """Items 1, 3, 4: progress then the first roll in view at 1440×900; weights on the card, in the
     tables, summary.md and results.json; the original is a track of the one player."""
     from playwright.sync_api import expect
@@ -157,7 +165,7 @@ def test_desktop_result_in_view_weights_named_one_transport(browser, app_url, gr
         page.close()
 
 
-def test_phone_first_screen_in_the_order_a_visitor_acts(browser, app_url, test_weights):
+def test_phone_first_screen_in_the_order_a_visitor_acts(browser, app_url):
     """Item 2: with all four models offered, the recording, the examples, the models and
     Transcribe are on the first screen of a phone, in that order."""
     page = open_page(browser, app_url, PHONE)
@@ -176,7 +184,7 @@ def test_phone_first_screen_in_the_order_a_visitor_acts(browser, app_url, test_w
         page.close()
 
 
-def test_stop_shows_what_had_finished(browser, app_url, test_weights):
+def test_stop_shows_what_had_finished(browser, app_url):
     """Item 5: stopped during the second model, the first one has its roll, tabs and report."""
     from playwright.sync_api import expect
 
