@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -210,6 +212,10 @@ def test_stop_shows_what_had_finished(browser, app_url):
         page.screenshot(path=str(ARTIFACTS / "desktop_stopped.png"), full_page=True)
     finally:
         page.close()
+    # The stopped model ends at its next segment: the next test's run must not share the CPU with it.
+    deadline = time.monotonic() + 300
+    while [t for t in threading.enumerate() if t.name == "mt3-demo-run"] and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def test_a_model_without_notes_offers_nothing_empty(browser, app_url, tmp_path):
