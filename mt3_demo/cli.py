@@ -174,7 +174,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
                      reference_name=args.reference.name if reference is not None else None,
                      include_tokens=args.tokens, listening=() if args.no_synth else writers.LISTENING,
                      on_result=report, decode=decode)
-    for line in writers.instrument_lines(run, markdown=False):
+    for line in writers.scores_text(run) + writers.instrument_lines(run, markdown=False):
         print(line)
     print(f"wrote {run.files['results_json'].name} and {run.files['zip'].name} in {args.out}", file=sys.stderr)
     return EXIT_OK if run.ok_results else EXIT_MODEL

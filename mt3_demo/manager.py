@@ -39,6 +39,7 @@ from .memory import run_mb
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
 from .options import DEVICE_ENV, OptionError, Settings, decode_options, settings_from_env
+from .provenance import provenance
 from .registry import DEFAULT_MODEL, UnknownModel, load_registry, spec_of
 from .threads import thread_policy
 
@@ -91,6 +92,7 @@ class _Loaded:
     load_seconds: float
     weights_mb: float
     in_use: int = 0
+    weights: str = ""  # provenance of the loaded file (Provenance.short), said by every result
 
 
 @dataclass
@@ -228,12 +230,20 @@ class ModelManager:
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
             weights_mb = _weights_mb(transcriber) or spec.size_mb
-            entry = _Loaded(transcriber, key, seconds, weights_mb, in_use=int(hold))
+            entry = _Loaded(transcriber, key, seconds, weights_mb, in_use=int(hold),
+                            weights=self._weights_label(model_id, location))
             with self._state_lock:
                 self._loaded[model_id] = entry
                 self.load_count[model_id] = self.load_count.get(model_id, 0) + 1
             log.info("loaded %s on %s in %.2f s (%.0f MB)", model_id, self.device, seconds, weights_mb)
             return entry, seconds
+
+    def _weights_label(self, model_id: str, location: Any) -> str:
+        """Which weights were loaded from ``location`` (the sha256 is remembered per file)."""
+        try:
+            return provenance(location, self.spec(model_id).published(location, self.options_for(model_id))).short
+        except OSError:
+            return "unknown"
 
     def _make_room(self, needed_mb: float) -> None:
         """Unload least-recently-used idle models until ``needed_mb`` more fits in the budget
@@ -320,6 +330,7 @@ class ModelManager:
             model_id=model_id, notes=out.notes, audio_seconds=clip.duration,
             load_seconds=load_seconds, inference_seconds=seconds, device=str(self.device),
             dtype=str(transcriber.dtype).replace("torch.", ""), tokens=out.tokens, info=dict(out.info),
+            weights=entry.weights,
         )
 
 

@@ -63,6 +63,7 @@ class Transcription:
     dtype: str = "float32"
     tokens: list | None = None  # raw generated ids per segment (token models only)
     info: dict[str, Any] = field(default_factory=dict)  # model-specific facts, e.g. {"frontend": "tf"}
+    weights: str = ""  # which weights ran: provenance.Provenance.short ("official", "test: mt3.pth", ...)
 
     @cached_property
     def stats(self) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class Transcription:
             "model": self.model_id,
             "device": self.device,
             "dtype": self.dtype,
+            "weights": self.weights,
             "audio_seconds": round(self.audio_seconds, 6),
             "timings": {
                 "load_s": round(self.load_seconds, 6),

@@ -207,7 +207,7 @@ def render(
         heading = f"{title} — {only_instrument}" if title else only_instrument
     if heading:
         top.set_title(heading, loc="left", fontsize=10, fontweight="bold")
-    top.set_title(f"{len(shown)} notes", loc="right", fontsize=8, color="#666666")
+    top.set_title(f"{len(shown)} note{'' if len(shown) == 1 else 's'}", loc="right", fontsize=8, color="#666666")
 
     if handles:
         if len(handles) > _MAX_LEGEND:

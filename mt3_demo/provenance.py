@@ -33,6 +33,13 @@ class Provenance:
                 "test": f"test weights: {self.file} (tiny, untrained)",
                 "yours": f"your checkpoint: {self.file}"}[self.kind]
 
+    @property
+    def short(self) -> str:
+        """What a result says about its weights (results.json's "weights", the tables, the cards):
+        "official", "official (pip package)", "yours: <file>" or "test: <file>"."""
+        return {"official": "official", "embedded": "official (pip package)", "test": f"test: {self.file}",
+                "yours": f"yours: {self.file}"}[self.kind]
+
 
 def sha256_of(path: Path) -> str:
     stat = path.stat()

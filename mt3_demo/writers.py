@@ -22,7 +22,7 @@ from .notes import Note
 from .results import ModelResult, Run
 
 # The cross-model summary: (key in summary_row(), column header), for the UI table and summary.md.
-SUMMARY_COLUMNS = [("model", "Model"), ("status", "Status"), ("notes", "Notes"), ("pitched", "Pitched"),
+SUMMARY_COLUMNS = [("model", "Model"), ("weights", "Weights"), ("status", "Status"), ("notes", "Notes"), ("pitched", "Pitched"),
                    ("drum", "Drum"), ("instruments", "Instruments"), ("load_s", "Load s"),
                    ("inference_s", "Inference s"), ("rtf", "RTF"), ("device", "Device")]
 
@@ -106,11 +106,15 @@ def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, t
                       listening: Collection[str] = LISTENING,
                       soundfont: Path | None = None) -> tuple[dict[str, Path], str | None]:
     """MIDI + PNG + stems zip + the listening WAVs named in ``listening`` (none: nothing is
-    synthesized) of one model. Returns (files, synth method)."""
+    synthesized) of one model. Returns (files, synth method). No notes: no stems and no audio
+    (an empty zip and silent WAVs would only look like results); the MIDI and PNG stay, for the
+    record (the page does not offer them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"midi": write_midi(notes, clip.duration, out_dir / f"{stem}.mid"),
-             "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title),
-             "stems": stems.write_stems_zip(notes, out_dir / f"{stem}__stems.zip", end_time=clip.duration)}
+             "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title)}
+    if not notes:
+        return files, None
+    files["stems"] = stems.write_stems_zip(notes, out_dir / f"{stem}__stems.zip", end_time=clip.duration)
     method = None
     if listening:
         wavs, method = write_listening(notes, clip, out_dir, stem, listening, soundfont)
@@ -145,7 +149,7 @@ def summary_row(result: ModelResult) -> dict[str, Any]:
     if result.transcription is None:
         return {"model": result.display_name, "status": f"error: {result.error}"}
     t = result.transcription
-    return {"model": result.display_name, "status": "ok", "notes": t.stats["total"],
+    return {"model": result.display_name, "weights": t.weights, "status": "ok", "notes": t.stats["total"],
             "pitched": t.stats["pitched"], "drum": t.stats["drum"], "instruments": t.stats["instruments"],
             "load_s": round(t.load_seconds, 2), "inference_s": round(t.inference_seconds, 2),
             "rtf": round(t.rtf, 3), "device": t.device}
@@ -178,21 +182,58 @@ def _scored_entry(run: Run, result: ModelResult, include_tokens: bool) -> dict[s
     return entry
 
 
+def test_weights_warning(results: list[ModelResult]) -> str:
+    """One sentence when any result came from test weights (tiny, untrained: their notes are
+    noise, and a score of 0 says nothing about the model); "" otherwise."""
+    test = [r for r in results if r.ok and r.transcription.weights.startswith("test:")]
+    if not test:
+        return ""
+    names = ", ".join(r.display_name for r in test)
+    return (f"Test weights: {names} ran tiny untrained checkpoints; their notes are noise and their "
+            "scores say nothing about the real models.")
+
+
+# The CLI's and summary.md's score columns: (header, key in metrics.score()).
+SCORE_COLUMNS = [("onset F1", "onset"), ("onset+offset F1", "onset_offset"), ("program-aware F1", "program_aware")]
+
+
+def score_rows(run: Run) -> list[list[str]]:
+    """Per scored model: [name, weights, F1 of each of SCORE_COLUMNS] (formatted)."""
+    return [[r.display_name, r.transcription.weights] + [f"{run.scores[r.model_id][k]['f1']:.3f}"
+                                                         for _, k in SCORE_COLUMNS]
+            for r in run.ok_results if r.model_id in run.scores]
+
+
+def scores_text(run: Run) -> list[str]:
+    """The scores as a small fixed-width table for a terminal (``compare``); empty without a reference."""
+    rows = score_rows(run)
+    if not rows:
+        return []
+    table = [["model", "weights"] + [h for h, _ in SCORE_COLUMNS]] + rows
+    widths = [max(len(row[j]) for row in table) for j in range(len(table[0]))]
+    lines = [f"Scores against {run.reference_name or 'the reference'} (mir_eval, 50 ms onset tolerance):"]
+    for row in table:
+        lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+    return lines
+
+
 def summary_markdown(run: Run) -> str:
     name = run.clip.path.name if run.clip.path else "clip"
-    lines = [f"# Transcription comparison — {name}", "", f"Audio: {run.clip.duration:.2f} s", "",
-             "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines = [f"# Transcription comparison — {name}", ""]
+    warning = test_weights_warning(run.results)
+    if warning:
+        lines += [f"**{warning}**", ""]
+    lines += [f"Audio: {run.clip.duration:.2f} s", "",
+              "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
     for r in run.results:
         row = summary_row(r)
         lines.append("| " + " | ".join(str(row.get(k, "")) for k, _ in SUMMARY_COLUMNS) + " |")
-    if run.scores:
+    rows = score_rows(run)
+    if rows:
         lines += ["", "Scores against the reference (F1, mir_eval: 50 ms onset tolerance):", "",
-                  "| model | onset F1 | onset+offset F1 | program-aware F1 |", "|---|---|---|---|"]
-        for r in run.results:
-            if r.model_id in run.scores:
-                sc = run.scores[r.model_id]
-                lines.append(f"| {r.display_name} | {sc['onset']['f1']:.3f} | {sc['onset_offset']['f1']:.3f} | "
-                             f"{sc['program_aware']['f1']:.3f} |")
+                  "| model | weights | " + " | ".join(h for h, _ in SCORE_COLUMNS) + " |",
+                  "|" + "---|" * (2 + len(SCORE_COLUMNS))]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     instruments = instrument_lines(run, markdown=True)
     if instruments:
         lines += ["", *instruments]

@@ -269,8 +269,7 @@ def test_example_run_shows_results(browser, app_url, gradio_tmp, tmp_path):
         page.locator("#run-button").click()
 
         card = page.locator("#card-0")
-        expect(card.locator(".piano-roll img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
-        expect(card.locator(".card-head").first).to_contain_text("done")
+        expect(card.locator(".card-head .badge.done")).to_be_visible(timeout=RUN_TIMEOUT_MS)
         stats = card.locator(".card-stats").first  # gr.HTML puts the class on two nested divs
         expect(stats).to_be_visible()
         expect(stats).to_contain_text("Notes")
@@ -292,7 +291,7 @@ def test_example_run_shows_results(browser, app_url, gradio_tmp, tmp_path):
 
         # The same results at phone width: everything reflows into one column.
         page.set_viewport_size({"width": 390, "height": 844})
-        expect(card.locator(".piano-roll img")).to_be_visible()
+        expect(page.get_by_test_id("roll-transkun")).to_be_visible()
         assert no_horizontal_scroll(page)
         labels = ["label[data-testid=block-label]", ".icon-button-wrapper"]
         assert not overlaps(visible_boxes(page, labels)), (
@@ -360,8 +359,7 @@ def test_progress_phases_stop_and_next_run(browser, app_url):
         page.locator("#run-button").click()  # the queue is free: this run starts, and finishes
         expect(page.locator("#card-0 .card-progress")).to_be_visible(timeout=60_000)
         card = page.locator("#card-0")
-        expect(card.locator(".piano-roll img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
-        expect(card.locator(".card-head").first).to_contain_text("done")
+        expect(card.locator(".card-head .badge.done")).to_be_visible(timeout=RUN_TIMEOUT_MS)
         one_or_many = re.compile(r"(?<!\d)(1 note(?!s)|(?!1 notes)\d+ notes)")  # never "1 notes"
         expect(card.locator(".card-head").first).to_contain_text(one_or_many)
         stats = card.locator(".card-stats").first

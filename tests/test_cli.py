@@ -66,7 +66,7 @@ def test_transcribe_writes_json_midi_png(piano_excerpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path):
+def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path, capsys):
     wav, ref = piano_excerpt
     out = tmp_path / "run"
     out.mkdir()
@@ -76,6 +76,13 @@ def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path):
     assert code == EXIT_OK  # one model worked; the other is reported, not fatal
     data = json.loads((out / "results.json").read_text())
     tk = data["models"]["transkun"]
+    assert tk["weights"] == "official (pip package)"  # every result names its weights
+    # The scores in the terminal: a header and one row per scored model, the F1s of results.json.
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("model "))
+    row = printed[header + 1].split()
+    assert row[0] == "Transkun" and "onset+offset F1" in printed[header]
+    assert f"{tk['scores']['onset']['f1']:.3f}" in row and f"{tk['scores']['program_aware']['f1']:.3f}" in row
     assert "error" in data["models"]["mt3"]  # no MT3 weights offline: a clear error, not a crash
     assert (out / tk["files"]["midi"]).is_file() and (out / tk["files"]["png"]).is_file()
     # A piano model on a rendered piano clip: onsets nearly all right.
@@ -99,6 +106,7 @@ def test_compare_bundle_with_reference_scores(piano_excerpt, tmp_path):
     assert inst["count"] == len(stems)  # one stem per instrument
     summary = (out / "summary.md").read_text()
     assert "Transkun" in summary and "onset F1" in summary and "error: mt3" in summary
+    assert "| official (pip package) |" in summary
     assert "detection P / R / F1" in summary
 
 

@@ -123,19 +123,6 @@ def test_api_run_writes_no_audio_and_page_run_only_what_it_plays(manager, gradio
     assert not runs._active  # both runs released: prunable from now on
 
 
-def test_instrument_view_skips_a_pruned_run(manager, gradio_dir):
-    from mt3_demo.ui import session
-
-    audio = upload(gradio_dir, "tone.wav")
-    with session.start(str(audio), ["fake"], None, manager, 600.0) as request:
-        (result,) = list(session.results(request, manager))
-    state = session.PageState(duration=request.clip.duration, results={0: result})
-    assert session.instrument_png(state, 0, None, "All") == str(result.files["png"])
-    runs.prune(runs.runs_root(gradio_dir), max_bytes=0)  # over any cap: the finished run goes
-    assert not request.out_dir.exists()
-    assert session.instrument_png(state, 0, None, "All") is None
-
-
 def test_rejected_upload_is_deleted_at_once(manager, gradio_dir):
     from mt3_demo.ui import session
 

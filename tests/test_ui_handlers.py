@@ -68,7 +68,7 @@ def fake_page(n_cards: int = 1) -> Page:
         return f"component-{next(names)}"
 
     cards = [Card(*[comp() for _ in range(len(fields(Card)))]) for _ in range(n_cards)]
-    return Page(*[comp() for _ in range(9)], cards, FakePlayer())
+    return Page(*[comp() for _ in range(8)], cards, FakePlayer())
 
 
 class FakePlayer:
@@ -150,10 +150,42 @@ def test_stop_marks_unfinished_cards():
     page = fake_page(2)
     from mt3_demo.ui.session import PageState
 
-    state = PageState(names=["A", "B"], results={0: ModelResult("a", "A")})
+    state = PageState(names=["A", "B"], results={0: ModelResult("a", "A", error="failed")})
     update = handlers.stop_page(page, state)
-    assert "Stopped" in update[page.status]
+    assert "Stopped" in update[page.status] and "No model had finished" in update[page.status]
     assert "stopped" in update[page.cards[1].head] and page.cards[0].head not in update
+    assert page.report not in update  # nothing finished: no report
+
+
+def test_stop_shows_what_had_finished(gradio_tmp, tone_wav):
+    """Stopped during the second model: the first one's player roll, tabs and report are offered."""
+    from mt3_demo.ui import session
+
+    manager, _ = slow_manager()
+    manager.specs["slow2"] = manager.specs["slow"]
+    page = fake_page(2)
+    audio = str(tone_wav())
+    run = handlers.transcribe_page(page, manager, 600.0, audio, ["slow", "slow2"], None)
+    state = None
+    for update in run:
+        state = update.get(page.state, state) if not isinstance(update.get(page.state), dict) else state
+        if "segment 3 of" in str(update.get(page.cards[1].head, "")):
+            break
+    run.close()
+    assert isinstance(state, session.PageState) and list(state.results) == [0]
+    update = handlers.stop_page(page, state)
+    assert "Stopped" in update[page.status] and "Finished before the stop: Slow" in update[page.status]
+    assert "stopped" in update[page.cards[1].head] and page.cards[0].head not in update
+    assert update[page.report]["visible"] is True and Path(update[page.report]["value"]).is_file()
+    assert update[page.comparison]["visible"] is True and "Slow" in update[page.summary]
+    import json
+
+    payload = json.loads(update[page.player])
+    assert [r["id"] for r in payload["rolls"]] == ["slow"]
+    assert [s["id"] for s in payload["sources"]][0] == "original"
+    deadline = time.monotonic() + 30
+    while run_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _run(results: list[ModelResult]) -> Run:
@@ -176,6 +208,7 @@ def test_no_report_when_nothing_was_transcribed():
     update = handlers.summary_update(page, _run([failed]), "")
     assert update[page.report]["visible"] is False and update[page.report]["value"] is None
     assert "Nothing transcribed" in update[page.status]
+    assert page.player not in update  # no player for nothing
     assert "failed (see its card)" in update[page.summary]
     assert "offline" not in update[page.summary]  # the reason is said once, in the card
 
@@ -220,6 +253,45 @@ def test_api_run_of_a_vanished_client_stops(gradio_tmp, tone_wav):
     assert built[0].reached < SEGMENTS
     *_, (midis, pngs, results, zip_path) = handlers.transcribe_api(manager, 600.0, str(tone_wav()), ["slow"], None)
     assert results["models"]["slow"]["stats"]["total"] == 1
+
+
+def test_results_name_their_weights_and_empty_or_late_notes():
+    """Issue 24: the weights on the card and in the tables (test weights unmistakable); "no notes"
+    instead of "0 notes"; notes starting after the recording are counted on the card."""
+    from mt3_demo import writers
+
+    late = [Note(0.5, 0.9, 60), Note(1.2, 1.4, 62), Note(1.0, 1.1, 64)]  # the clip is 1 s long
+    t = Transcription(model_id="mt3", notes=late, audio_seconds=1.0, weights="test: mt3.pth")
+    result = ModelResult("mt3", "MT3", transcription=t)
+    head = render.card_head("MT3", "done", render.done_detail(result), weights=t.weights)
+    assert 'class="badge weights-test"' in head and "test weights: mt3.pth (untrained)" in head
+    assert "these notes are noise" in head
+    assert "2 notes start after the end of the recording" in render.stats_html(result)
+    assert render.model_cell(result) == "MT3 · test weights: mt3.pth (untrained)"
+    run = _run([result])
+    assert "test weights: mt3.pth" in render.summary_html(run)
+    assert writers.test_weights_warning(run.results).startswith("Test weights: MT3 ran")
+    assert "Test weights: MT3" in writers.summary_markdown(run)
+
+    empty = ModelResult("transkun", "Transkun", transcription=Transcription(
+        model_id="transkun", notes=[], audio_seconds=1.0, weights="official (pip package)"))
+    assert render.done_detail(empty).startswith("no notes ·")
+    assert "No notes" in render.stats_html(empty) and "after the end" not in render.stats_html(empty)
+    assert render.weights_text("official (pip package)") == "official weights (pip package)"
+    assert render.weights_text("yours: my.ckpt") == "your checkpoint: my.ckpt"
+    assert writers.test_weights_warning([empty]) == ""
+    page = fake_page()
+    update = handlers.card_update(page.cards[0], empty)
+    assert update[page.cards[0].midi]["visible"] is False and update[page.cards[0].stems]["visible"] is False
+
+
+def test_no_notes_writes_no_stems_or_silent_audio(tmp_path):
+    from mt3_demo import writers
+
+    clip = Clip.from_array(torch.zeros(16000).numpy())
+    files, method = writers.write_model_files([], clip, tmp_path, "empty", "Empty")
+    assert sorted(files) == ["midi", "png"] and method is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mid", "empty.png"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,7 +342,8 @@ def test_advanced_options_reach_the_model_without_a_reload(tmp_path):
     assert check == {"__type__": "validate", "is_valid": False, "message": "a options: max_tokens must be at least 1, "
                                                                           "not 0."}
     (update,) = list(handlers.transcribe_page(page, manager, 600.0, wav, ["a"], None, decode=adv.values([0])))
-    assert update[page.status] == "**Could not transcribe:** a options: max_tokens must be at least 1, not 0."
+    assert "Could not transcribe:" in update[page.status]
+    assert "a options: max_tokens must be at least 1, not 0." in update[page.status]
     assert len(transcriber.decoded_with) == 3
 
 

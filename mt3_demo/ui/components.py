@@ -4,28 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ALL_INSTRUMENTS = "All instruments"
-
 
 @dataclass
 class Card:
-    """One model's column: head, piano roll (+ instrument picker), stats, MIDI and stems, listening,
-    breakdown."""
+    """One model's column: head (state, weights, progress), stats, MIDI and stems, breakdown. Its
+    piano roll and its audio are in the player, under the page's one transport."""
 
     column: Any
     head: Any
-    roll: Any
-    instrument: Any
     stats: Any
     midi: Any
-    synth: Any
-    mix: Any
-    breakdown: Any
     stems: Any
+    breakdown: Any
+    fold: Any  # the breakdown's accordion: shown only for a model with notes
 
     def components(self) -> list[Any]:
-        return [self.column, self.head, self.roll, self.instrument, self.stats, self.midi, self.synth,
-                self.mix, self.breakdown, self.stems]
+        return [self.column, self.head, self.stats, self.midi, self.stems, self.breakdown, self.fold]
 
 
 @dataclass
@@ -34,7 +28,6 @@ class Page:
 
     status: Any
     stop: Any
-    original: Any
     report: Any
     comparison: Any
     summary: Any
@@ -42,8 +35,13 @@ class Page:
     agreement: Any
     state: Any
     cards: list[Card]
-    player: Any  # the interactive piano rolls (ui/player.py), one transport for every model
+    player: Any  # the interactive piano rolls (ui/player.py), one transport for every model and the original
 
     def outputs(self) -> list[Any]:
-        return [self.status, self.stop, self.original, self.report, self.comparison, self.summary, self.scores,
+        return [self.status, self.stop, self.report, self.comparison, self.summary, self.scores,
                 self.agreement, self.state, self.player, *[c for card in self.cards for c in card.components()]]
+
+    def summary_outputs(self) -> list[Any]:
+        """What Stop fills in from the models that had finished (their cards are filled already)."""
+        return [self.status, self.stop, self.report, self.comparison, self.summary, self.scores, self.agreement,
+                self.player, *[card.head for card in self.cards]]

@@ -17,14 +17,14 @@ from typing import Any, Collection, Iterator
 
 import gradio as gr
 
-from .. import pianoroll, pipeline, writers
+from .. import pipeline, writers
 from ..audio import AudioError, check_file
 from ..manager import ModelManager
 from ..options import OptionError, Settings
 from ..results import ModelResult, Run
 from . import advanced, leakage_view, render, session
-from .components import ALL_INSTRUMENTS, Card, Page
-from .player import run_payload
+from .components import Card, Page
+from .player import results_payload, run_payload
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,24 @@ def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio
     try:
         request = session.start(audio, list(selected or []), reference, manager, max_seconds, settings, decode)
     except session.USER_ERRORS as e:
-        yield {page.status: f"**Could not transcribe:** {e}", page.stop: gr.update(visible=False)}
+        yield {page.status: render.status_html("error", "Could not transcribe:", str(e)),
+               page.stop: gr.update(visible=False)}
         return
     with request:  # its folder is kept until the run ends, even if the page goes away
         yield from _fill_page(page, manager, request, audio)
 
 
 def _fill_page(page: Page, manager: ModelManager, request: session.Request, audio: str | None) -> Iterator[dict]:
-    """The updates of an accepted request, from the first (cards reset) to the summary."""
+    """The updates of an accepted request, from the first (cards reset) to the summary. The status
+    line at the top of the results says the current model's phase; the player gains each model's
+    roll as it finishes."""
     names = [manager.spec(m).display_name for m in request.model_ids]
-    state = session.PageState(duration=request.clip.duration, names=names)
-    warnings = "".join(f"\n\n**Note:** {w}" for w in request.clip.warnings)
+    state = session.PageState(duration=request.clip.duration, names=names, request=request, audio=audio)
+    warnings = list(request.clip.warnings)
     yield _first_update(page, request, names, audio, warnings, state)
+
+    def status(index: int, fraction: float, phase: str) -> str:
+        return render.running_status(request.clip.duration, names, index, fraction, phase, warnings)
 
     finished: list[ModelResult] = []
     with contextlib.closing(relay(request, manager)) as events:  # closed with this generator
@@ -103,23 +109,30 @@ def _fill_page(page: Page, manager: ModelManager, request: session.Request, audi
             if kind == "tick":
                 yield {page.state: gr.skip()}  # Gradio may close this generator here (Stop, client gone)
             elif kind == "progress":
-                yield {page.cards[i].head: render.card_head(names[i], "running", progress=p)
-                       for i, p in payload.items()}
+                update = {page.cards[i].head: render.card_head(names[i], "running", progress=p)
+                          for i, p in payload.items()}
+                i, (fraction, phase) = max(payload.items())
+                update[page.status] = status(i, fraction, phase)
+                yield update
             elif kind == "result":
                 finished.append(payload)
                 state.results[index] = payload
                 update = card_update(page.cards[index], payload)
                 if index + 1 < len(names):
                     update[page.cards[index + 1].head] = render.card_head(names[index + 1], "running")
+                    update[page.status] = status(index + 1, 0.0, "starting")
+                if payload.ok:
+                    update[page.player] = results_payload(page.player, finished, request.clip.duration, audio,
+                                                          request.reference, request.reference_name)
                 update[page.state] = state
                 yield update
             elif kind == "crashed":
-                yield {page.status: f"**The run stopped:** {payload}", page.stop: gr.update(visible=False)}
+                yield {page.status: render.status_html("error", "The run stopped:", payload),
+                       page.stop: gr.update(visible=False)}
                 return
     run = session.finish(request, finished)
     update = summary_update(page, run, warnings)
-    if run.ok_results:
-        update[page.player] = gr.update(visible=True, value=run_payload(page.player, run, audio))
+    update[page.player] = run_payload(page.player, run, audio)
     yield update
 
 
@@ -179,75 +192,71 @@ def _work(request: session.Request, manager: ModelManager, events: queue.Queue, 
 
 
 def stop_page(page: Page, state: session.PageState | None) -> dict:
-    """Stop pressed: the run's event is cancelled (``cancels=``); say so in the unfinished cards."""
-    update: dict[Any, Any] = {page.status: "**Stopped.** Press **Transcribe** to start again.",
-                              page.stop: gr.update(visible=False)}
+    """Stop pressed: the run's event is cancelled (``cancels=``); the unfinished cards say so, and
+    the models that had finished are compared, played and reported as at the end of a whole run."""
+    update: dict[Any, Any] = {page.stop: gr.update(visible=False)}
+    unfinished = []
     if state is not None:
         for i, name in enumerate(state.names):
             if i not in state.results and i < len(page.cards):
                 update[page.cards[i].head] = render.card_head(name, "stopped")
+                unfinished.append(name)
+    try:
+        run = session.finish_stopped(state) if state is not None else None
+    except OSError:  # the run's folder went (pruned) while it was stopped: no report to offer
+        log.exception("the stopped run's report could not be written")
+        run = None
+    if run is not None:
+        update.update(summary_update(page, run, []))
+        update[page.player] = run_payload(page.player, run, state.audio)
+    update[page.status] = render.stopped_status(run, unfinished)
     return update
 
 
 def _first_update(page: Page, request: session.Request, names: list[str], audio: str | None,
-                  warnings: str, state: session.PageState) -> dict:
-    n = len(names)
+                  warnings: list[str], state: session.PageState) -> dict:
     update: dict[Any, Any] = {
-        page.status: f"Transcribing {request.clip.duration:.1f} s of audio with {n} "
-                     f"model{'s' if n > 1 else ''}, one after another…{warnings}",
+        page.status: render.running_status(request.clip.duration, names, 0, 0.0, "starting", warnings),
         page.stop: gr.update(visible=True),
-        page.original: gr.update(value=str(audio), visible=True),
         page.report: gr.update(value=None, visible=False),
         page.comparison: gr.update(visible=False),
-        page.player: gr.update(value=None, visible=False),
+        # The original alone until the first model is done: it can be heard while the models run.
+        page.player: results_payload(page.player, [], request.clip.duration, audio),
         page.state: state,
     }
     for i, card in enumerate(page.cards):
-        update[card.column] = gr.update(visible=i < n)
-        if i < n:
+        update[card.column] = gr.update(visible=i < len(names))
+        if i < len(names):
             update[card.head] = render.card_head(names[i], "running" if i == 0 else "queued")
-            for comp in (card.roll, card.midi, card.stems, card.synth, card.mix):
+            for comp in (card.midi, card.stems):
                 update[comp] = gr.update(visible=False, value=None)
-            update[card.instrument] = gr.update(visible=False, choices=[ALL_INSTRUMENTS], value=ALL_INSTRUMENTS)
             update[card.stats] = ""
             update[card.breakdown] = ""
+            update[card.fold] = gr.update(visible=False)
     return update
 
 
-def synth_label(method: str | None) -> str:
-    """Say honestly which synthesizer made the sound (the fallback cannot sound like FluidSynth)."""
-    method = method or ""
-    if method.startswith("fluidsynth"):
-        return "Transcription (FluidSynth)"
-    return f"Transcription — {method}" if method else "Transcription, synthesized"
-
-
 def card_update(card: Card, result: ModelResult) -> dict:
-    """A finished model's card; a failure is said here, once, in one sentence (details folded)."""
+    """A finished model's card; a failure is said here, once, in one sentence (details folded). A
+    model that wrote no notes says so and offers no (empty) MIDI or stems."""
     if not result.ok:
         return {card.head: render.card_head(result.display_name, "error", result.error or "failed")}
     t, files = result.transcription, result.files
-    instruments = pianoroll.instruments_in(t.notes)
     return {
-        card.head: render.card_head(result.display_name, "done", render.done_detail(result)),
-        card.roll: gr.update(value=str(files["png"]), visible=True),
-        card.instrument: gr.update(choices=[ALL_INSTRUMENTS] + instruments, value=ALL_INSTRUMENTS,
-                                   visible=len(instruments) > 1),
+        card.head: render.card_head(result.display_name, "done", render.done_detail(result), weights=t.weights),
         card.stats: render.stats_html(result),
-        card.midi: gr.update(value=str(files["midi"]), visible=True),
+        card.midi: gr.update(value=str(files["midi"]) if t.notes else None, visible=bool(t.notes)),
         card.stems: gr.update(value=str(files["stems"]) if "stems" in files else None, visible="stems" in files),
-        card.synth: gr.update(value=str(files["audio_matched"]) if "audio_matched" in files else None,
-                              label=synth_label(result.synth_method), visible="audio_matched" in files),
-        card.mix: gr.update(value=str(files["mix"]) if "mix" in files else None, visible="mix" in files),
         card.breakdown: render.breakdown_html(t.notes),
+        card.fold: gr.update(visible=bool(t.notes)),
     }
 
 
-def summary_update(page: Page, run: Run, warnings: str) -> dict:
+def summary_update(page: Page, run: Run, warnings: list[str]) -> dict:
     """The status line and the cross-model tabs; the report is offered only when something ran."""
     ok = bool(run.ok_results)
     return {
-        page.status: render.done_message(run) + warnings,
+        page.status: render.done_status(run, warnings),
         page.stop: gr.update(visible=False),
         page.report: gr.update(value=str(run.files["zip"]) if ok else None, visible=ok),
         page.comparison: gr.update(visible=ok),
@@ -288,12 +297,6 @@ def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None,
         yield session.api_payload(run)
     except session.USER_ERRORS as e:
         raise gr.Error(str(e), print_exception=False) from None
-
-
-def show_instrument(index: int, choice: str, state: session.PageState | None):
-    """Re-draw one card's piano roll restricted to one instrument (same time axis)."""
-    path = session.instrument_png(state, index, choice, ALL_INSTRUMENTS) if state else None
-    return gr.skip() if path is None else path
 
 
 def refresh_models(manager: ModelManager, selected: list[str] | None = None):

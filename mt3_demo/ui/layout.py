@@ -1,10 +1,14 @@
 """The Gradio Blocks page: where each component sits, and which handler each event calls.
 
-Two ways in: the page (upload / record / click an example, tick models, press *Transcribe*; a card
-per model fills in as that model finishes, then the cross-model tabs) and the API endpoint
-``/transcribe`` (the same run, answered with MIDI files, piano-roll PNGs, results JSON and the
-report zip). Room is left for more views per card or per run: add a module beside ``render`` and
-a component group beside the cards.
+Two ways in: the page and the API endpoint. The page has two columns (one above the other on a
+phone), in the order a visitor acts: on the left the recording or an example, the models,
+*Transcribe*; on the right what happens — the status line with the current model's phase, the
+player (the original and each model's roll under one transport, growing as each model finishes),
+the cross-model tabs, a card per model. At 1440×900 the progress and then the first roll are in
+view without scrolling; a small script brings them into view wherever the page was scrolled. The
+API endpoint ``/transcribe`` is the same run, answered with MIDI files, piano-roll PNGs, results
+JSON and the report zip. Room is left for more views per card or per run: add a module beside
+``render`` and a component group beside the cards.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from .. import runs
 from ..manager import Availability, ModelManager, get_manager
 from ..options import Settings
 from . import advanced, handlers, render
-from .components import ALL_INSTRUMENTS, Card, Page
+from .components import Card, Page
 from .player import player_component
 from .session import PageState
 from .zerogpu import on_gpu
@@ -35,8 +39,19 @@ MAX_UPLOAD = "200mb"  # 10 minutes of 48 kHz stereo WAV is ~110 MB
 KIND_LABEL = {"piano": "Solo piano", "band": "Band: piano, guitar, bass, drums",
               "ensemble": "Winds + strings", "drums": "Drums only"}
 
-# Output players: the browser's own compact player (one line; scales to a phone) instead of a waveform.
-PLAYER = gr.WaveformOptions(show_recording_waveform=False)
+# Pressing Transcribe brings the results column's top (status, then the player) into view unless
+# it is already in the upper half of the window (a phone: the results sit below the inputs). It runs
+# in the browser before the run's request (a separate js-only event would wait for the whole run);
+# the inputs pass through unchanged.
+SHOW_RESULTS_JS = """(...inputs) => {
+  const top = document.querySelector('#results-column');
+  const y = top ? top.getBoundingClientRect().top : 0;
+  if (top && (y < 0 || y > window.innerHeight / 2)) {
+    top.style.minHeight = window.innerHeight + 'px';  // room to scroll it to the top before results come
+    top.scrollIntoView({block: 'start'});
+  }
+  return inputs;
+}"""
 
 
 def examples() -> tuple[list[list[str | None]], list[str]]:
@@ -52,13 +67,19 @@ def examples() -> tuple[list[list[str | None]], list[str]]:
     for wav in wavs:
         mid = wav.with_suffix(".mid")
         info = meta.get(wav.stem, {})
-        composer = str(info.get("composer", "")).split(" (")[0]
-        piece = str(info.get("piece", wav.stem)).split(" (")[0].split(",")[0]
+        composer = _short_name(str(info.get("composer", "")).split(" (")[0].split(";")[0])
+        piece = str(info.get("piece", wav.stem)).split(" (")[0].split(",")[0].split(" in ")[0]
         kind = KIND_LABEL.get(info.get("kind", ""), info.get("kind", ""))
         seconds = info.get("wav", {}).get("duration_s")
         rows.append([str(wav), str(mid) if mid.is_file() else None])
         labels.append(f"{kind} — {piece}, {composer}" + (f" ({seconds:.0f} s)" if seconds else ""))
     return rows, labels
+
+
+def _short_name(name: str) -> str:
+    """"Clara Schumann" -> "C. Schumann": short example labels keep Transcribe on the first screen."""
+    parts = name.split()
+    return " ".join([p[0] + "." if not p.endswith(".") else p for p in parts[:-1]] + parts[-1:])
 
 
 def build_demo(manager: ModelManager | None = None, settings: Settings | None = None) -> gr.Blocks:
@@ -72,16 +93,17 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
         for model_id, error in manager.preload().items():
             log.warning("preload %s failed: %s", model_id, error)
-    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S)) as demo:
+    # fill_width: the page uses the window up to ui.css's 1480 px (the results column holds the
+    # rolls and the score tables; Gradio's default would stop at 1216 px on a 1440 px screen).
+    with gr.Blocks(title="MT3 family — side-by-side transcription", delete_cache=(3600, runs.RUN_TTL_S),
+                   fill_width=True) as demo:
         avail = manager.availabilities()  # one snapshot for the first render; each page load refreshes it
         header = gr.HTML(render.header_html(manager, avail), padding=False, elem_id="page-header")
-        inputs = _inputs(manager, settings, avail)
-        original = gr.Audio(label="Original recording",
-                            interactive=False, visible=False, elem_id="original-audio", waveform_options=PLAYER)
-        player = player_component(None, elem_id="player", visible=False)  # filled when the run ends
-        cards = _cards(max(1, len(manager.model_ids())))
-        page = Page(inputs["status"], inputs["stop"], original, inputs["report"], *_comparison(),
-                    gr.State(PageState()), cards, player)
+        with gr.Row(equal_height=False, elem_id="main-row"):
+            with gr.Column(scale=2, min_width=340, elem_id="inputs-column"):
+                inputs = _inputs(manager, settings, avail)
+            with gr.Column(scale=3, min_width=340, elem_id="results-column"):
+                page = _results(max(1, len(manager.model_ids())))
         with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
             gr.HTML(render.about_models_html(manager, avail), padding=False)
         _wire_runs(page, inputs, manager, settings)
@@ -91,66 +113,58 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
 
 
 def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availability]) -> dict[str, Any]:
-    """Left: the recording, the model choice, Transcribe (on a phone, all on the first screen).
-    Right: examples and the optional reference MIDI. ``avail``: the page's availability snapshot."""
+    """In the order a visitor acts: the recording or an example, the models, Transcribe; then the
+    optional reference MIDI and the models that cannot run here. ``avail``: the page's snapshot."""
     choices, value = render.model_choices(manager, avail)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=320):
-            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
-                             label="Recording")  # short: on a phone a long label runs under its buttons
-            upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
-                                  elem_id="upload-check")
-            models = gr.CheckboxGroup(
-                choices=choices, value=value, label="Models",
-                elem_id="model-choice",
-                info="Each selected model transcribes the same 16 kHz mono audio, one after another.")
-            with gr.Row(elem_id="run-row"):
-                run = gr.Button("Transcribe", variant="primary", elem_id="run-button", scale=3)
-                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=1)
-            status = gr.Markdown("Pick an example or upload a recording, then press **Transcribe**.",
-                                 elem_classes="run-status", elem_id="run-status")
-            report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
-                                       variant="secondary")
-            availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
-            # Per model, collapsed, below Transcribe (a phone keeps it on the first screen): per-request options.
-            decode = advanced.controls(manager)
-        with gr.Column(scale=4, min_width=300):
-            rows, labels = examples()
-            example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
-                               label="Examples (click one)", elem_id="examples")
-            reference = gr.File(label="Reference MIDI (optional)",
-                                file_types=[".mid", ".midi"], elem_id="reference-input")
+    # A short label (on a phone a long one runs under its buttons) and the browser's own one-line
+    # player instead of a waveform: the inputs stay compact.
+    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="audio-input",
+                     label="Recording", waveform_options=gr.WaveformOptions(show_recording_waveform=False))
+    upload_note = gr.HTML(handlers.check_upload(None, settings.max_seconds), padding=False,
+                          elem_id="upload-check")
+    rows, labels = examples()
+    example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
+                       label="…or an example", elem_id="examples")
+    models = gr.CheckboxGroup(choices=choices, value=value, label="Models", elem_id="model-choice",
+                              info="Each transcribes the same 16 kHz mono audio, one after another.")
+    run = gr.Button("Transcribe", variant="primary", elem_id="run-button")
+    # Per model, collapsed, after Transcribe (what a visitor does first stays on the first screen).
+    decode = advanced.controls(manager)
+    reference = gr.File(label="Reference MIDI (optional)", file_types=[".mid", ".midi"], elem_id="reference-input",
+                        height=120)
+    availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
     return dict(audio=audio, upload_note=upload_note, reference=reference, models=models, advanced=decode,
-                availability=availability, run=run, stop=stop, status=status, report=report,
-                example=example, example_rows=rows)
+                availability=availability, run=run, example=example, example_rows=rows)
+
+
+def _results(n_cards: int) -> Page:
+    """The results column: status (+ Stop), the report, the player, the tabs, one card per model."""
+    with gr.Row(equal_height=False, elem_id="status-row"):
+        status = gr.HTML(render.idle_status(), padding=False, elem_id="run-status", elem_classes="run-status",
+                         scale=4)
+        stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=0, min_width=100)
+    report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
+                               variant="secondary")
+    player = player_component(None, elem_id="player")  # the original while running, each roll as it comes
+    comparison, summary, scores, agreement = _comparison()
+    with gr.Row(equal_height=False, elem_id="cards"):
+        cards = [_card(i) for i in range(n_cards)]
+    return Page(status, stop, report, comparison, summary, scores, agreement, gr.State(PageState()), cards, player)
 
 
 def _card(i: int) -> Card:
-    with gr.Column(visible=False, min_width=460, elem_classes="model-card", elem_id=f"card-{i}") as column:
+    """One model's card: its piano roll and audio are in the player (one transport for all)."""
+    with gr.Column(visible=False, min_width=380, elem_classes="model-card", elem_id=f"card-{i}") as column:
         head = gr.HTML("", elem_classes="card-head", padding=False)
-        roll = gr.Image(type="filepath", show_label=False, interactive=False, buttons=["download", "fullscreen"],
-                        format="png", elem_classes="piano-roll", visible=False)
-        instrument = gr.Dropdown(choices=[ALL_INSTRUMENTS], value=ALL_INSTRUMENTS, label="Piano roll: show",
-                                 visible=False, interactive=True)
         stats = gr.HTML("", padding=False, elem_classes="card-stats")
         with gr.Row(equal_height=False):
             midi = gr.DownloadButton("Download MIDI", visible=False, size="md", elem_classes="midi-download",
                                      variant="secondary")
             stems = gr.DownloadButton("Download stems", visible=False, size="md", elem_classes="stems-download",
                                       variant="secondary")
-        with gr.Row(equal_height=False):
-            synth = gr.Audio(label="Transcription, synthesized", interactive=False, visible=False,
-                             min_width=260, waveform_options=PLAYER)
-            mix = gr.Audio(label="Original L + transcription R", interactive=False, visible=False,
-                           min_width=260, waveform_options=PLAYER)
-        with gr.Accordion("Per-instrument breakdown", open=False):
+        with gr.Accordion("Per-instrument breakdown", open=False, visible=False) as fold:
             breakdown = gr.HTML("", padding=False)
-    return Card(column, head, roll, instrument, stats, midi, synth, mix, breakdown, stems)
-
-
-def _cards(n: int) -> list[Card]:
-    with gr.Row(equal_height=False, elem_id="cards"):
-        return [_card(i) for i in range(n)]
+    return Card(column, head, stats, midi, stems, breakdown, fold)
 
 
 def _comparison() -> tuple[Any, Any, Any, Any]:
@@ -200,11 +214,11 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
     # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
     running = inputs["run"].click(on_gpu(transcribe_page, settings.zero_gpu), inputs=run_inputs,
-                                  outputs=page.outputs(),
-                                  api_visibility="private", show_progress="hidden", **queue)
-    inputs["stop"].click(lambda state: handlers.stop_page(page, state), inputs=page.state,
-                         outputs=[page.status, page.stop, *[c.head for c in page.cards]], cancels=[running],
-                         api_visibility="private", queue=False)
+                                  outputs=page.outputs(), api_visibility="private", show_progress="hidden",
+                                  js=SHOW_RESULTS_JS, **queue)
+    # Stop also shows what had finished: its player, tabs and report.
+    page.stop.click(lambda state: handlers.stop_page(page, state), inputs=page.state,
+                    outputs=page.summary_outputs(), cancels=[running], api_visibility="private", queue=False)
     api_outputs = [gr.File(file_count="multiple", visible=False, label="MIDI files"),
                    gr.File(file_count="multiple", visible=False, label="piano rolls"),
                    gr.JSON(visible=False, label="results"), gr.File(visible=False, label="report zip")]
@@ -220,9 +234,6 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
 
 def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], header: Any,
                        manager: ModelManager, settings: Settings) -> None:
-    for i, card in enumerate(page.cards):
-        card.instrument.input(handlers.show_instrument, inputs=[gr.State(i), card.instrument, page.state],
-                              outputs=card.roll, api_visibility="private", show_progress="minimal")
     audio, reference, example = inputs["audio"], inputs["reference"], inputs["example"]
     rows = inputs["example_rows"]
     # An example brings its recording and its ground truth; the chosen one stays marked.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..results import Run
-from .render import note, table_html
+from .render import model_cell, note, table_html
 
 EXPLANATION = (
     "Instrument leakage (MR-MT3, Tan et al. 2024): how many instruments a model wrote, and how well its "
@@ -25,11 +25,12 @@ def leakage_html(run: Run) -> str:
         if not m or "detection" not in m:
             continue
         d = m["detection"]
-        rows.append([r.display_name, m["count"], m["reference_count"], f"{d['precision']:.2f}",
+        rows.append([model_cell(r), m["count"], m["reference_count"], f"{d['precision']:.2f}",
                      f"{d['recall']:.2f}", f"{d['f1']:.2f}", f"{m['family_detection']['f1']:.2f}",
                      _listed(m["leaked"]), _listed(m["missed"])])
     if not rows:
         return ""
     headers = ["Model", "Instruments", "In reference", "P", "R", "F1", "Family F1", "Leaked (notes)",
                "Missed (notes)"]
-    return "<h4>Instruments</h4>" + table_html(headers, rows) + note(EXPLANATION)
+    # The leaked/missed lists wrap inside their cells: the whole table fits a desktop's results column.
+    return "<h4>Instruments</h4>" + table_html(headers, rows, classes="mt3-table leakage") + note(EXPLANATION)

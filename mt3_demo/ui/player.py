@@ -15,7 +15,8 @@ from pathlib import Path
 import gradio as gr
 
 from ..player import payload_json
-from ..results import Run
+from ..notes import Note
+from ..results import ModelResult, Run
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "player"
 TEMPLATE = '<div class="mt3-player"></div>'  # static: the script builds everything inside it
@@ -49,19 +50,31 @@ def served_sources(component: gr.HTML, sources: list[dict]) -> list[dict]:
     return out
 
 
-def run_payload(component: gr.HTML, run: Run, original: str | None) -> str:
-    """Payload for a finished :class:`~mt3_demo.results.Run` (failed models left out); ``original``
-    is the recording's path. Sources: the original, then per model its rendering (level-matched to
-    the original) and original-left / transcription-right, as the run wrote them."""
-    ok = run.ok_results
+def synth_name(method: str | None) -> str:
+    """Say honestly which synthesizer made a model's sound (the fallback cannot sound like FluidSynth)."""
+    return "FluidSynth" if (method or "").startswith("fluidsynth") else "simple synth, drums silent"
+
+
+def results_payload(component: gr.HTML, results: list[ModelResult], duration: float, original: str | None,
+                    reference: list[Note] | None = None, reference_name: str | None = None) -> str:
+    """Payload for the models finished so far (failed ones left out; none yet: the original alone);
+    ``original`` is the recording's path. Sources: the original, then per model its rendering
+    (level-matched to the original) and original-left / transcription-right, as the run wrote them
+    (a model without notes has none: nothing silent is offered)."""
+    ok = [r for r in results if r.ok]
     sources = [{"id": "original", "label": "Original recording", "path": original}] if original else []
     for r in ok:
         if "audio_matched" in r.files:
-            sources.append({"id": r.model_id, "label": f"{r.display_name} (synthesized)",
+            sources.append({"id": r.model_id, "label": f"{r.display_name} ({synth_name(r.synth_method)})",
                             "path": str(r.files["audio_matched"])})
         if "mix" in r.files:
             sources.append({"id": f"{r.model_id}-mix", "label": f"Original L / {r.display_name} R",
                             "path": str(r.files["mix"])})
     rolls = [(r.model_id, r.display_name, r.transcription.notes) for r in ok]
-    return payload_json(rolls, run.clip.duration, served_sources(component, sources), reference=run.reference,
-                        reference_name=run.reference_name or "reference")
+    return payload_json(rolls, duration, served_sources(component, sources), reference=reference,
+                        reference_name=reference_name or "reference")
+
+
+def run_payload(component: gr.HTML, run: Run, original: str | None) -> str:
+    """Payload for a finished :class:`~mt3_demo.results.Run` (see :func:`results_payload`)."""
+    return results_payload(component, run.results, run.clip.duration, original, run.reference, run.reference_name)

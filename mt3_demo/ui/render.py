@@ -115,30 +115,96 @@ def upload_note(ok: bool, text: str) -> str:
 
 
 def header_html(manager: ModelManager, snapshot: dict[str, Availability]) -> str:
-    cards = []
+    """Title, one line, and one line per model (name, state, weights); its description, licence
+    and paper behind a click. Test weights in use: said in a banner, before anything else."""
+    lines = []
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), snapshot[model_id]
         paper = (f' · <a href="{esc(spec.paper_url)}" target="_blank" rel="noopener">paper</a>'
                  if spec.paper_url else "")
-        weights = f'<br><span class="meta">{esc(avail.weights)}</span>' if avail.weights else ""
-        cards.append(
-            f'<div class="mt3-model"><span class="name">{esc(spec.display_name)}</span>'
-            f'{badge(avail.status, AVAIL_TEXT.get(avail.status, avail.status))}{weights}<br>'
-            f'{esc(spec.description)}<br>'
-            f'<span class="meta">{esc(spec.instruments)} · licence: {esc(spec.licence)}{paper}</span></div>')
+        weights = f'<span class="meta">{esc(avail.weights)}</span><br>' if avail.weights else ""
+        lines.append(
+            f'<details class="mt3-model" data-model="{esc(model_id)}"><summary><span class="name">'
+            f'{esc(spec.display_name)}</span>{badge(avail.status, AVAIL_TEXT.get(avail.status, avail.status))}'
+            f'</summary>{weights}{esc(spec.description)}<br>'
+            f'<span class="meta">{esc(spec.instruments)} · licence: {esc(spec.licence)}{paper}</span></details>')
+    test = [manager.spec(m).display_name for m in manager.model_ids()
+            if snapshot[m].usable and snapshot[m].weights.startswith("test weights")]
+    # On a phone the names give way (the model list shows which): the banner stays one short line.
+    banner = (f'<p class="test-banner" role="note"><b>Test weights</b><span class="wide-only">: '
+              f'{esc(", ".join(test))} {"runs" if len(test) == 1 else "run"} tiny untrained checkpoints here; '
+              f'their notes are noise.</span><span class="phone-only"> ({plural(len(test), "model")}): '
+              'untrained, their notes are noise.</span></p>' if test else "")
     return (
         '<div class="mt3-header"><h1>MT3 family — side-by-side music transcription</h1>'
-        '<p class="tagline">Give it a recording; every selected model writes down the notes it hears. '
-        '<span class="wide-only">Compare their piano rolls, listen to them next to the original, download '
-        'the MIDI, and score them against a reference when you have one. </span>Everything runs on this '
-        'server; nothing is sent elsewhere.</p>'
-        f'<div class="mt3-models">{"".join(cards)}</div></div>')
+        '<p class="tagline">Every selected model writes down the notes it hears<span class="wide-only">: compare '
+        'their piano rolls, listen, download the MIDI, score them against a reference</span>. Everything runs '
+        f'on this server.</p>{banner}'
+        f'<div class="mt3-models">{"".join(lines)}</div></div>')
 
 
 def about_models_html(manager: ModelManager, avail: dict[str, Availability]) -> str:
-    """The header's model descriptions, for the foot of the page on phones (the header hides them)."""
+    """The header's model lines, for the foot of the page on phones (the header hides them)."""
     html_ = header_html(manager, avail)
     return html_[html_.index('<div class="mt3-models">'):-len("</div>")]
+
+
+# ------------------------------------------------------------------------------------------------
+# The status line at the top of the results
+
+
+def status_html(kind: str, title: str, text: str = "", extra: str = "") -> str:
+    """The status line: a bold title, one sentence, and what else the state needs (a bar, notes)."""
+    return f'<div class="status {esc(kind)}"><p><b>{esc(title)}</b> {esc(text)}</p>{extra}</div>'
+
+
+def idle_status() -> str:
+    return status_html("idle", "Pick an example or upload a recording,",
+                       "then press Transcribe: the progress and the piano rolls appear here.")
+
+
+def _warnings_html(warnings: list[str], test_warning: str = "") -> str:
+    lines = [f'<p class="test-banner">{esc(test_warning)}</p>'] if test_warning else []
+    return "".join(lines + [f'<p class="warn-line">Note: {esc(w)}</p>' for w in warnings])
+
+
+def running_status(duration: float, names: list[str], index: int, fraction: float, phase: str,
+                   warnings: list[str]) -> str:
+    """Which model runs now and its phase, over a bar for the whole run (models one after another)."""
+    n = len(names)
+    overall = (index + min(max(fraction, 0.0), 1.0)) / max(n, 1)
+    phase = phase[:1].upper() + phase[1:]
+    now = (f'<p class="phase" data-phase="{esc(phase)}">{esc(names[index])}'
+           f'{f" ({index + 1} of {n})" if n > 1 else ""}: {esc(phase)}{"" if "·" in phase else "…"}</p>')
+    bar = f'<div class="bar"><span style="width:{100 * overall:.0f}%"></span></div>'
+    return status_html("running", "Transcribing", f"{duration:.1f} s of audio with {plural(n, 'model')}"
+                       f"{', one after another' if n > 1 else ''}.", now + bar + _warnings_html(warnings))
+
+
+def done_status(run: Run, warnings: list[str]) -> str:
+    ok, total = len(run.ok_results), len(run.results)
+    test = writers.test_weights_warning(run.results)
+    if not ok:
+        cards = "the card" if total == 1 else "the cards"
+        return status_html("error", "Nothing transcribed:",
+                           f"{'the model' if total == 1 else 'no model'} could run (see {cards}).",
+                           _warnings_html(warnings))
+    text = f"{ok} of {plural(total, 'model')} transcribed {run.clip.duration:.1f} s of audio."
+    failed = total - ok
+    if failed:
+        text += f" {failed} failed (see the card{'s' if failed > 1 else ''})."
+    return status_html("done", "Done:", text + " Press ▶ to listen; the source menu switches tracks.",
+                       _warnings_html(warnings, test))
+
+
+def stopped_status(run: Run | None, unfinished: list[str]) -> str:
+    """Stopped: what had finished is shown (``run``), what had not is named."""
+    rest = f" Not finished: {', '.join(unfinished)}." if unfinished else ""
+    if run is None:
+        return status_html("stopped", "Stopped.", f"No model had finished.{rest} Press Transcribe to start again.")
+    done = ", ".join(r.display_name for r in run.ok_results)
+    return status_html("stopped", "Stopped.", f"Finished before the stop: {done}; their results are below.{rest}",
+                       _warnings_html([], writers.test_weights_warning(run.results)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,13 +222,33 @@ def _sentence_and_details(message: str) -> tuple[str, str]:
     return head[:1].upper() + head[1:], more.strip()
 
 
-def card_head(name: str, state: str, detail: str = "", progress: tuple[float, str] | None = None) -> str:
-    """The card's title and state. Running: a bar and the phase (with time left); failed: one
-    sentence, the rest behind "details"."""
+def weights_text(weights: str) -> str:
+    """A result's weights (``Provenance.short``) in words."""
+    kind, _, file = weights.partition(": ")
+    if kind == "test":
+        return f"test weights: {file} (untrained)"
+    if kind == "yours":
+        return f"your checkpoint: {file}"
+    return weights.replace("official", "official weights", 1) if weights.startswith("official") else weights
+
+
+def weights_badge(weights: str) -> str:
+    if not weights:
+        return ""
+    kind = "weights-test" if weights.startswith("test:") else "weights"
+    return badge(kind, weights_text(weights))
+
+
+def card_head(name: str, state: str, detail: str = "", progress: tuple[float, str] | None = None,
+              weights: str = "") -> str:
+    """The card's title, state and (done) which weights ran. Running: a bar and the phase (with
+    time left); failed: one sentence, the rest behind "details"."""
     kind, text = {"queued": ("queued", "waiting"), "running": ("running", "transcribing…"),
                   "done": ("done", "done"), "error": ("error", "failed"),
                   "stopped": ("queued", "stopped")}[state]
-    head = f"<h3>{esc(name)} {badge(kind, text)}</h3>"
+    head = f"<h3>{esc(name)} {badge(kind, text)}{weights_badge(weights)}</h3>"
+    if weights.startswith("test:"):
+        head += '<p class="test-banner">Tiny untrained test checkpoint: these notes are noise.</p>'
     if state == "error":
         sentence, more = _sentence_and_details(re.sub(r"^[a-z0-9_]+: ", "", detail))  # no "model_id: " here
         fold = f"<details><summary>details</summary>{esc(more)}</details>" if more else ""
@@ -177,7 +263,15 @@ def card_head(name: str, state: str, detail: str = "", progress: tuple[float, st
 
 def done_detail(result: ModelResult) -> str:
     t = result.transcription
-    return f"{plural(t.stats['total'], 'note')} · RTF {t.rtf:.2f} on {t.device}"
+    notes = plural(t.stats["total"], "note") if t.stats["total"] else "no notes"
+    return f"{notes} · RTF {t.rtf:.2f} on {t.device}"
+
+
+def notes_after_end(result: ModelResult) -> int:
+    """Notes that start after the recording ends (MT3 and MR-MT3 decode the last segment without a
+    time limit, as upstream does): kept in the MIDI, but beyond the rolls' time axis."""
+    t = result.transcription
+    return sum(1 for n in t.notes if n.onset >= t.audio_seconds) if t is not None else 0
 
 
 def stats_html(result: ModelResult) -> str:
@@ -202,7 +296,11 @@ def stats_html(result: ModelResult) -> str:
     words = ["RTF"] + [k for k, _ in facts if k in GLOSSARY]
     glossary = ('<details class="glossary"><summary>What do these mean?</summary><ul>'
                 + "".join(f"<li><b>{esc(w)}</b>: {esc(GLOSSARY[w])}</li>" for w in words) + "</ul></details>")
-    return f'<div class="stat-grid">{grid}</div>{_instrument_list(t.notes)}{info}{glossary}'
+    late = notes_after_end(result)
+    after = (f'<div class="warn-line" data-after-end="{late}">{plural(late, "note")} start'
+             f'{"s" if late == 1 else ""} after the end of the recording (kept in the MIDI; beyond the '
+             "rolls' time axis).</div>" if late else "")
+    return f'<div class="stat-grid">{grid}</div>{_instrument_list(t.notes)}{after}{info}{glossary}'
 
 
 def _title(word: str) -> str:
@@ -216,8 +314,8 @@ def _instrument_list(notes: list[Note]) -> str:
     for n in notes:
         counts[instrument_key(n)] = counts.get(instrument_key(n), 0) + 1
     if not counts:
-        return ('<div class="info-line">No notes found (is this a kind of music the model was '
-                'trained on?)</div>')
+        return ('<div class="no-notes">No notes: this model wrote nothing for this recording (is it a '
+                'kind of music the model was trained on?). No MIDI or stems to download.</div>')
     items = []
     for (is_drum, program, label), count in sorted(counts.items(), key=lambda kv: -kv[1]):
         color = pianoroll.instrument_color(program, is_drum, label)
@@ -268,7 +366,7 @@ def scores_html(run: Run) -> str:
         groups.append(("drums", "Drums (onset)"))
     values = [[float(run.scores[r.model_id].get(g, {}).get(k, float("nan"))) for g, _ in groups for k, _ in PRF]
               for r in scored]
-    rows = [[r.display_name] + [f"{v:.3f}" if v == v else "—" for v in vals] for r, vals in zip(scored, values)]
+    rows = [[model_cell(r)] + [f"{v:.3f}" if v == v else "—" for v in vals] for r, vals in zip(scored, values)]
     group_row = '<tr><th></th>' + "".join(f'<th class="group" colspan="3">{esc(label)}</th>'
                                          for _, label in groups) + "</tr>"
     headers = ["Model"] + [p for _ in groups for _, p in PRF]
@@ -277,6 +375,13 @@ def scores_html(run: Run) -> str:
         'within 50 ms and the same pitch; "onset + offset" also needs the offset within 20 % of the '
         'note length (min 50 ms); "program-aware" also needs the right instrument family (drums: '
         'onset only).')
+
+
+def model_cell(result: ModelResult) -> str:
+    """A model's name in the comparison tables, with which weights ran (test weights cannot pass
+    for the model's own)."""
+    t = result.transcription
+    return f"{result.display_name} · {weights_text(t.weights)}" if t is not None and t.weights else result.display_name
 
 
 def _best_cells(values: list[list[float]]) -> set[tuple[int, int]]:
@@ -296,7 +401,9 @@ def summary_html(run: Run) -> str:
     rows = []
     for r in run.results:
         row = writers.summary_row(r)
-        if not r.ok:
+        if r.ok:
+            row["weights"] = weights_text(row["weights"])
+        else:
             row = {"model": r.display_name, "status": "failed (see its card)"}
         rows.append([_cell(row.get(k)) if k in row else "" for k, _ in writers.SUMMARY_COLUMNS])
     return table_html([h for _, h in writers.SUMMARY_COLUMNS], rows)
@@ -318,15 +425,3 @@ def agreement_html(run: Run) -> str:
             f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
             + note("Onset F1 of each model against each other model (1 = they wrote the same notes, "
                    "0 = nothing in common). Symmetric; the diagonal is 1."))
-
-
-def done_message(run: Run) -> str:
-    ok, total = len(run.ok_results), len(run.results)
-    if not ok:
-        cards = "the card" if total == 1 else "the cards"
-        return f"**Nothing transcribed:** {'the model' if total == 1 else 'no model'} could run (see {cards})."
-    msg = f"**Done:** {ok} of {plural(total, 'model')} transcribed {run.clip.duration:.1f} s of audio."
-    failed = total - ok
-    if failed:
-        msg += f" {failed} failed (see the card{'s' if failed > 1 else ''})."
-    return msg

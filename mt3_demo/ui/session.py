@@ -2,7 +2,7 @@
 
 Checks the inputs, gives the request its own folder (:mod:`mt3_demo.runs`: bounded, pruned),
 runs :mod:`mt3_demo.pipeline` and reports each model as it finishes. What the page keeps between
-events (for the instrument view) is a :class:`PageState`.
+events (for Stop) is a :class:`PageState`.
 """
 from __future__ import annotations
 
@@ -28,11 +28,14 @@ USER_ERRORS = (AudioError, InputError)
 
 @dataclass
 class PageState:
-    """What the page keeps between events of one session: this run's results, per card."""
+    """What the page keeps between events of one session: this run's request and its results per
+    card (Stop makes the report and the comparison of the models that had finished from them)."""
 
     duration: float = 0.0
     results: dict[int, ModelResult] = field(default_factory=dict)  # card index -> finished result
     names: list[str] = field(default_factory=list)  # card index -> model name, for this run
+    request: Request | None = None
+    audio: str | None = None  # the recording's path (the player's "original" source)
 
 
 def load_reference(reference: str | None) -> tuple[list[Note] | None, str | None]:
@@ -138,19 +141,13 @@ def run_for_api(request: Request, manager: ModelManager, progress: ProgressFn | 
     return finish(request, list(results(request, manager, progress, listening=())))
 
 
-def instrument_png(state: PageState, index: int, choice: str | None, all_label: str) -> str | None:
-    """The card's piano roll, or one drawn for one instrument only (same time axis), or None."""
-    result = state.results.get(index)
-    if result is None or not result.ok or not result.files["png"].parent.is_dir():
-        return None  # no roll, or the run's folder was pruned (older than 6 h, or over the disk cap)
-    png = result.files["png"]
-    if not choice or choice == all_label:
-        return str(png)
-    path = png.with_name(f"{png.stem}__only_{writers.safe_name(choice)}.png")
-    if not path.exists():
-        writers.write_png(result.transcription.notes, state.duration, path, result.display_name,
-                          only_instrument=choice)
-    return str(path)
+def finish_stopped(state: PageState) -> Run | None:
+    """The report of a stopped run: the models that had finished, scored and compared as at the
+    end of a whole run. None when none had finished or the run's folder is gone (pruned)."""
+    finished = [state.results[i] for i in sorted(state.results)]
+    if state.request is None or not any(r.ok for r in finished) or not state.request.out_dir.is_dir():
+        return None
+    return finish(state.request, finished)
 
 
 def api_payload(run: Run) -> tuple[list[str], list[str], dict[str, Any], str]:

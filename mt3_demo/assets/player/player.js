@@ -55,7 +55,9 @@
     return lo;
   }
 
-  function createPlayer(root, data) {
+  // resume: what the previous player of this page was doing ({t, playing, source, diff, mode}), so a
+  // roll arriving while someone listens neither stops nor rewinds the sound.
+  function createPlayer(root, data, resume) {
     // cacheLayers=false redraws every note every frame: the naive baseline of bench/bench_player.py.
     const state = { pps: 1, viewStart: 0, playing: false, pos: 0, pendingSeek: null, diff: false,
                     mode: Object.keys(data.diff_modes || {})[0] || null, raf: 0, stats: [], cacheLayers: true };
@@ -94,7 +96,8 @@
     // ---------------------------------------------------------------- rolls
     const rolls = data.rolls.map((r) => buildRoll(r));
     root.append(tooltip);
-    if (!rolls.length) root.append(el("div", { class: "mt3-empty" }, "No transcription to show."));
+    if (!rolls.length) root.append(el("div", { class: "mt3-empty", "data-testid": "rolls-pending" },
+      "Each model's piano roll appears here as it finishes; \u25b6 plays the original meanwhile."));
 
     function buildRoll(r) {
       const notes = decode(r.notes);
@@ -106,6 +109,7 @@
       const box = el("div", { class: "mt3-roll", "data-testid": "roll-" + r.id, "data-playhead": "0.000" });
       const head = el("div", { class: "mt3-roll-head" });
       head.append(el("span", { class: "mt3-roll-name" }, r.name));
+      if (!notes.n) head.append(el("span", { class: "mt3-no-notes", "data-testid": "no-notes-" + r.id }, "no notes"));
       const legend = el("div", { class: "mt3-legend", "data-testid": "legend-" + r.id });
       const diffLegend = el("div", { class: "mt3-diff-legend", "data-testid": "diff-legend-" + r.id });
       diffLegend.hidden = true;
@@ -349,6 +353,13 @@
     audio.addEventListener("play", () => { state.playing = true; play.textContent = "\u275a\u275a"; play.setAttribute("aria-label", "Pause"); });
     audio.addEventListener("pause", () => { state.playing = false; play.textContent = "\u25b6"; play.setAttribute("aria-label", "Play"); });
     audio.addEventListener("ended", () => { state.playing = false; });
+    // One transport: whatever else on the page plays (the recording's own input player) pauses this
+    // one, and this one pauses it.
+    audio.addEventListener("play", () => {
+      for (const m of document.querySelectorAll("audio, video")) if (m !== audio && !m.paused) m.pause();
+    });
+    const onOtherPlay = (ev) => { if (ev.target !== audio && !audio.paused) audio.pause(); };
+    document.addEventListener("play", onOtherPlay, true);
     audio.addEventListener("error", () => { message.textContent = "This audio source could not be loaded."; });
     function toggle() {
       if (!data.sources || !data.sources.length) { message.textContent = "No audio to play."; return; }
@@ -461,10 +472,24 @@
       setScroll(Math.min(state.viewStart * state.pps, Math.max(0, duration * state.pps - (rolls[0] ? rolls[0].width : 0))));
     });
     for (const roll of rolls) resize.observe(roll.scroller);
-    if (data.sources && data.sources.length) setSource(0, false);
+    let first = 0, keepPlaying = false;
+    if (resume) {
+      const k = (data.sources || []).findIndex((s) => s.id === resume.source);
+      if (k >= 0) { first = k; source.value = String(k); state.pos = resume.t; keepPlaying = resume.playing; }
+      if (diffBox && resume.diff) { diffBox.checked = true; if (resume.mode in data.diff_modes) modeSel.value = resume.mode; diffBox.dispatchEvent(new Event("change")); }
+    }
+    if (data.sources && data.sources.length) setSource(first, keepPlaying);
     state.raf = requestAnimationFrame(frame);
     const api = {
-      destroy() { cancelAnimationFrame(state.raf); resize.disconnect(); document.removeEventListener("keydown", onKey); audio.pause(); audio.removeAttribute("src"); },
+      snapshot() {
+        const s = (data.sources || [])[Number(source.value)];
+        return { t: now(), playing: state.playing, source: s ? s.id : null, original: originalPath(data),
+                 diff: !!(diffBox && diffBox.checked), mode: modeSel ? modeSel.value : null };
+      },
+      destroy() {
+        cancelAnimationFrame(state.raf); resize.disconnect(); document.removeEventListener("keydown", onKey);
+        document.removeEventListener("play", onOtherPlay, true); audio.pause(); audio.removeAttribute("src");
+      },
       stats: state.stats, seek, toggle, audio, state,
       // Page coordinates of the centre of a roll's note (first one with this onset and pitch), or
       // null: lets the browser test and the benchmark point at a note without duplicating layout.
@@ -485,15 +510,24 @@
     return api;
   }
 
+  function originalPath(data) {
+    const s = (data.sources || []).find((x) => x.id === "original");
+    return s ? (s.path || s.url || null) : null;
+  }
+
   function start() {
-    if (player) { player.destroy(); player = null; }
+    let resume = null;
+    if (player) { resume = player.snapshot(); player.destroy(); player = null; }
     let data = props.value;
     if (typeof data === "string") data = data.trim() ? JSON.parse(data) : null;
     if (!data || !data.rolls) {
-      host.innerHTML = '<div class="mt3-empty">The interactive piano roll appears here after a run.</div>';
+      host.innerHTML = '<div class="mt3-empty">After Transcribe: the original recording and every model\'s ' +
+        'piano roll, under one transport (\u25b6 / space to play, click a roll to seek).</div>';
       return;
     }
-    player = createPlayer(host, data);
+    // Another recording starts from the beginning; the same recording's update resumes.
+    if (resume && (!resume.source || resume.original !== originalPath(data))) resume = null;
+    player = createPlayer(host, data, resume);
   }
   watch("value", start);
   start();
