@@ -1,4 +1,4 @@
-"""Per-run memory of each model as a function of audio length (issue 13 item 8).
+"""Per-run memory of each model as a function of audio length.
 
     python bench/bench_memory.py [--models transkun,mt3] [--seconds 15,30,60,120] [--tokens 64] [--malloc default,mmap1m]
 
