@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fixed_decoding, test_signal, write_model_checkpoint  # noqa: E402
-from harness import ROOT, best_of, table, write_result  # noqa: E402
+from harness import ROOT, best_of, synchronize, table, write_result  # noqa: E402
 
 from mt3_demo.audio import Clip  # noqa: E402
 from mt3_demo.models import greedy  # noqa: E402
@@ -99,11 +99,6 @@ def fixture_ids(device: torch.device) -> list[dict]:
     return rows
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def allocated(device: torch.device, peak: bool = False) -> int:
     if device.type != "cuda":
         return 0
@@ -112,7 +107,7 @@ def allocated(device: torch.device, peak: bool = False) -> int:
 
 def timed(transcriber, clip: Clip, repeat: int) -> tuple[float, dict, list]:
     """Fastest of ``repeat`` transcriptions: (seconds, its stage timings, its tokens)."""
-    seconds, out = best_of(lambda: transcriber.transcribe(clip), repeat, sync=lambda: sync(transcriber.device))
+    seconds, out = best_of(lambda: transcriber.transcribe(clip), repeat, sync=lambda: synchronize(transcriber.device))
     return seconds, out.info.get("stage_timings", {}), out.tokens
 
 
@@ -128,7 +123,7 @@ def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, r
         if device.type == "cuda":
             torch.cuda.empty_cache()
         before = allocated(device)
-        load_s, t = best_of(lambda: spec.build(spec.resolve(folder), device, opts), 1, sync=lambda: sync(device))
+        load_s, t = best_of(lambda: spec.build(spec.resolve(folder), device, opts), 1, sync=lambda: synchronize(device))
         weights = allocated(device) - before
         t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]))  # warm-up: kernels, allocator
         if device.type == "cuda":
@@ -187,7 +182,7 @@ def bandwidth(device: torch.device) -> float:
         return float("nan")
     x = torch.empty(2**28, device=device)
     y = torch.empty_like(x)
-    best = best_of(lambda: y.copy_(x), 5, sync=lambda: sync(device))[0]
+    best = best_of(lambda: y.copy_(x), 5, sync=lambda: synchronize(device))[0]
     return 2 * x.numel() * x.element_size() / best
 
 

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import test_signal, write_mr_mt3_checkpoint  # noqa: E402
-from harness import best_of, peak_rss_mb, run_in_child, table, write_result  # noqa: E402
+from harness import best_of, peak_rss_mb, run_in_child, synchronize, table, write_result  # noqa: E402
 
 from mt3_demo.models.mr_mt3 import adapter  # noqa: E402
 from mt3_demo.models.mr_mt3.model import contiguous_decode, dummy_memory_ids  # noqa: E402
@@ -60,11 +60,6 @@ def measure_load_rss() -> None:
     write_result("bench_mr_mt3_load", rows, {"peak, read ÷ memory-mapped": rows[1]["peak_mb"] / rows[0]["peak_mb"]})
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_mt3(model, x, tokens: int, batch_size: int, device) -> dict:
     """The MT3 issue's path (mt3.decoding.generate_ids) on the same network, memory unused."""
     t = Timings()
@@ -77,7 +72,7 @@ def time_mt3(model, x, tokens: int, batch_size: int, device) -> dict:
 def time_mr_mt3(tr, clips: list, tokens: int, naive: bool) -> dict:
     t0 = time.perf_counter()
     encoded = [tr.encode(c) for c in clips]
-    sync(tr.device)
+    synchronize(tr.device)
     t1 = time.perf_counter()
     steps = [0]
 
@@ -85,7 +80,7 @@ def time_mr_mt3(tr, clips: list, tokens: int, naive: bool) -> dict:
         steps[0] += 1
 
     ids = contiguous_decode(tr.model, encoded, tokens, use_cache=not naive, on_step=count, stop_at_eos=False)
-    sync(tr.device)
+    synchronize(tr.device)
     t2 = time.perf_counter()
     return {"front+enc s": t1 - t0, "decode s": t2 - t1, "steps": steps[0],
             "tokens": sum(len(g) for f in ids for g in f)}
@@ -134,7 +129,7 @@ def main() -> None:
 
         # The memory block alone (one row of 1024 ids), shortcut vs the plain stack.
         ids = torch.tensor([dummy_memory_ids()], device=device)
-        mb = {shortcut: best_of(lambda: model.memory_block(ids, shortcut), 5, sync=lambda: sync(device))[0]
+        mb = {shortcut: best_of(lambda: model.memory_block(ids, shortcut), 5, sync=lambda: synchronize(device))[0]
               for shortcut in (True, False)}
 
         base_seg = a.baseline_segments if 0 < a.baseline_segments < n_seg else n_seg

@@ -74,6 +74,14 @@ def best_of(fn: Callable[[], Any], repeat: int, warmup: int = 0,
     return best
 
 
+def synchronize(device) -> None:
+    """Wait for the work queued on a CUDA device (a no-op for the CPU), so a clock read counts it."""
+    if getattr(device, "type", device) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
 # ------------------------------------------------------------------------------------------------
 # Memory
 
