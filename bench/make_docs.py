@@ -109,15 +109,22 @@ the baseline for our scoring 10 tracks at a time.""",
     },
     "bench_player": {
         "title": "The interactive player in a browser",
-        "about": """A long synthetic roll played in headless Chromium with software rendering; draw time is
-the player's own work per animation frame. The baseline redraws every note every frame (no cached
-note layer) in the same browser.""",
+        "about": """A long synthetic roll (five instruments and drums) played in headless Chromium with
+software rendering (`--disable-gpu`); draw time is the player's own work per animation frame while
+playing. The baseline redraws every note every frame (no cached note layer) in the same browser.
+Targets: a median frame of at most 8 ms and a payload of at most 1 MB for 20 000 notes. The payload
+is columnar, delta-coded integer JSON; Chromium coarsens `performance.now()` to 0.1 ms.""",
     },
     "server_memory": {
-        "title": "Server memory for a long upload",
+        "title": "Server memory for an upload",
         "about": """For each model a fresh server (the real app in a child process, on loopback) receives
 one upload through the API; the server's resident set with its children is sampled from before the
-upload to the end of the request — upload, decoding, the model, MIDI, roll, stems and player files.""",
+upload to the end of the request — upload, decoding, the model, MIDI, roll, stems and player files.
+The target is 2 GB on the CPU. What keeps the server itself small: every thread allocates from one
+malloc arena (`allocator.one_arena`, called by `app.py`: a run happens on a worker thread, whose own
+arena glibc trims only from the top); the audio loader checks the samples (finite, channel balance,
+peak) in float64 blocks instead of full-size copies; FluidSynth renders the listening audio
+instrument by instrument into one buffer; `mir_eval`/scipy and matplotlib load only when used.""",
     },
     "burst": {
         "title": "A burst on the API",
