@@ -36,7 +36,8 @@ shared with other jobs: absolute seconds vary from run to run by more than the r
 result's `load average` says how busy the machine was when the file was written.
 """
 
-# Known benchmarks: a title, what they measure and why, in the order the page shows them.
+# Known benchmarks, in the order the page shows them: a title, what they measure and why, and
+# optionally the columns to show first (space-separated; the rest follow in the rows' own order).
 KNOWN: dict[str, dict[str, str]] = {
     "bench_mt3": {
         "title": "MT3: our decoding against what users of the port run",
@@ -81,7 +82,9 @@ the float32 rounding bound of the two evaluations (`tests/numerics.py`).""",
         "about": """Each stage against what this machine can do, measured in the same run: fp32 GEMM
 throughput for the arithmetic stages (FLOPs counted on the real call), read bandwidth over one
 decoder step's bytes (weights, every row's cross-attention keys/values and cache) for a decoder
-step, whichever binds. Fraction = limit time ÷ achieved time.""",
+step, whichever binds. Fraction = limit time ÷ achieved time. The `limits` rows are the limits
+each model's stages were measured against (the better of just before and just after them).""",
+        "columns": "model threads stage work achieved limit fraction GFLOP/s",
     },
     "bench_threads": {
         "title": "Threads when another process takes a core",
@@ -148,12 +151,12 @@ def load_results(folder: Path) -> list[dict[str, Any]]:
                                           r["benchmark"]))
 
 
-def columns_of(rows: list[dict[str, Any]]) -> list[str]:
-    """Every key of the rows, in order of first appearance."""
+def columns_of(rows: list[dict[str, Any]], first: list[str] = ()) -> list[str]:
+    """Every key of the rows: those of ``first`` that occur, then the others in order of first appearance."""
     seen: dict[str, None] = {}
     for row in rows:
         seen.update(dict.fromkeys(row))
-    return list(seen)
+    return [c for c in first if c in seen] + [c for c in seen if c not in first]
 
 
 def describe_machine(machine: dict[str, Any]) -> str:
@@ -180,7 +183,7 @@ def render_result(result: dict[str, Any]) -> str:
             f"{describe_machine(result.get('machine', {}))}.", ""]
     rows = result.get("rows") or []
     if rows:
-        out += [table(rows, columns_of(rows)), ""]
+        out += [table(rows, columns_of(rows, known.get("columns", "").split())), ""]
     ratios = result.get("ratios") or {}
     if ratios:
         out += [table([{"ratio": k, "value": v} for k, v in ratios.items()], ["ratio", "value"]), ""]

@@ -99,6 +99,12 @@ def test_make_docs_renders_known_and_unknown_results(tmp_path):
     assert make_docs.main(["--results", str(tmp_path), "--out", str(out), "--check"]) == 0
 
 
+def test_known_columns_come_first_and_no_column_is_lost():
+    rows = [{"b": 1, "a": 2}, {"c": 3}]
+    assert make_docs.columns_of(rows, ["a", "missing"]) == ["a", "b", "c"]
+    assert make_docs.columns_of(rows) == ["b", "a", "c"]
+
+
 def test_docs_benchmarks_md_is_generated_from_the_result_files():
     # docs/benchmarks.md is what bench/make_docs.py makes of bench/results/ now: no hand edits, no stale numbers
     assert make_docs.main(["--check"]) == 0
