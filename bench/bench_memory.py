@@ -118,8 +118,9 @@ def main() -> None:
     ratios = {}
     for (model, malloc), (base, per_min) in fits.items():
         print(f"{model} ({malloc}): run peak ≈ {base:.0f} MB + {per_min:.0f} MB per minute of audio")
-        ratios[f"{model} ({malloc}): run peak MB at 0 s of audio (fit)"] = base
-        ratios[f"{model} ({malloc}): run peak MB per minute of audio (fit)"] = per_min
+        if len(lengths) > 1:  # a line through one point says nothing about the slope
+            ratios[f"{model} ({malloc}): run peak MB at 0 s of audio (fit)"] = base
+            ratios[f"{model} ({malloc}): run peak MB per minute of audio (fit)"] = per_min
     wheel = {(r["seconds"], r["malloc"]): r["run_peak_mb"] for r in rows if r["model"] == "transkun_wheel"}
     for r in rows:  # the baseline measured in the same run: the wheel's all-tracks scoring
         if r["model"] == "transkun" and (r["seconds"], r["malloc"]) in wheel:
