@@ -50,7 +50,7 @@ def run(transcriber, x, tokens: int, naive: bool, segments: int | None = None,
     def once() -> Timings:
         t = Timings()
         generate_ids(transcriber.model, transcriber.frontend, x, max_tokens=tokens, stop_at_eos=False, timings=t,
-                     batch_size=1 if naive else batch_size or transcriber.batch_size, use_cache=not naive)
+                     batch_size=1 if naive else batch_size, use_cache=not naive)
         return t
 
     total, t = best_of(once, repeat)
@@ -65,11 +65,11 @@ def rss_child(folder: str, seconds: float, tokens: int, device: str, threads: in
     stages = {"import": peak_rss_mb()}
     x = test_signal(seconds, seed=1)
     stages["signal"] = peak_rss_mb()
-    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), MT3Options(max_tokens=tokens))
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), MT3Options())
     stages["load"] = peak_rss_mb()
     res = run(tr, x, tokens, naive=False)
     stages["transcribe"] = peak_rss_mb()
-    batch = tr.batch_size or default_batch_size(tr.model.dims, tokens, tr.device, res["segments"])
+    batch = default_batch_size(tr.model.dims, tokens, tr.device, res["segments"])
     return {"peak_rss_mb": peak_rss_mb(), "stages": stages, "seconds": res["total_s"],
             "segments": res["segments"], "batch_size": batch}
 
@@ -101,7 +101,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, fixed decode length {a.tokens} tokens/segment")
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth", seed=0)
-        load_s, tr = best_of(lambda: adapter.build(adapter.resolve(folder), device, MT3Options(max_tokens=a.tokens)), 1)
+        load_s, tr = best_of(lambda: adapter.build(adapter.resolve(folder), device, MT3Options()), 1)
         print(f"load (torch.load weights_only + strict check + build): {load_s:.2f} s, "
               f"{sum(p.numel() for p in tr.model.parameters()) / 1e6:.1f} M parameters")
         run(tr, test_signal(3.0), 4, naive=False)  # warm-up (allocator, kernels)
@@ -111,7 +111,7 @@ def main() -> None:
         for seconds, tokens in cases:
             x = test_signal(seconds)
             n_seg = features.num_segments(len(x))
-            auto = tr.batch_size or default_batch_size(tr.model.dims, tokens, device, n_seg)
+            auto = default_batch_size(tr.model.dims, tokens, device, n_seg)
             paths = [(f"ours (batches of {auto}, KV cache)", run(tr, x, tokens, naive=False, repeat=a.repeat), 1.0),
                      (f"upstream-like (batches of {UPSTREAM_BATCH}, KV cache)",
                       run(tr, x, tokens, naive=False, batch_size=UPSTREAM_BATCH, repeat=a.repeat), 1.0)]

@@ -33,10 +33,9 @@ def child(folder: str, setting: str, seconds: float, tokens: int, repeat: int) -
 
     from mt3_demo.models.mt3 import adapter
     from mt3_demo.models.mt3.decoding import generate_ids
-    from mt3_demo.options import MT3Options
     from mt3_demo.threads import choose_threads, thread_policy
 
-    tr = adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), MT3Options())  # tokens: below
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"))  # tokens: below, per call
     x = test_signal(seconds)
 
     def once() -> str:

@@ -3,7 +3,6 @@ test signals, and the token models held at a fixed decode length. (Timing, memor
 and result files: ``harness.py``.)"""
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -167,14 +166,10 @@ def test_signal(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
 
 
 def fixed_decoding(tokens: int) -> dict:
-    """Hold every token model at ``tokens`` per segment (EOS off); returns the manager's options."""
-    from mt3_demo.models.mr_mt3 import adapter as mr_mt3_adapter
-    from mt3_demo.models.mt3 import adapter as mt3_adapter
-    from mt3_demo.models.yourmt3.model import YourMT3
-    from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
+    """Every token model's decode options holding it at ``tokens`` per segment (EOS off): fixed
+    work per run. Decode options, so nothing in the package is patched and nothing reloads."""
+    from mt3_demo.options import MRMT3Decode, MT3Decode, YourMT3Decode
 
-    mt3_adapter.generate_ids = functools.partial(mt3_adapter.generate_ids, stop_at_eos=False)
-    mr_mt3_adapter.contiguous_decode = functools.partial(mr_mt3_adapter.contiguous_decode, stop_at_eos=False)
-    YourMT3.generate = functools.partialmethod(YourMT3.generate, stop_at_eos=False)
-    return {"mt3": MT3Options(max_tokens=tokens), "mr_mt3": MRMT3Options(max_tokens=tokens),
-            "yourmt3": YourMT3Options(max_tokens=tokens)}
+    return {"mt3": MT3Decode(max_tokens=tokens, stop_at_eos=False),
+            "mr_mt3": MRMT3Decode(max_tokens=tokens, stop_at_eos=False),
+            "yourmt3": YourMT3Decode(max_tokens=tokens, stop_at_eos=False)}
