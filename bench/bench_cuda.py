@@ -28,7 +28,6 @@ import dataclasses
 import json
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -36,7 +35,8 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
+from common import fixed_decoding, test_signal, write_model_checkpoint  # noqa: E402
+from harness import ROOT, best_of, synchronize, table, write_result  # noqa: E402
 
 from mt3_demo.audio import Clip  # noqa: E402
 from mt3_demo.models import greedy  # noqa: E402
@@ -99,11 +99,6 @@ def fixture_ids(device: torch.device) -> list[dict]:
     return rows
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def allocated(device: torch.device, peak: bool = False) -> int:
     if device.type != "cuda":
         return 0
@@ -112,16 +107,9 @@ def allocated(device: torch.device, peak: bool = False) -> int:
 
 def timed(transcriber, clip: Clip, repeat: int, decode=None) -> tuple[float, dict, list]:
     """Fastest of ``repeat`` transcriptions: (seconds, its stage timings, its tokens)."""
-    best = (float("inf"), {}, [])
-    for _ in range(repeat):
-        sync(transcriber.device)
-        t0 = time.perf_counter()
-        out = transcriber.transcribe(clip, decode)
-        sync(transcriber.device)
-        s = time.perf_counter() - t0
-        if s < best[0]:
-            best = (s, out.info.get("stage_timings", {}), out.tokens)
-    return best
+    seconds, out = best_of(lambda: transcriber.transcribe(clip, decode), repeat,
+                           sync=lambda: synchronize(transcriber.device))
+    return seconds, out.info.get("stage_timings", {}), out.tokens
 
 
 def speed(model: str, folder: Path, decode, clip: Clip, device: torch.device, repeat: int) -> list[dict]:
@@ -137,10 +125,7 @@ def speed(model: str, folder: Path, decode, clip: Clip, device: torch.device, re
         if device.type == "cuda":
             torch.cuda.empty_cache()
         before = allocated(device)
-        t0 = time.perf_counter()
-        t = spec.build(spec.resolve(folder), device, opts)
-        sync(device)
-        load_s = time.perf_counter() - t0
+        load_s, t = best_of(lambda: spec.build(spec.resolve(folder), device, opts), 1, sync=lambda: synchronize(device))
         weights = allocated(device) - before
         t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]), dec)  # warm-up: kernels, allocator
         if device.type == "cuda":
@@ -188,6 +173,10 @@ def growth(device: torch.device, seconds: float, tokens: int, repeat: int) -> No
     greedy.STATIC_FIRST = grow_from
     print(f"\nMT3, {seconds:g} s clip, {tokens} ids per segment (EOS off), fastest of {repeat}")
     print(table(rows, ["static cache", "decode s", "ms/step", "total s", "run peak MB"]))
+    if device.type == "cuda":  # a CPU run is a smoke test of this script, not a result
+        write_result(f"bench_cuda_growth_{tokens}", rows, {
+            "decode, whole ÷ growing": rows[1]["decode s"] / rows[0]["decode s"],
+            "run peak, whole ÷ growing": rows[1]["run peak MB"] / rows[0]["run peak MB"]})
 
 
 def bandwidth(device: torch.device) -> float:
@@ -196,13 +185,7 @@ def bandwidth(device: torch.device) -> float:
         return float("nan")
     x = torch.empty(2**28, device=device)
     y = torch.empty_like(x)
-    best = float("inf")
-    for _ in range(5):
-        sync(device)
-        t0 = time.perf_counter()
-        y.copy_(x)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
+    best = best_of(lambda: y.copy_(x), 5, sync=lambda: synchronize(device))[0]
     return 2 * x.numel() * x.element_size() / best
 
 
@@ -242,9 +225,11 @@ def main() -> None:
     if a.growth:
         growth(device, a.seconds, a.growth, a.repeat)
         return
+    fixtures = []
     if not a.skip_fixtures:
         print("\nIds on the fixtures, CUDA against the CPU's fp32 (rows equal; earliest differing step)")
-        print(table(fixture_ids(device), ["fixture", "rows", *PRECISIONS]))
+        fixtures = fixture_ids(device)
+        print(table(fixtures, ["fixture", "rows", *PRECISIONS]))
 
     tokens = {k: int(v) for k, v in (kv.split("=") for kv in a.tokens.split(","))}
     clip = Clip.from_array(test_signal(a.seconds))
@@ -265,6 +250,15 @@ def main() -> None:
     cols = ["model", "path", "load s", "weights MB", *stages, "total s", "RTF", "ids", "run peak MB", "rows = fp32"]
     print(f"\n{a.seconds:g} s clip, EOS off ({a.tokens}), fastest of {a.repeat}")
     print(table(rows, cols))
+    ratios = {}
+    for model in {r["model"] for r in rows}:
+        mine = {r["path"]: r for r in rows if r["model"] == model}
+        graph, steps = mine.get("fp32"), next((r for p, r in mine.items() if "no graphs" in p), None)
+        if graph and steps:
+            ratios[f"{model}: total, step by step ÷ CUDA graph"] = steps["total s"] / graph["total s"]
+    if device.type == "cuda":  # a CPU run is a smoke test of this script, not a result
+        # the fixture ids ride along as rows of their own (their columns are the precisions)
+        write_result("bench_cuda", [{c: r.get(c) for c in cols} for r in rows] + fixtures, ratios)
 
 
 if __name__ == "__main__":

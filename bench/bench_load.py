@@ -17,24 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
-
-
-def status_mb() -> dict[str, float]:
-    """VmRSS, VmHWM, RssAnon, RssFile of this process, MiB."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(":")[0]
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(line.split()[1]) / 1024
-    return out
+from common import fixed_decoding, test_signal, write_model_checkpoint  # noqa: E402
+from harness import reset_peak_rss, run_in_child, status_mb, table, write_result  # noqa: E402
 
 
 def tensor_and_storage_mb(module) -> tuple[float, float]:
@@ -44,7 +33,8 @@ def tensor_and_storage_mb(module) -> tuple[float, float]:
             sum(storages.values()) / 2**20)
 
 
-def child(model: str, folder: str, seconds: float, tokens: int) -> None:
+def child(model: str, folder: str, seconds: float, tokens: int) -> dict:
+    """In a fresh process (``run_in_child``): load one model, then one short run; memory at each step."""
     import torch
 
     from mt3_demo.audio import Clip
@@ -56,21 +46,21 @@ def child(model: str, folder: str, seconds: float, tokens: int) -> None:
     clip = Clip.from_array(test_signal(seconds, seed=1))
     location = spec.resolve(Path(folder) / "last.ckpt" if model == "yourmt3" else Path(folder), options)
     before = status_mb()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
+    reset_peak_rss()
     transcriber = spec.build(location, torch.device("cpu"), options)
     loaded = status_mb()
     tensors_mb, storage_mb = tensor_and_storage_mb(transcriber.model)
     with torch.inference_mode():
         transcriber.transcribe(clip, decode)
     after = status_mb()
-    print(json.dumps({
+    return ({
         "model": model, "rss_before_mb": round(before["VmRSS"], 1),
         "load_peak_mb": round(loaded["VmHWM"] - before["VmRSS"], 1),
         "kept_mb": round(loaded["VmRSS"] - before["VmRSS"], 1),
         "kept_anon_mb": round(loaded["RssAnon"] - before["RssAnon"], 1),
         "kept_file_mb": round(loaded["RssFile"] - before["RssFile"], 1),
         "tensors_mb": round(tensors_mb, 1), "storage_mb": round(storage_mb, 1),
-        "run_peak_mb": round(after["VmHWM"] - before["VmRSS"], 1)}))
+        "run_peak_mb": round(after["VmHWM"] - before["VmRSS"], 1)})
 
 
 def main() -> None:
@@ -79,12 +69,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--tokens", type=int, default=16, help="tokens decoded per segment (per channel for yourmt3)")
     p.add_argument("--repeat", type=int, default=1, help="fresh processes per model")
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        model, folder, seconds, tokens = args.child
-        child(model, folder, float(seconds), int(tokens))
-        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -92,15 +77,14 @@ def main() -> None:
             write_model_checkpoint(model, folder, adamw=True)
             size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
             for _ in range(args.repeat):
-                proc = subprocess.run([sys.executable, __file__, "--child", model, str(folder), str(args.seconds),
-                                       str(args.tokens)], capture_output=True, text=True, cwd=ROOT, env=os.environ)
-                if proc.returncode:
-                    raise SystemExit(f"{model} failed:\n{proc.stderr[-2000:]}")
-                row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "file_mb": round(size, 1)}
+                row = {**run_in_child(child, model, str(folder), args.seconds, args.tokens), "file_mb": round(size, 1)}
                 print(json.dumps(row), file=sys.stderr)
                 rows.append(row)
-    print(table(rows, ["model", "file_mb", "tensors_mb", "storage_mb", "load_peak_mb", "kept_mb", "kept_anon_mb",
-                       "kept_file_mb", "run_peak_mb"]))
+    columns = ["model", "file_mb", "tensors_mb", "storage_mb", "load_peak_mb", "kept_mb", "kept_anon_mb",
+               "kept_file_mb", "run_peak_mb"]
+    print(table(rows, columns))
+    write_result("bench_load", [{c: r[c] for c in columns} for r in rows],
+                 {f"{r['model']}: load peak ÷ its tensors": r["load_peak_mb"] / r["tensors_mb"] for r in rows})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Per-run memory of each model as a function of audio length (issue 13 item 8).
+"""Per-run memory of each model as a function of audio length.
 
     python bench/bench_memory.py [--models transkun,mt3] [--seconds 15,30,60,120] [--tokens 64] [--malloc default,mmap1m]
 
@@ -20,43 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, TOKEN_MODELS, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
-
-
-def rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-class PeakSampler:
-    """Samples this process's RSS on a thread; ``peak`` is the largest value seen."""
-
-    def __init__(self, interval_s: float = 0.005):
-        self.interval_s, self.peak, self._stop = interval_s, rss_mb(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> "PeakSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
+from common import TOKEN_MODELS, fixed_decoding, test_signal, write_model_checkpoint  # noqa: E402
+from harness import PeakSampler, rss_mb, run_in_child, table, write_result  # noqa: E402
 
 
 def build(model: str, folder: str, tokens: int):
@@ -86,8 +57,8 @@ MALLOC_POLICIES = {
 }
 
 
-def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "default") -> None:
-    """Subprocess body: prints one JSON line."""
+def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "default") -> dict:
+    """In a fresh process (``run_in_child``, with the malloc policy's environment): one run's memory."""
     import numpy as np
     import torch
 
@@ -101,9 +72,9 @@ def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "d
     t0 = time.perf_counter()
     with PeakSampler() as sampler, torch.inference_mode():
         out = transcriber.transcribe(clip, fixed_decoding(tokens).get(model))  # transkun: its defaults
-    print(json.dumps({"model": model, "malloc": malloc, "seconds": seconds, "weights_mb": round(before_run - before_load, 1),
-                      "run_peak_mb": round(sampler.peak - before_run, 1), "peak_rss_mb": round(sampler.peak, 1),
-                      "wall_s": round(time.perf_counter() - t0, 1), "notes": len(out.notes)}))
+    return {"model": model, "malloc": malloc, "seconds": seconds, "weights_mb": round(before_run - before_load, 1),
+            "run_peak_mb": round(sampler.peak_mb - before_run, 1), "peak_rss_mb": round(sampler.peak_mb, 1),
+            "wall_s": round(time.perf_counter() - t0, 1), "notes": len(out.notes)}
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -122,13 +93,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=64, help="token models: tokens decoded per segment")
     p.add_argument("--malloc", default="default",
                    help=f"comma-separated glibc malloc settings to compare, of {', '.join(MALLOC_POLICIES)}")
-    p.add_argument("--child", nargs=5, metavar=("MODEL", "SECONDS", "FOLDER", "TOKENS", "MALLOC"),
-                   help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        model, seconds, folder, tokens, malloc = args.child
-        child(model, float(seconds), folder, int(tokens), malloc)
-        return
     policies = [m.strip() for m in args.malloc.split(",") if m.strip()]
     lengths = [float(s) for s in args.seconds.split(",")]
     rows, fits = [], {}
@@ -141,21 +106,27 @@ def main() -> None:
             points: dict[str, list] = {m: [] for m in policies}
             for seconds in lengths:
                 for malloc in policies:  # interleaved, so a busy spell on the machine hits them alike
-                    env = {**os.environ, **MALLOC_POLICIES[malloc].get("env", {})}
-                    proc = subprocess.run([sys.executable, __file__, "--child", model, str(seconds),
-                                           str(Path(tmp) / model), str(args.tokens), malloc],
-                                          capture_output=True, text=True, cwd=ROOT, env=env)
-                    if proc.returncode:
-                        raise SystemExit(f"{model} {seconds}s ({malloc}) failed:\n{proc.stderr[-2000:]}")
-                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    r = run_in_child(child, model, seconds, str(Path(tmp) / model), args.tokens, malloc,
+                                     env=MALLOC_POLICIES[malloc].get("env", {}))
                     rows.append(r)
                     points[malloc].append((seconds / 60, r["run_peak_mb"]))
                     print(json.dumps(r), file=sys.stderr)
             for malloc in policies:
                 fits[(model, malloc)] = fit(points[malloc])
-    print(table(rows, ["model", "malloc", "seconds", "weights_mb", "run_peak_mb", "peak_rss_mb", "wall_s"]))
+    columns = ["model", "malloc", "seconds", "weights_mb", "run_peak_mb", "peak_rss_mb", "wall_s"]
+    print(table(rows, columns))
+    ratios = {}
     for (model, malloc), (base, per_min) in fits.items():
         print(f"{model} ({malloc}): run peak ≈ {base:.0f} MB + {per_min:.0f} MB per minute of audio")
+        if len(lengths) > 1:  # a line through one point says nothing about the slope
+            ratios[f"{model} ({malloc}): run peak MB at 0 s of audio (fit)"] = base
+            ratios[f"{model} ({malloc}): run peak MB per minute of audio (fit)"] = per_min
+    wheel = {(r["seconds"], r["malloc"]): r["run_peak_mb"] for r in rows if r["model"] == "transkun_wheel"}
+    for r in rows:  # the baseline measured in the same run: the wheel's all-tracks scoring
+        if r["model"] == "transkun" and (r["seconds"], r["malloc"]) in wheel:
+            ratios[f"transkun at {r['seconds']:g} s: run peak, the wheel's scoring ÷ ours"] = (
+                wheel[(r["seconds"], r["malloc"])] / r["run_peak_mb"])
+    write_result("bench_memory", [{c: r[c] for c in columns} for r in rows], ratios)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ memory of loading a full-size file that carries AdamW moments like the published
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,76 +31,33 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, random_state_dict_from_manifest, table, test_signal  # noqa: E402
+from common import test_signal, write_mr_mt3_checkpoint  # noqa: E402
+from harness import best_of, peak_rss_mb, run_in_child, synchronize, table, write_result  # noqa: E402
 
 from mt3_demo.models.mr_mt3 import adapter  # noqa: E402
-from mt3_demo.models.mr_mt3.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from mt3_demo.models.mr_mt3.model import contiguous_decode, dummy_memory_ids  # noqa: E402
 from mt3_demo.models.mt3 import features  # noqa: E402
 from mt3_demo.models.mt3.decoding import Timings, generate_ids  # noqa: E402
 from mt3_demo.options import MRMT3Options  # noqa: E402
 
-MANIFEST = ROOT / "tests" / "fixtures" / "mr_mt3" / "mrmt3_ckpt_manifest.json"
 
-
-def write_random_ckpt(folder: Path, seed: int = 0, adamw: bool = False) -> Path:
-    """A Lightning-layout file with every manifest key; the three alias pairs share one tensor.
-
-    ``adamw``: also store AdamW ``exp_avg``/``exp_avg_sq`` per parameter, like the published files
-    (≈ 3 × 194 MB on disk), to measure what loading such a file costs in memory.
-    """
-    manifest = json.loads(MANIFEST.read_text())
-    sd = random_state_dict_from_manifest(manifest, seed)
-    for canonical, alias in manifest["aliases_same_tensor"]:
-        sd[alias] = sd[canonical]
-    optimizer_states = []
-    if adamw:
-        unique = list({id(t): t for k, t in sd.items() if not k.endswith("inv_freq")}.values())
-        optimizer_states = [{"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.randn_like(t),
-                                           "exp_avg_sq": torch.rand_like(t)} for i, t in enumerate(unique)},
-                             "param_groups": [{"lr": 1e-5, "params": list(range(len(unique)))}]}]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / DEFAULT_CHECKPOINT
-    torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.1.3", "state_dict": sd,
-                "loops": {}, "callbacks": {}, "optimizer_states": optimizer_states, "lr_schedulers": []}, path)
-    return path
-
-
-def load_rss_child(path: str, mmap: str) -> None:
-    """Subprocess body: peak RSS of loading one file (with or without memory-mapping)."""
+def load_rss(path: str, mmap: bool) -> dict:
+    """In a fresh process (``run_in_child``): peak RSS of loading one file, memory-mapped or read."""
     from mt3_demo.models.mr_mt3 import checkpoint as ck
 
-    def high_water_mb() -> float:
-        # VmHWM belongs to this process image (getrusage's maxrss can carry the parent's over exec)
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
-        return int(line.split()[1]) / 1024
-
-    before = high_water_mb()
-    t0 = time.perf_counter()
-    ck.load_model(ck.location_for_file(Path(path)), mmap=mmap == "on")
-    print(json.dumps({"before_mb": before, "peak_mb": high_water_mb(), "seconds": time.perf_counter() - t0}))
+    before = peak_rss_mb()
+    seconds, _ = best_of(lambda: ck.load_model(ck.location_for_file(Path(path)), mmap=mmap), repeat=1)
+    return {"mmap": "on" if mmap else "off", "before_mb": round(before, 1), "peak_mb": round(peak_rss_mb(), 1),
+            "seconds": round(seconds, 2)}
 
 
 def measure_load_rss() -> None:
-    import subprocess
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_random_ckpt(Path(tmp), adamw=True)
+        path = write_mr_mt3_checkpoint(Path(tmp), adamw=True)
         size = path.stat().st_size
-        for mmap in ("on", "off"):
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--load-rss-child", str(path), mmap],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                print("load RSS run failed:", proc.stderr[-1500:])
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"load a {size / 1e6:.0f} MB Lightning file with AdamW moments, mmap {mmap}: "
-                  f"peak RSS {r['peak_mb']:.0f} MB (process before: {r['before_mb']:.0f} MB), {r['seconds']:.2f} s")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        rows = [{"file MB": round(size / 1e6), **run_in_child(load_rss, str(path), mmap)} for mmap in (True, False)]
+    print(table(rows, list(rows[0])))
+    write_result("bench_mr_mt3_load", rows, {"peak, read ÷ memory-mapped": rows[1]["peak_mb"] / rows[0]["peak_mb"]})
 
 
 def time_mt3(model, x, tokens: int, batch_size: int, device) -> dict:
@@ -116,7 +72,7 @@ def time_mt3(model, x, tokens: int, batch_size: int, device) -> dict:
 def time_mr_mt3(tr, clips: list, tokens: int, naive: bool) -> dict:
     t0 = time.perf_counter()
     encoded = [tr.encode(c) for c in clips]
-    sync(tr.device)
+    synchronize(tr.device)
     t1 = time.perf_counter()
     steps = [0]
 
@@ -124,7 +80,7 @@ def time_mr_mt3(tr, clips: list, tokens: int, naive: bool) -> dict:
         steps[0] += 1
 
     ids = contiguous_decode(tr.model, encoded, tokens, use_cache=not naive, on_step=count, stop_at_eos=False)
-    sync(tr.device)
+    synchronize(tr.device)
     t2 = time.perf_counter()
     return {"front+enc s": t1 - t0, "decode s": t2 - t1, "steps": steps[0],
             "tokens": sum(len(g) for f in ids for g in f)}
@@ -145,11 +101,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs per row; the fastest is reported")
     p.add_argument("--load-rss", action="store_true", help="only measure loading a full-size file with "
                    "AdamW moments (peak RSS, memory-mapped vs read)")
-    p.add_argument("--load-rss-child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.load_rss_child:
-        load_rss_child(*a.load_rss_child)
-        return
     if a.load_rss:
         measure_load_rss()
         return
@@ -162,7 +114,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, clip {a.seconds:g} s, "
           f"fixed decode length {a.tokens} tokens/segment")
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        path = write_random_ckpt(Path(tmp))
+        path = write_mr_mt3_checkpoint(Path(tmp))
         t0 = time.perf_counter()
         tr = adapter.build(adapter.resolve(path), device, MRMT3Options())
         load_s = time.perf_counter() - t0
@@ -177,19 +129,13 @@ def main() -> None:
 
         # The memory block alone (one row of 1024 ids), shortcut vs the plain stack.
         ids = torch.tensor([dummy_memory_ids()], device=device)
-        mb = {}
-        for shortcut in (True, False):
-            t0 = time.perf_counter()
-            for _ in range(5):
-                model.memory_block(ids, shortcut)
-            sync(device)
-            mb[shortcut] = (time.perf_counter() - t0) / 5
+        mb = {shortcut: best_of(lambda: model.memory_block(ids, shortcut), 5, sync=lambda: synchronize(device))[0]
+              for shortcut in (True, False)}
 
         base_seg = a.baseline_segments if 0 < a.baseline_segments < n_seg else n_seg
         x_base = x[: base_seg * features.SEGMENT_SAMPLES - 1]  # exactly base_seg segments
-        def best(fn):  # shared, noisy CPUs: the fastest of a few repeats is the least disturbed
-            results = [fn() for _ in range(a.repeat)]
-            return min(results, key=lambda r: r["front+enc s"] + r["decode s"])
+        def best(fn):  # the run of the fastest of a few repeats, whose stage times it reports
+            return best_of(fn, a.repeat)[1]
 
         clips = [test_signal(a.seconds, seed=s) for s in range(a.files)]
         runs = [
@@ -217,6 +163,11 @@ def main() -> None:
         print(f"* timed on the first {base_seg} segments and scaled to all {n_seg}")
     print(f"\nmemory block per segment (1024 ids -> {tr.memory_length} rows): "
           f"{mb[True] * 1e3:.1f} ms with the N-row shortcut, {mb[False] * 1e3:.1f} ms plain stack")
+    naive, ours, batched = rows[3], rows[2], rows[4]
+    write_result("bench_mr_mt3", rows, {
+        "total, upstream's path (no cache) ÷ ours": naive["total s"] / ours["total s"],
+        f"total per file, 1 file ÷ {a.files} files together": ours["total s"] / batched["total s"],
+        "memory block, plain stack ÷ N-row shortcut": mb[False] / mb[True]})
 
 
 if __name__ == "__main__":

@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, peak_rss_mb, table, test_signal, write_checkpoint  # noqa: E402
+from common import MT3_MANIFEST, test_signal, write_checkpoint  # noqa: E402
+from harness import ChildFailed, best_of, peak_rss_mb, run_in_child, table, write_result  # noqa: E402
 
 from mt3_demo.models.mt3 import adapter, features  # noqa: E402
 from mt3_demo.models.mt3.decoding import (DECODE_BUDGET_MB, EXPECTED_TOKENS, Timings, default_batch_size,  # noqa: E402
@@ -41,42 +40,38 @@ from mt3_demo.options import MT3Options  # noqa: E402
 
 UPSTREAM_BATCH = 5  # kunato/mt3-pytorch inference.py: segments per generate() call
 
-MANIFEST = ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json"
-
-
 def run(transcriber, x, tokens: int, naive: bool, segments: int | None = None,
         batch_size: int | None = None, repeat: int = 1) -> dict:
     """Time frontend/encoder/decoder for ``segments`` segments of x (all by default); the fastest
     of ``repeat`` runs (stage by stage)."""
     if segments is not None:
         x = x[: segments * features.SEGMENT_SAMPLES - 1]  # exactly `segments` segments
-    best = None
-    for _ in range(repeat):
+
+    def once() -> Timings:
         t = Timings()
-        t0 = time.perf_counter()
         generate_ids(transcriber.model, transcriber.frontend, x, max_tokens=tokens, stop_at_eos=False, timings=t,
                      batch_size=1 if naive else batch_size, use_cache=not naive)
-        t.total_s = time.perf_counter() - t0
-        if best is None or t.total_s < best.total_s:
-            best = t
-    t, total = best, best.total_s
+        return t
+
+    total, t = best_of(once, repeat)
     return {"total_s": total, "frontend_s": t.frontend_s, "encoder_s": t.encoder_s, "decode_s": t.decode_s,
             "steps": t.decode_steps, "tokens": t.tokens, "segments": len(t.chunks) and sum(t.chunks)}
 
 
-def rss_child(folder: str, seconds: float, tokens: int, device: str) -> None:
-    """Subprocess body: load, transcribe a long clip, print peak RSS as JSON."""
+def rss_child(folder: str, seconds: float, tokens: int, device: str, threads: int) -> dict:
+    """In a fresh process (``run_in_child``): load, transcribe a long clip; peak RSS after each stage."""
+    if threads:
+        torch.set_num_threads(threads)
     stages = {"import": peak_rss_mb()}
     x = test_signal(seconds, seed=1)
     stages["signal"] = peak_rss_mb()
     tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), MT3Options())
     stages["load"] = peak_rss_mb()
-    t0 = time.perf_counter()
     res = run(tr, x, tokens, naive=False)
     stages["transcribe"] = peak_rss_mb()
     batch = default_batch_size(tr.model.dims, tokens, tr.device, res["segments"])
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "stages": stages, "seconds": time.perf_counter() - t0,
-                      "segments": res["segments"], "batch_size": batch}))
+    return {"peak_rss_mb": peak_rss_mb(), "stages": stages, "seconds": res["total_s"],
+            "segments": res["segments"], "batch_size": batch}
 
 
 def main() -> None:
@@ -88,31 +83,25 @@ def main() -> None:
     p.add_argument("--baseline-segments", type=int, default=5,
                    help="naive baseline on the 60 s clip: time this many segments and scale linearly "
                         "(its cost is exactly per segment); 0 = run it on every segment")
-    p.add_argument("--rss-minutes", type=float, default=10.0)
+    p.add_argument("--rss-minutes", type=float, default=10.0, help="length of the clip for peak RSS (0 = skip)")
     p.add_argument("--rss-tokens", type=int, default=32, help="decode length for the RSS run")
     p.add_argument("--rss-full", action="store_true",
                    help="also decode the long clip to the full 1024 tokens per segment (an hour on a CPU)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
     p.add_argument("--repeat", type=int, default=3, help="runs per path; the minimum is kept")
-    p.add_argument("--rss-child", nargs=4, metavar=("DIR", "SECONDS", "TOKENS", "DEVICE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.rss_child:
-        rss_child(a.rss_child[0], float(a.rss_child[1]), int(a.rss_child[2]), a.rss_child[3])
-        return
 
     torch.manual_seed(0)
     device = torch.device(a.device)
-    manifest = json.loads(MANIFEST.read_text())
+    manifest = json.loads(MT3_MANIFEST.read_text())
     print(f"torch {torch.__version__}, device {device}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}, fixed decode length {a.tokens} tokens/segment")
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth", seed=0)
-        t0 = time.perf_counter()
-        tr = adapter.build(adapter.resolve(folder), device, MT3Options())
-        load_s = time.perf_counter() - t0
+        load_s, tr = best_of(lambda: adapter.build(adapter.resolve(folder), device, MT3Options()), 1)
         print(f"load (torch.load weights_only + strict check + build): {load_s:.2f} s, "
               f"{sum(p.numel() for p in tr.model.parameters()) / 1e6:.1f} M parameters")
         run(tr, test_signal(3.0), 4, naive=False)  # warm-up (allocator, kernels)
@@ -147,21 +136,25 @@ def main() -> None:
         if any("*" in r["path"] for r in rows):
             print(f"* timed on the first {a.baseline_segments} segments and scaled to all (cost is per segment)")
 
+        ours = [r for r in rows if r["path"].startswith("ours")]
+        upstream = [r for r in rows if r["path"].startswith("upstream-like")]
+        write_result("bench_mt3", rows, {
+            f"{o['clip']}, {o['tokens']} tokens: decode, upstream-like ÷ ours": u["decode s"] / o["decode s"]
+            for o, u in zip(ours, upstream)})
         del tr
-        report_rss(folder, a, manifest["config_json"])
+        if a.rss_minutes > 0:
+            report_rss(folder, a)
 
 
 def rss_run(folder: Path, seconds: float, tokens: int, a: argparse.Namespace) -> dict | None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(folder), str(seconds), str(tokens),
-           a.device, "--threads", str(a.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        print("RSS run failed:", proc.stderr[-2000:])
+    try:
+        return run_in_child(rss_child, str(folder), seconds, tokens, a.device, a.threads)
+    except ChildFailed as e:
+        print("RSS run failed:", e)
         return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def report_rss(folder: Path, a: argparse.Namespace, d: dict) -> None:
+def report_rss(folder: Path, a: argparse.Namespace) -> None:
     r = rss_run(folder, a.rss_minutes * 60, a.rss_tokens, a)
     if r is None:
         return
@@ -172,12 +165,19 @@ def report_rss(folder: Path, a: argparse.Namespace, d: dict) -> None:
           f"decoding added {r['peak_rss_mb'] - st['load']:.0f} MB (budget {DECODE_BUDGET_MB['cpu']} MB per chunk, "
           f"chunks sized for {EXPECTED_TOKENS} tokens per row whatever the decode length)")
     print("  peak RSS after each stage (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in st.items()))
+    runs = [(a.rss_tokens, r)]
     if a.rss_full:
         seconds = a.rss_minutes * 60
         f = rss_run(folder, seconds, 1024, a)
         if f is not None:
             print(f"peak RSS, {a.rss_minutes:g}-minute clip decoded to 1024 tokens/segment: {f['peak_rss_mb']:.0f} MB "
                   f"in {f['seconds']:.0f} s (chunks of {f['batch_size']})")
+            runs.append((1024, f))
+    write_result("bench_mt3_rss", [
+        {"clip": f"{a.rss_minutes:g} min", "tokens": tokens, "segments": run["segments"], "chunk": run["batch_size"],
+         **{f"peak after {k}, MB": v for k, v in run["stages"].items()}, "peak MB": run["peak_rss_mb"],
+         "decoding adds MB": run["peak_rss_mb"] - run["stages"]["load"], "seconds": run["seconds"]}
+        for tokens, run in runs], {})
 
 
 if __name__ == "__main__":

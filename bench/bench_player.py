@@ -15,7 +15,7 @@ callback). Three runs in the same browser:
 * ``naive``: the baseline, fit view with every note redrawn every frame (no cached layer).
 
 Prints median and p95 per run, the speed-up over the baseline, and the payload size (raw and gzip).
-Targets from issue 12: median frame ≤ 8 ms, payload ≤ 1 MB for 20 000 notes.
+Targets: median frame ≤ 8 ms, payload ≤ 1 MB for 20 000 notes.
 """
 from __future__ import annotations
 
@@ -23,15 +23,15 @@ import argparse
 import gzip
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import free_port, table, write_result  # noqa: E402
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from mt3_demo.notes import Note  # noqa: E402
@@ -60,12 +60,6 @@ def write_quiet_wav(path: Path, seconds: float, rate: int = 8000) -> None:
 
     t = np.arange(int(seconds * rate)) / rate
     sf.write(str(path), (0.05 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, subtype="PCM_16")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -136,11 +130,13 @@ def main() -> None:
     finally:
         demo.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("| run | frames | fps | median ms | p95 ms | max ms |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['run']} | {r['frames']} | {r['fps']:.0f} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['max_ms']:.2f} |")
+    print(table(rows, ["run", "frames", "fps", "median_ms", "p95_ms", "max_ms"]))
     base = rows[-1]["median_ms"]
     print(f"speed-up of the cached layer over the naive redraw (median, fit view): {base / rows[0]['median_ms']:.1f}×")
+    for r in rows:
+        r.update(models=args.models, notes_per_model=args.notes, payload_mb=round(len(raw) / 1e6, 3),
+                 payload_gzip_mb=round(len(gzip.compress(raw)) / 1e6, 3))
+    write_result("bench_player", rows, {"median frame, naive ÷ cached layer (fit view)": base / rows[0]["median_ms"]})
 
 
 if __name__ == "__main__":

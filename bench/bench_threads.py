@@ -13,7 +13,6 @@ A shared machine is noisy: compare the rows of one run, not runs of different da
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,47 +21,40 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, table, test_signal, write_checkpoint  # noqa: E402
+from common import write_model_checkpoint, test_signal  # noqa: E402
+from harness import best_of, run_in_child, table, write_result  # noqa: E402
 
-MANIFEST = ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json"
 SETTINGS = ("default", "policy", "1")
 
 
-def child(folder: str, setting: str, seconds: float, tokens: int, repeat: int) -> None:
+def child(folder: str, setting: str, seconds: float, tokens: int, repeat: int) -> dict:
+    """In a fresh process (``run_in_child``): the fastest of ``repeat`` MT3 runs at one thread setting."""
     import torch
 
     from mt3_demo.models.mt3 import adapter
     from mt3_demo.models.mt3.decoding import generate_ids
     from mt3_demo.threads import choose_threads, thread_policy
 
-    tr = adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"))
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"))  # tokens: below, per call
     x = test_signal(seconds)
 
-    def once() -> float:
-        t0 = time.perf_counter()
-        generate_ids(tr.model, tr.frontend, x, max_tokens=tokens, stop_at_eos=False)
-        return time.perf_counter() - t0
-
-    times, chosen = [], []
-    for _ in range(repeat):
+    def once() -> str:
+        """One run at the setting; the thread count it ran with."""
         if setting == "policy":
             with thread_policy() as n:
-                chosen.append(f"{n} ({choose_threads()[1]})")
-                times.append(once())
-        else:
-            torch.set_num_threads(os.cpu_count() if setting == "default" else int(setting))
-            chosen.append(str(torch.get_num_threads()))
-            times.append(once())
-    print(json.dumps({"best_s": min(times), "threads": chosen[times.index(min(times))]}))
+                chosen = f"{n} ({choose_threads()[1]})"
+                generate_ids(tr.model, tr.frontend, x, max_tokens=tokens, stop_at_eos=False)
+                return chosen
+        torch.set_num_threads(os.cpu_count() if setting == "default" else int(setting))
+        generate_ids(tr.model, tr.frontend, x, max_tokens=tokens, stop_at_eos=False)
+        return str(torch.get_num_threads())
+
+    seconds_best, threads = best_of(once, repeat)
+    return {"best_s": seconds_best, "threads": threads}
 
 
 def run_child(folder: Path, setting: str, a: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(folder), setting, "--seconds", str(a.seconds),
-           "--tokens", str(a.tokens), "--repeat", str(a.repeat)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-2000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_in_child(child, str(folder), setting, a.seconds, a.tokens, a.repeat, timeout=3600)
 
 
 def main() -> None:
@@ -71,16 +63,13 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--hogs", type=int, default=1, help="busy-looping processes beside the run")
-    p.add_argument("--child", nargs=2, metavar=("DIR", "SETTING"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.child:
-        child(a.child[0], a.child[1], a.seconds, a.tokens, a.repeat)
-        return
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; MT3 {a.seconds:g} s clip, "
           f"{a.tokens} tokens/segment, fastest of {a.repeat}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_checkpoint(Path(tmp) / "mt3", json.loads(MANIFEST.read_text()), "mt3.pth")
+        folder = Path(tmp) / "mt3"
+        write_model_checkpoint("mt3", folder)
         quiet = {s: run_child(folder, s, a) for s in SETTINGS}
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.hogs)]
         try:
@@ -97,6 +86,9 @@ def main() -> None:
                      f"chosen ({a.hogs} hog)": busy[s]["threads"], f"with {a.hogs} hog s": busy[s]["best_s"],
                      "hog ÷ quiet": f"{busy[s]['best_s'] / quiet[s]['best_s']:.2f}x"})
     print(table(rows, list(rows[0])))
+    write_result("bench_threads", rows, {
+        f"with {a.hogs} hog ÷ quiet, {r['threads']}": busy[s]["best_s"] / quiet[s]["best_s"]
+        for s, r in zip(SETTINGS, rows)})
 
 
 if __name__ == "__main__":

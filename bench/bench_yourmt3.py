@@ -10,7 +10,7 @@ work in tokens; both run the identical encoder. Ratios are taken within this one
 
 ``--encoder-ab`` instead times the encoder as it is ("now": BatchNorms folded into channels-last
 convolutions) against two earlier forms in the same run, interleaved ``--repeat`` times: "before" (the
-grouped MoE, NCHW convolutions with separate BatchNorm passes: the encoder before issue 14's conv work)
+grouped MoE, NCHW convolutions with separate BatchNorm passes: the encoder before the convolution work)
 and "plain" (also the per-expert ``nonzero`` loop with ``index_add_``, out-of-place ReLU/add and
 ``avg_pool2d``). Now vs before is checked against the float32 rounding bound (tests/numerics.py).
 
@@ -23,69 +23,27 @@ batch, one new position per step, self-attention keys/values cached, cross-atten
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_yourmt3_checkpoint  # noqa: E402
+from harness import best_of, table, write_result  # noqa: E402  (also puts the repository on sys.path)
+from naive import moe_loop, naive_decode  # noqa: E402
 
-import torch.nn.functional as F  # noqa: E402
-
-from bench.naive import moe_loop, naive_decode  # noqa: E402
 from mt3_demo.models.yourmt3 import encoder as enc_mod  # noqa: E402
 from mt3_demo.models.yourmt3.features import SAMPLE_RATE, segment_audio  # noqa: E402
 from mt3_demo.models.yourmt3.model import load_model  # noqa: E402
 from tests.numerics import network_tolerance  # noqa: E402
 
-MANIFEST = ROOT / "tests" / "fixtures" / "yourmt3" / "ymt3_ckpt_manifest.json"
-
-
-def random_checkpoint(manifest: Path, out: Path, seed: int = 0) -> Path:
-    """Random weights with the manifest's keys/shapes; upstream's constants where they matter."""
-    g = torch.Generator().manual_seed(seed)
-    keys = json.loads(manifest.read_text())["keys"]
-    sd = {}
-    shared_freqs = {"sca": torch.tensor([math.pi, 5 * math.pi]), "latent": torch.tensor([math.pi, 5 * math.pi]),
-                    "temporal": torch.tensor([1.0, 0.01])}
-    for k in keys:
-        name, shape = k["key"], tuple(k["shape"])
-        if k["dtype"] == "int64":
-            sd[name] = torch.zeros(shape, dtype=torch.int64)
-        elif name.endswith("stft.window"):
-            sd[name] = torch.hann_window(shape[0])
-        elif name.endswith("freqs"):
-            kind = ("sca" if "sca" in name or "spectral" in name else
-                    "temporal" if "temporal" in name else "latent")
-            sd[name] = shared_freqs[kind].clone()
-        elif name.endswith("additive_pe.weight"):
-            p = torch.arange(shape[0], dtype=torch.float32)[:, None]
-            j = torch.arange(shape[1] // 2, dtype=torch.float32)[None, :]
-            a = p / 10000 ** (2 * j / shape[1])
-            sd[name] = torch.cat([a.sin(), a.cos()], dim=1)
-        elif name.endswith("running_var"):
-            sd[name] = 1 + 0.2 * torch.rand(shape, generator=g)
-        elif len(shape) == 1:
-            base = 0.0 if (name.endswith("bias") or name.endswith("running_mean")) else 1.0
-            sd[name] = base + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = int(np.prod(shape[1:]))
-            scale = 1.0 if name in ("embed_tokens.weight", "encoder.latent_array.latents") else fan_in ** -0.5
-            sd[name] = scale * torch.randn(shape, generator=g)
-    sd["lm_head.lm_head.weight"] *= 8  # peakier logits: a less degenerate greedy path
-    path = out / "last.ckpt"
-    torch.save({"state_dict": sd, "hyper_parameters": {}}, path)
-    return path
-
 
 def plain_resblock(self, x):
-    """The pre-encoder block out of place, pooled with avg_pool2d (the code before issue 14's work)."""
+    """The pre-encoder block out of place, pooled with avg_pool2d (the code before the convolution work)."""
     h = F.relu(self.bn1(self.conv1(x)))
     h = self.bn2(self.conv2(h))
     h = F.relu(h + (self.shortcut(x) if self.shortcut is not None else x))
@@ -117,17 +75,13 @@ def encoder_ab(model, segments, repeat: int) -> None:
         for name, (moe, res) in VARIANTS.items():
             enc_mod.MoE.forward, enc_mod.ResBlock.forward = moe, res
             try:
-                t0 = time.perf_counter()
-                pre = model.pre_encoder(spec)
-                t1 = time.perf_counter()
-                out = model.encoder(pre)
-                t2 = time.perf_counter()
+                t_pre, pre = best_of(lambda: model.pre_encoder(spec), 1)
+                t_enc, out = best_of(lambda: model.encoder(pre), 1)
             finally:
                 enc_mod.MoE.forward, enc_mod.ResBlock.forward = current
-            if t2 - t0 < best.get(name, float("inf")):
-                best[name], best[name + " pre-encoder"], best[name + " perceiver"] = t2 - t0, t1 - t0, t2 - t1
+            if t_pre + t_enc < best.get(name, float("inf")):
+                best[name], best[name + " pre-encoder"], best[name + " perceiver"] = t_pre + t_enc, t_pre, t_enc
             outs[name] = pre, out
-    print(json.dumps({k: round(v, 3) for k, v in best.items()}, indent=1))
     (pre_b, out_b), (pre_n, out_n) = outs["before"], outs["now"]
     e = model.dims.encoder
     # float32 bounds of two evaluations (tests/numerics.py): 6 convs of fan-in 9·C on the pre-encoder's
@@ -146,6 +100,11 @@ def encoder_ab(model, segments, repeat: int) -> None:
           f"encoder output {d_out:.2e} (bound {tol_out:.2e}); MoE plain vs grouped outputs identical: {moe_same}")
     if d_pre > tol_pre or d_out > tol_out:
         raise SystemExit("encoder outputs differ by more than float32 rounding")
+    rows = [{"encoder": name, "total s": best[name], "pre-encoder s": best[name + " pre-encoder"],
+             "Perceiver s": best[name + " perceiver"]} for name in VARIANTS]
+    write_result("bench_yourmt3_encoder", rows, {
+        "before ÷ now": best["before"] / best["now"], "plain ÷ now": best["plain"] / best["now"],
+        "now vs before, max |Δ| encoder output ÷ float32 bound": d_out / tol_out})
 
 
 def op_class(name: str) -> str:
@@ -162,7 +121,7 @@ def op_class(name: str) -> str:
 
 def gemm_gflops(n: int = 2048, repeat: int = 3) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    best = min(timed(lambda: a @ b)[1] for _ in range(repeat))
+    best = best_of(lambda: a @ b, repeat)[0]
     return 2 * n ** 3 / best / 1e9
 
 
@@ -203,12 +162,6 @@ def encoder_profile(model, spec, repeat: int) -> None:
           f"= {floor / total:.0%} of the profiled time")
 
 
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=4.0, help="audio length (default 4 s = 2 segments)")
@@ -216,7 +169,6 @@ def main() -> None:
                     help="tokens per channel for both paths (naive cost grows with its square)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--encoder-ab", action="store_true", help="encoder now vs its plain form (see above)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="with --encoder-ab: where the encoder's time goes now")
@@ -225,8 +177,8 @@ def main() -> None:
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt, t_make = timed(lambda: random_checkpoint(args.manifest, Path(tmp)))
-        (model, _), t_load = timed(lambda: load_model(ckpt))
+        t_make, ckpt = best_of(lambda: write_yourmt3_checkpoint(Path(tmp)), 1)
+        t_load, (model, _) = best_of(lambda: load_model(ckpt), 1)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -250,18 +202,18 @@ def main() -> None:
         model.generate(model.encode(model.spectrogram(segments[:1])), 2, stop_at_eos=False)
 
         # ours
-        memory, t_enc = timed(lambda: model.encode(model.spectrogram(segments)))
-        ours, t_dec = timed(lambda: model.generate(memory, n_tok, stop_at_eos=False))
+        t_enc, memory = best_of(lambda: model.encode(model.spectrogram(segments)), 1)
+        t_dec, ours = best_of(lambda: model.generate(memory, n_tok, stop_at_eos=False), 1)
 
         # naive: per segment, per channel, uncached
         t_enc_naive = t_dec_naive = 0.0
         naive = []
         for s in range(n_seg):
-            mem_s, dt = timed(lambda: model.encode(model.spectrogram(segments[s:s + 1])))
+            dt, mem_s = best_of(lambda: model.encode(model.spectrogram(segments[s:s + 1])), 1)
             t_enc_naive += dt
             seg_tokens = []
             for c in range(memory.shape[1]):
-                ids, dt = timed(lambda: naive_decode(emb, dec, head, mem_s[:, c], n_tok, stop_at_eos=False))
+                dt, ids = best_of(lambda: naive_decode(emb, dec, head, mem_s[:, c], n_tok, stop_at_eos=False), 1)
                 t_dec_naive += dt
                 seg_tokens.append(ids)
             naive.append(seg_tokens)
@@ -281,7 +233,13 @@ def main() -> None:
         "ours_tokens_per_s": round(total_tokens / t_dec, 1),
         "naive_tokens_per_s": round(total_tokens / t_dec_naive, 1),
     }
-    print(json.dumps(rows, indent=1))
+    print(table([rows], list(rows)))
+    write_result("bench_yourmt3", [
+        {"path": "ours: batched, KV cache", "encoder s": t_enc, "decode s": t_dec, "tokens/s": total_tokens / t_dec},
+        {"path": "naive: per segment and channel, no cache", "encoder s": t_enc_naive, "decode s": t_dec_naive,
+         "tokens/s": total_tokens / t_dec_naive}],
+        {"decode, naive ÷ ours": rows["decode_speedup"], "end to end, naive ÷ ours": rows["end_to_end_speedup"],
+         "channels with identical ids": rows["channels_identical"]})
     print(f"\nYourMT3+ {args.device}, {args.threads} threads, {n_seg} segments × 13 channels × {n_tok} tokens: "
           f"decoding {t_dec_naive:.2f} s naive → {t_dec:.2f} s ours ({rows['decode_speedup']}×); "
           f"end to end {t_enc_naive + t_dec_naive:.2f} s → {t_enc + t_dec:.2f} s ({rows['end_to_end_speedup']}×)")

@@ -6,7 +6,7 @@ those fill the queue — ``len(BAD_UPLOADS)`` bad uploads. Checks: every good re
 bad one gets its message (from the validator, before the queue) in under ``--bad-limit`` seconds.
 Prints each request's time, the server's peak RSS and how much its temp dir grew.
 
-    python bench/burst.py                 # 16 clients + 6 bad uploads (issue 13)
+    python bench/burst.py                 # 16 clients + 6 bad uploads
     python bench/burst.py --clients 4     # a quicker look
 
 Bounded: ``--timeout`` seconds for the whole burst (the server is stopped either way).
@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, PeakSampler, free_port, stop_server, wait_until_up, write_result  # noqa: E402
+
 PIANO = ROOT / "examples_audio" / "piano_cschumann_polonaise.wav"
 
 # name -> bytes: what people (or scripts) upload by mistake
@@ -38,57 +38,8 @@ BAD_UPLOADS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited with code {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("the app did not start in time")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    """Terminate the app's process; kill it if it has not gone in 30 s."""
-    server.terminate()
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-
-
-class PeakRSS(threading.Thread):
-    """Polls the server's resident memory (with its children) until stopped."""
-
-    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        import psutil
-
-        self.proc, self.peak_mb, self.stopped = psutil.Process(pid), 0.0, threading.Event()
-        self.interval_s = interval_s
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval_s):
-            try:
-                rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(True))
-            except Exception:  # noqa: BLE001 - the process is going away
-                return
-            self.peak_mb = max(self.peak_mb, rss / 2**20)
 
 
 def main() -> int:
@@ -122,8 +73,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, server, 180)
-        rss = PeakRSS(server.pid)
-        rss.start()
+        rss = PeakSampler(server.pid, children=True, interval_s=0.2).start()
         disk_before = folder_mb(gradio_tmp)
         results: dict[str, tuple[str, float, str]] = {}
 
@@ -147,8 +97,7 @@ def main() -> int:
             for f in futures:
                 f.result(timeout=max(1.0, args.timeout - (time.monotonic() - start)))
         wall = time.monotonic() - start
-        rss.stopped.set()
-        rss.join()
+        rss.stop()
         disk_after = folder_mb(gradio_tmp)
     finally:
         stop_server(server)
@@ -164,6 +113,12 @@ def main() -> int:
           f"< {args.bad_limit:g} s: {bad_fast}/{len(bad)} (slowest {max((r[1] for r in bad), default=0):.2f} s)")
     print(f"burst wall time {wall:.0f} s; server peak RSS {rss.peak_mb:.0f} MB; "
           f"temp dir grew {disk_after - disk_before:.1f} MB ({disk_after:.1f} MB in all)")
+    write_result("burst", [{"request": tag, "status": status, "seconds": seconds, "detail": detail}
+                           for tag, (status, seconds, detail) in sorted(results.items())],
+                 {"good requests that succeeded": f"{good_ok}/{len(good)}",
+                  f"bad uploads answered in < {args.bad_limit:g} s": f"{bad_fast}/{len(bad)}",
+                  "slowest bad upload, s": max((r[1] for r in bad), default=0.0),
+                  "server peak RSS, MB": rss.peak_mb, "temp dir growth, MB": disk_after - disk_before})
     return 0 if good_ok == len(good) and bad_fast == len(bad) else 1
 
 

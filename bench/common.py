@@ -1,20 +1,20 @@
-"""Helpers shared by the benchmarks: random checkpoints from manifests, test signals, timing, RSS."""
+"""What the benchmarks run on: full-size random checkpoints from the state-dict manifests, music-like
+test signals, and the token models held at a fixed decode length. (Timing, memory, child processes
+and result files: ``harness.py``.)"""
 from __future__ import annotations
 
 import json
-import resource
-import sys
-import time
-from contextlib import contextmanager
+import math
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from harness import ROOT
+
+MT3_MANIFEST = ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json"
+MR_MT3_MANIFEST = ROOT / "tests" / "fixtures" / "mr_mt3" / "mrmt3_ckpt_manifest.json"
+YOURMT3_MANIFEST = ROOT / "tests" / "fixtures" / "yourmt3" / "ymt3_ckpt_manifest.json"
 
 
 def random_state_dict_from_manifest(manifest: dict, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -54,29 +54,87 @@ def write_model_checkpoint(model: str, folder: Path, adamw: bool = False) -> Non
     YourMT3+) also carry AdamW's two moments per weight, as the published ones do."""
     folder.mkdir(parents=True, exist_ok=True)
     if model == "mt3":
-        manifest = json.loads((ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json").read_text())
-        write_checkpoint(folder, manifest, "mt3.pth")
+        write_checkpoint(folder, json.loads(MT3_MANIFEST.read_text()), "mt3.pth")
     elif model == "mr_mt3":
-        from bench_mr_mt3 import write_random_ckpt
-
-        write_random_ckpt(folder, adamw=adamw)
+        write_mr_mt3_checkpoint(folder, adamw=adamw)
     elif model == "yourmt3":
-        from bench_yourmt3 import MANIFEST, random_checkpoint
-
-        path = random_checkpoint(MANIFEST, folder)
+        path = write_yourmt3_checkpoint(folder)
         if adamw:
             with_adamw_moments(path)
     else:
         raise SystemExit(f"no random checkpoint for {model} (token models: {', '.join(TOKEN_MODELS)})")
 
 
+def adamw_moments(weights: list[torch.Tensor]) -> list[dict]:
+    """Lightning's ``optimizer_states`` for AdamW with both moments of every weight, as the published
+    .ckpt files carry them (two more copies of the weights on disk)."""
+    return [{"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.randn_like(t), "exp_avg_sq": torch.rand_like(t)}
+                       for i, t in enumerate(weights)},
+             "param_groups": [{"lr": 1e-5, "params": list(range(len(weights)))}]}]
+
+
+def write_mr_mt3_checkpoint(folder: Path, seed: int = 0, adamw: bool = False) -> Path:
+    """MR-MT3's Lightning layout under the default file name: every manifest key under ``model.``, the
+    three alias pairs sharing one tensor; ``adamw``: with AdamW's moments, like the published files
+    (≈ 3 × 194 MB on disk)."""
+    from mt3_demo.models.mr_mt3.checkpoint import DEFAULT_CHECKPOINT
+
+    manifest = json.loads(MR_MT3_MANIFEST.read_text())
+    sd = random_state_dict_from_manifest(manifest, seed)
+    for canonical, alias in manifest["aliases_same_tensor"]:
+        sd[alias] = sd[canonical]
+    unique = list({id(t): t for k, t in sd.items() if not k.endswith("inv_freq")}.values())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DEFAULT_CHECKPOINT
+    torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.1.3", "state_dict": sd,
+                "loops": {}, "callbacks": {}, "optimizer_states": adamw_moments(unique) if adamw else [],
+                "lr_schedulers": []}, path)
+    return path
+
+
+def write_yourmt3_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """YourMT3+'s ``last.ckpt`` with the manifest's keys and shapes, random weights and upstream's
+    constants where they matter (STFT window, RoPE frequencies, position table, BatchNorm variances)."""
+    g = torch.Generator().manual_seed(seed)
+    keys = json.loads(YOURMT3_MANIFEST.read_text())["keys"]
+    sd = {}
+    shared_freqs = {"sca": torch.tensor([math.pi, 5 * math.pi]), "latent": torch.tensor([math.pi, 5 * math.pi]),
+                    "temporal": torch.tensor([1.0, 0.01])}
+    for k in keys:
+        name, shape = k["key"], tuple(k["shape"])
+        if k["dtype"] == "int64":
+            sd[name] = torch.zeros(shape, dtype=torch.int64)
+        elif name.endswith("stft.window"):
+            sd[name] = torch.hann_window(shape[0])
+        elif name.endswith("freqs"):
+            kind = ("sca" if "sca" in name or "spectral" in name else
+                    "temporal" if "temporal" in name else "latent")
+            sd[name] = shared_freqs[kind].clone()
+        elif name.endswith("additive_pe.weight"):
+            p = torch.arange(shape[0], dtype=torch.float32)[:, None]
+            j = torch.arange(shape[1] // 2, dtype=torch.float32)[None, :]
+            a = p / 10000 ** (2 * j / shape[1])
+            sd[name] = torch.cat([a.sin(), a.cos()], dim=1)
+        elif name.endswith("running_var"):
+            sd[name] = 1 + 0.2 * torch.rand(shape, generator=g)
+        elif len(shape) == 1:
+            base = 0.0 if (name.endswith("bias") or name.endswith("running_mean")) else 1.0
+            sd[name] = base + 0.1 * torch.randn(shape, generator=g)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            scale = 1.0 if name in ("embed_tokens.weight", "encoder.latent_array.latents") else fan_in ** -0.5
+            sd[name] = scale * torch.randn(shape, generator=g)
+    sd["lm_head.lm_head.weight"] *= 8  # peakier logits: a less degenerate greedy path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "last.ckpt"
+    torch.save({"state_dict": sd, "hyper_parameters": {}}, path)
+    return path
+
+
 def with_adamw_moments(path: Path) -> None:
     """Rewrite a Lightning file with AdamW's exp_avg / exp_avg_sq for every floating weight."""
     ckpt = torch.load(path, weights_only=True)
-    weights = [t for t in ckpt["state_dict"].values() if t.is_floating_point()]
-    ckpt["optimizer_states"] = [{"state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.randn_like(t),
-                                               "exp_avg_sq": torch.rand_like(t)} for i, t in enumerate(weights)},
-                                 "param_groups": [{"lr": 1e-5, "params": list(range(len(weights)))}]}]
+    ckpt["optimizer_states"] = adamw_moments([t for t in ckpt["state_dict"].values() if t.is_floating_point()])
     torch.save(ckpt, path)
 
 
@@ -105,38 +163,6 @@ def test_signal(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
         tone = sum(np.sin(2 * np.pi * f0 * h * tail[:m]) / h for h in range(1, 5)) * env[:m]
         x[start:start + m] += tone.astype(np.float32)
     return x
-
-
-@contextmanager
-def timer(out: dict, key: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    yield
-    out[key] = time.perf_counter() - t0
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB.
-
-    Linux: VmHWM from /proc/self/status, which starts afresh at exec. (getrusage's ru_maxrss does
-    not: a subprocess would inherit its parent's peak.) Elsewhere: getrusage.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    """A plain Markdown table."""
-    def fmt(v):
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def fixed_decoding(tokens: int) -> dict:

@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -42,7 +41,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, random_state_dict_from_manifest, table, test_signal  # noqa: E402
+from common import MT3_MANIFEST, random_state_dict_from_manifest, test_signal, write_yourmt3_checkpoint  # noqa: E402
+from harness import best_of, table, write_result  # noqa: E402
 
 from mt3_demo.models import t5  # noqa: E402
 from mt3_demo.models.mr_mt3.model import MRMT3, dummy_memory_ids  # noqa: E402
@@ -51,22 +51,13 @@ from mt3_demo.models.mt3.decoding import default_batch_size  # noqa: E402
 from mt3_demo.models.mt3.notes import ids_to_notes  # noqa: E402
 from mt3_demo.threads import allowed_cores  # noqa: E402
 
-MT3_MANIFEST = ROOT / "tests" / "fixtures" / "mt3" / "mt3_pth_manifest.json"
-
-
 # ------------------------------------------------------------------------------------------------
 # Measuring
 
 
 def fastest(fn: Callable[[], object], repeat: int) -> float:
-    """Seconds of the fastest of ``repeat`` calls after one warm-up (a shared machine only adds time)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    """Seconds of the fastest of ``repeat`` calls after one warm-up."""
+    return best_of(fn, repeat, warmup=1)[0]
 
 
 def flops_of(fn: Callable[[], object]) -> int:
@@ -217,15 +208,13 @@ def mr_mt3_stages(seconds: float, tokens: int, memory_length: int = 64) -> Stage
 
 
 def yourmt3_stages(seconds: float, tokens: int) -> Stages:
-    from bench_yourmt3 import MANIFEST, random_checkpoint
-
     from mt3_demo.models.yourmt3.decoder import TokenDecoder
     from mt3_demo.models.yourmt3.features import segment_audio, segment_start_times
     from mt3_demo.models.yourmt3.model import load_model
     from mt3_demo.models.yourmt3.notes import decode_tokens
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = load_model(random_checkpoint(MANIFEST, Path(tmp)))
+        model, _ = load_model(write_yourmt3_checkpoint(Path(tmp)))
     model.requires_grad_(False)  # FlopCounterMode's module hooks trip over parameters that require grad
     segments = torch.from_numpy(segment_audio(test_signal(seconds)))
     n = len(segments)
@@ -315,7 +304,6 @@ def main() -> None:
     p.add_argument("--threads", default="1,all", help="comma-separated thread counts; 'all' = cores allowed")
     p.add_argument("--tokens", type=int, default=32, help="decode length the step is measured at (middle of it)")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--json", type=Path, help="also write the rows here")
     a = p.parse_args()
     cores = len(allowed_cores())
     counts = sorted({cores if t == "all" else int(t) for t in a.threads.split(",")})
@@ -345,8 +333,11 @@ def main() -> None:
     print(table(limit_rows, list(limit_rows[0])))
     print("\nAchieved vs limit (fraction = limit time / achieved time)\n")
     print(table(all_rows, COLUMNS))
-    if a.json:
-        a.json.write_text(json.dumps({"limits": limit_rows, "stages": all_rows}, indent=1))
+    # the stage table is the result; the limits it was measured against go with it as rows of their own
+    write_result("roofline", all_rows + [{"model": r["model"], "threads": r["threads"], "stage": "limits",
+                                          "where it goes": "; ".join(f"{k}: {v}" for k, v in r.items()
+                                                                     if k not in ("model", "threads"))}
+                                         for r in limit_rows], {})
 
 
 if __name__ == "__main__":

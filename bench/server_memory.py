@@ -1,4 +1,4 @@
-"""The app server's memory for one long upload, per model (issue 13 item 8: ≤ 2 GB on the CPU).
+"""The app server's memory for one long upload, per model (the target: ≤ 2 GB on the CPU).
 
     python bench/server_memory.py                          # every model, a 10-minute upload
     python bench/server_memory.py --models mt3 --seconds 60
@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from burst import PeakRSS, free_port, stop_server, wait_until_up  # noqa: E402
-from common import ROOT, TOKEN_MODELS, fixed_decoding, table, test_signal, write_model_checkpoint  # noqa: E402
+from common import TOKEN_MODELS, fixed_decoding, test_signal, write_model_checkpoint  # noqa: E402
+from harness import ROOT, PeakSampler, free_port, stop_server, table, wait_until_up, write_result  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 MODELS = ("transkun", "mt3", "mr_mt3", "yourmt3")
 
 
@@ -76,8 +75,7 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, server, 300)
-        rss = PeakRSS(server.pid, interval_s=0.05)
-        rss.start()
+        rss = PeakSampler(server.pid, children=True, interval_s=0.05).start()
         time.sleep(0.5)
         idle = rss.peak_mb
         client = Client(url, verbose=False)
@@ -90,8 +88,7 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
             detail = "error: " + str(e).strip().splitlines()[-1][:80]
         wall = time.monotonic() - start
         client.close()
-        rss.stopped.set()
-        rss.join()
+        rss.stop()
     finally:
         stop_server(server)
     return {"model": model, "seconds": None, "idle_mb": round(idle), "peak_mb": round(rss.peak_mb),
@@ -126,6 +123,7 @@ def main() -> int:
             print(json.dumps(row), file=sys.stderr)
     print(table(rows, ["model", "seconds", "idle_mb", "peak_mb", "wall_s", "result"]))
     print("idle: the server before the upload (no model loaded); peak: the whole request, with its children.")
+    write_result("server_memory", rows, {f"{r['model']}: peak ÷ the 2 GB target (2048 MiB)": r["peak_mb"] / 2048 for r in rows})
     return 0
 
 

@@ -80,13 +80,13 @@ def test_published_sizes_match_the_specs():
     manager = ModelManager(device=torch.device("cpu"))
     sizes = {m: manager.spec(m).published(None, manager.options_for(m)) for m in manager.model_ids()}
     assert sizes["transkun"] is None  # weights ship with the pip package
-    assert sizes["mt3"].size_bytes == 183_672_643  # mt3.md: the mt3.pth pointer's size
+    assert sizes["mt3"].size_bytes == 183_672_643  # docs/models.md#mt3-checkpoint: mt3.pth's published size
     manifest = json.loads((FIXTURES / "mr_mt3" / "mrmt3_ckpt_manifest.json").read_text())
-    # mrmt3.md: weights + AdamW's two moments + ~0.27 MB of pickle/zip overhead.
+    # docs/models.md#mr-mt3-checkpoints: weights + AdamW's two moments + ~0.27 MB of pickle/zip overhead.
     expected = 3 * manifest["unique_tensor_bytes"]
     assert expected < sizes["mr_mt3"].size_bytes < expected + 1_000_000
     assert sizes["mr_mt3"].size_bytes / 1e6 == pytest.approx(582.5, abs=0.5)  # not "~0 MB", not 194
-    assert sizes["yourmt3"].size_bytes == 536_000_000  # ymt3.md: "536 MB", last.ckpt
+    assert sizes["yourmt3"].size_bytes == 536_000_000  # docs/models.md#the-four-models: "536 MB", last.ckpt
     assert sizes["yourmt3"].basename == "last.ckpt"
 
 

@@ -53,7 +53,7 @@ def fixture_set(request):
 
 
 # ------------------------------------------------------------------------------------------------
-# Frontends (spec §4)
+# Frontends (docs/models.md#mr-mt3-frontends)
 
 
 def audio(folder: Path) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_tf_frontend_is_mt3s_with_normalisation():
     tf = fe.compute_features(x, "tf", n_mels=32)
     assert tf.shape == head.shape
     assert 0 <= float(tf.min()) and float(tf.max()) <= 1
-    # Same STFT, mel triangles linear in mel vs in Hz: close, not equal (mt3.md §13.10).
+    # Same STFT, mel triangles linear in mel vs in Hz: close, not equal (docs/models.md#mt3-frontend: torchaudio's triangles are linear in Hz).
     diff = (tf - head).abs()
     assert 0 < float(diff.mean()) < 1e-3
 
@@ -139,7 +139,7 @@ def test_unknown_frontend_is_rejected():
 
 
 # ------------------------------------------------------------------------------------------------
-# Network parity, both sets (spec §5–§7)
+# Network parity, both sets (docs/models.md#mr-mt3-memory-block)
 
 
 def test_config_read_from_state_dict_and_config_json(fixture_set):
@@ -291,7 +291,7 @@ def test_decoding_without_the_memory_chain_matches_upstream():
 
 
 # ------------------------------------------------------------------------------------------------
-# Checkpoint reading (spec §8)
+# Checkpoint reading (docs/models.md#mr-mt3-checkpoints)
 
 
 def save_lightning(path: Path, state_dict: dict, **extra) -> Path:

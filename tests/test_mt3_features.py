@@ -1,4 +1,4 @@
-"""MT3 frontend vs TensorFlow ground truth (spec mt3.md §3–4, fixtures/mt3/logmel)."""
+"""MT3 frontend vs TensorFlow ground truth (docs/models.md#mt3-frontend, fixtures/mt3/logmel)."""
 import json
 import math
 from pathlib import Path

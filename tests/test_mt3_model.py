@@ -127,7 +127,7 @@ def test_magenta_position_table_closed_form():
     # computed in float64 and rounded once to float32 (values in [−1, 1]): at most u apart
     np.testing.assert_allclose(table.numpy(), expected, atol=U, rtol=0)
     assert math.isclose(omega[0, -1], 1e-4)  # the slowest frequency is exactly 1/10000
-    # kunato's stored frequencies give a different table (the port's deviation, spec §13.1)
+    # kunato's stored frequencies give a different table (the port's deviation, docs/models.md#mt3-network)
     kunato = t5.SinusoidalPositions(d, max_positions=2048)
     assert (kunato(0, n) - pos(0, n)).abs().max() > 1.0
 

@@ -1,4 +1,4 @@
-"""The one T5 stack shared by MT3 and MR-MT3 (spec mt3.md §5, mrmt3.md §5–7).
+"""The one T5 stack shared by MT3 and MR-MT3 (docs/models.md#mt3-network, #mr-mt3-memory-block).
 
 T5.1.1-style encoder-decoder as MT3 uses it: pre-norm RMSNorm, unscaled multi-head attention
 (T5 folds 1/sqrt(d_kv) into the weights), gated-GELU feed-forward, no biases, no relative position
@@ -68,7 +68,7 @@ def kunato_inv_freq(d_model: int) -> Tensor:
 def magenta_inv_freq(d_model: int) -> Tensor:
     """Magenta's ``layers.sinusoidal`` frequencies ω_i = 10000^(−i/(d/2−1)) (float64).
 
-    These are what the official MT3 weights were trained with (mt3.md §5, §13.1).
+    These are what the official MT3 weights were trained with (docs/models.md#mt3-network: kunato's port stores 10000^(−2i/d) instead).
     """
     half = d_model // 2
     return 10000.0 ** (-torch.arange(half, dtype=torch.float64) / (half - 1))

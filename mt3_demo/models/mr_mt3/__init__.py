@@ -1,4 +1,4 @@
-"""MR-MT3, the memory-retaining MT3 (spec mrmt3.md): what it adds on top of ``models/mt3``.
+"""MR-MT3, the memory-retaining MT3 (docs/models.md#mr-mt3): what it adds on top of ``models/mt3``.
 
 frontends.py   the ``torchaudio`` / ``torchaudio-legacy`` log-mels (+ MT3's ``tf``) and the clip/scale
                normalisation

@@ -6,7 +6,7 @@ prevaug_frame=3.ckpt`` with memory length N = 64 — the configuration the paper
 (memory block of 64 rows + prior-segment augmentation), a real memory model (N = 0 files are
 MT3-equivalent). Other published files are selectable with the ``checkpoint_name`` option.
 
-Frontend per checkpoint (spec mrmt3.md §4). Upstream HEAD runs every file on a torchaudio mel that
+Frontend per checkpoint (docs/models.md#mr-mt3-frontends). Upstream HEAD runs every file on a torchaudio mel that
 was changed in June 2024 (uncentred, 7.6 kHz top, ln with a 1e-5 floor), *after* the from-scratch
 checkpoints were trained on the earlier one (centred, 8 kHz top, ln(x + 1e-6), 257 rows) — the two
 differ by ≈2.3 log units on average, so HEAD feeds those weights features they never saw. Each

@@ -1,12 +1,12 @@
 """MR-MT3's checkpoint files: the registry of published files and a safe Lightning ``.ckpt`` reader.
 
 The published weights (Hugging Face model repo ``gudgud1014/MR-MT3``) are PyTorch Lightning
-``Trainer`` checkpoints (spec mrmt3.md §8): a ``torch.save``d dict whose ``state_dict`` holds the
+``Trainer`` checkpoints (docs/models.md#mr-mt3-checkpoints): a ``torch.save``d dict whose ``state_dict`` holds the
 model under the prefix ``model.``, next to loop/callback state and the AdamW moments (≈ 2/3 of the
 file). We read them with ``torch.load(weights_only=True)``, keep only ``state_dict``, strip the
 prefix and drop the optimiser state.
 
-What the tensors cannot tell us (§8): the memory length N ("prev context") — N = 0, 32 and 64 give
+What the tensors cannot tell us: the memory length N ("prev context") — N = 0, 32 and 64 give
 identical keys and shapes — and the number of attention heads. N comes from, in order: the user,
 a ``config.json`` beside the file (the yaml's ``model.config`` block, ``segmem_length``), the
 registry entry of a known file, the file name (``prev_context=N``), the published default 64. The
@@ -40,7 +40,7 @@ class KnownCheckpoint:
 
     filename: str  # path inside the HF repo
     memory_length: int  # N, the prev context the file was trained with
-    frontend: str  # the frontend it was trained with (spec §4)
+    frontend: str  # the frontend it was trained with (docs/models.md#mr-mt3-checkpoints)
     family: str  # "from-scratch" (trained on Slakh with torchaudio features) or "continual" (from MT3)
     description: str
     sha256: str | None = None
@@ -57,11 +57,11 @@ class KnownCheckpoint:
 
 
 # A from-scratch file holds the float32 weights plus AdamW's two moments, ≈ 3 × 194,081,792 bytes
-# (mrmt3_ckpt_manifest.json's unique_tensor_bytes) + ~0.27 MB of pickle and zip (spec mrmt3.md;
+# (mrmt3_ckpt_manifest.json's unique_tensor_bytes) + ~0.27 MB of pickle and zip (docs/models.md#mr-mt3-checkpoints;
 # the continual file below, of the same architecture, is exactly that plus 266,033 bytes).
 FROM_SCRATCH_BYTES = 3 * 194_081_792 + 266_033
 
-# Spec §9. From-scratch files were trained on the pre-June-2024 torchaudio mel ("legacy"); the
+# docs/models.md#mr-mt3-checkpoints. From-scratch files were trained on the pre-June-2024 torchaudio mel ("legacy"); the
 # continual file was fine-tuned from MT3's weights on the TF frontend (train.sh).
 KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
     KnownCheckpoint("exp_segmemV2_prev_context=64_prevaug_frame=3.ckpt", 64, "torchaudio-legacy",
@@ -141,7 +141,7 @@ class MRMT3Config:
 
 def config_from_state_dict(sd: Mapping[str, torch.Tensor], what: str, num_heads: int,
                            segmem_length: int) -> MRMT3Config:
-    """Dims from shapes (§8): widths, layer counts — memory layers included — and the mel depth."""
+    """Dims from shapes (docs/models.md#mr-mt3-checkpoints): widths, layer counts — memory layers included — and the mel depth."""
     if all(k in sd for k in REQUIRED_KEYS) and not any(
             k.startswith("segmem_encoder.") or k.startswith("segmem_proj.") for k in sd):
         raise CheckpointError(

@@ -1,4 +1,4 @@
-"""MR-MT3's three log-mel frontends and its input normalisation (spec mrmt3.md §4).
+"""MR-MT3's three log-mel frontends and its input normalisation (docs/models.md#mr-mt3-frontends).
 
 Every frontend maps the zero-padded sample buffers of the segments to encoder inputs:
 
@@ -112,7 +112,7 @@ class Frontend:
     def __call__(self, samples, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """16 kHz mono signal [n] -> segments ``start`` … ``stop − 1`` (all by default; a range
         bounds memory on long files — every segment's features depend on its own samples only).
-        T = 256 rows per segment, 257 for ``torchaudio-legacy``. Segmentation as MT3 (mt3.md §3)."""
+        T = 256 rows per segment, 257 for ``torchaudio-legacy``. Segmentation as MT3 (docs/models.md#mt3-frontend)."""
         x = torch.as_tensor(samples, dtype=torch.float32).to(self.device).flatten()
         total = num_segments(x.numel())
         stop = total if stop is None else min(stop, total)
@@ -131,7 +131,7 @@ def compute_features(samples, frontend: str, n_mels: int = 512, device: torch.de
 
 
 def split_segments(samples: torch.Tensor) -> torch.Tensor:
-    """16 kHz mono signal [n] -> zero-padded segment buffers [S, 32768] (MT3's framing, mt3.md §3:
+    """16 kHz mono signal [n] -> zero-padded segment buffers [S, 32768] (MT3's framing, docs/models.md#mt3-frontend:
     whole 128-sample frames plus at least one padding sample, segments of 256 frames)."""
     x = samples.flatten()
     s = num_segments(x.numel())

@@ -1,4 +1,4 @@
-"""MR-MT3's network and contiguous inference (spec mrmt3.md §5–§7).
+"""MR-MT3's network and contiguous inference (docs/models.md#mr-mt3-memory-block, #mr-mt3-decoding).
 
 MR-MT3 is MT3's T5 (``models/t5.py``, reused as is) plus a *memory block*: the ids generated for
 the previous segment are embedded with the decoder's token embedding, run through a one-block T5

@@ -1,4 +1,4 @@
-"""MT3's log-mel frontend exactly as Magenta computes it (spec mt3.md §3–4), vectorised in PyTorch.
+"""MT3's log-mel frontend exactly as Magenta computes it (docs/models.md#mt3-frontend), vectorised in PyTorch.
 
 16 kHz mono → whole 128-sample frames (always at least one padding sample) → segments of 256 frames
 (2.048 s) → per segment: periodic-Hann STFT 2048/128, not centred, zero-padded at the end of the

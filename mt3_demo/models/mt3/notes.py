@@ -1,4 +1,4 @@
-"""Codec tokens of all segments → notes, with ties across segments (mt3.md §10; Magenta's
+"""Codec tokens of all segments → notes, with ties across segments (docs/models.md#mt3-tokens-to-notes; Magenta's
 ``NoteEncodingWithTiesSpec`` decoding, which kunato copies unchanged).
 
 One state runs across the segments in time order. Each segment starts with a *tie section* that

@@ -1,4 +1,4 @@
-"""MT3's 1536-id vocabulary: 3 special ids, the event codec, T5 extra ids, padding rows (mt3.md §8–9).
+"""MT3's 1536-id vocabulary: 3 special ids, the event codec, T5 extra ids, padding rows (docs/models.md#mt3-vocabulary).
 
 model id = codec index + 3. Codec (100 steps/s, shifts up to 10 s, 1 velocity bin), ranges in order:
 shift 0–1000 · pitch 0–127 · velocity 0–1 · tie · program 0–127 · drum 0–127 → 1388 classes.

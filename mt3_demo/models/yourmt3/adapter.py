@@ -36,7 +36,7 @@ class PublishedCheckpoint:
     hub: HubFile
 
 
-# The YourMT3 checkpoints this code can run (spec ymt3.md §13): the two YPTF.MoE+Multi ones. The other
+# The YourMT3 checkpoints this code can run (docs/models.md#yourmt3-checkpoint): the two YPTF.MoE+Multi ones. The other
 # published ones (YMT3+, YPTF+Single, YPTF+Multi) use encoders/decoders not implemented here.
 CHECKPOINTS = {
     c.name: c for c in [
@@ -89,7 +89,7 @@ def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
     (:func:`~mt3_demo.models.base.half_dtype`, the one reading of a precision).
 
     The issue asked for half precision "as the Space does", but the Space's ``-pr 16`` only reaches
-    the Lightning Trainer, which its ``transcribe`` never uses (spec §12): the Space runs float32.
+    the Lightning Trainer, which its ``transcribe`` never uses (docs/models.md#how-each-model-is-run-and-why): the Space runs float32.
     Casting the whole model (norms, position table, residual stream, KV cache) to bf16 changes the
     greedy ids of most channels on the fixtures, so half precision stays opt-in.
     """

@@ -1,4 +1,4 @@
-"""Reading YourMT3's Lightning checkpoints without executing pickled code (spec ymt3.md §11).
+"""Reading YourMT3's Lightning checkpoints without executing pickled code (docs/models.md#yourmt3-checkpoint).
 
 The ``.ckpt`` files pickle upstream objects in ``hyper_parameters`` (a ``utils.task_manager.
 TaskManager`` with its tokenizer, codec and numpy arrays), so a plain ``torch.load(weights_only=True)``

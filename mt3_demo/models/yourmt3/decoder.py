@@ -1,4 +1,4 @@
-"""YourMT3+'s multi-channel T5 decoder (spec ymt3.md §6–8).
+"""YourMT3+'s multi-channel T5 decoder (docs/models.md#yourmt3-decoder).
 
 The 26 encoder latents are paired into 13 channel memories; ONE T5 decoder (shared weights) decodes
 every channel of every segment as one batch row each, greedily, with a KV cache. The T5 pieces

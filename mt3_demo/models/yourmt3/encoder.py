@@ -1,6 +1,6 @@
 """YourMT3+'s encoder: the residual conv pre-encoder and the Perceiver-TF with MoE feed-forwards.
 
-Spec ymt3.md §4–5. Shapes: B segments, T = 110 frames, F frequency bins, C conv channels (the key/value
+docs/models.md#yourmt3-encoder. Shapes: B segments, T = 110 frames, F frequency bins, C conv channels (the key/value
 tokens of the spectral cross-attention), K = 26 latents, D latent width, H heads, E experts.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""YourMT3+'s frontend (spec ymt3.md §2–3): segmenting and the log-magnitude spectrogram.
+"""YourMT3+'s frontend (docs/models.md#yourmt3-frontend): segmenting and the log-magnitude spectrogram.
 
 16 kHz mono → non-overlapping segments of 32767 samples (last one zero-padded) → per segment:
 |STFT| (periodic Hann 2048, hop 300, centred, reflect padding) → drop the DC bin → ln(x + 1e-5)

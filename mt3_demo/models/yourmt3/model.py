@@ -193,7 +193,7 @@ def dims_from_checkpoint(sd: Mapping[str, Tensor], hparams: Mapping[str, Any], w
         raise CheckpointError(f"{what} uses a YourMT3 variant this adapter does not implement: "
                               + ", ".join(unsupported) + ". Supported: the YPTF.MoE+Multi checkpoints.")
 
-    # LayerNorm vs RMSNorm (spec §5.6): the keys decide; the hyper-parameters must agree.
+    # LayerNorm vs RMSNorm (docs/models.md#yourmt3-encoder): the keys decide; the hyper-parameters must agree.
     norm = "layer_norm" if NORM_KEY in sd else "rms_norm"
     hp_norm = ptf.get("layer_norm_type")
     if hp_norm is not None and hp_norm != norm:
@@ -227,7 +227,7 @@ def dims_from_checkpoint(sd: Mapping[str, Tensor], hparams: Mapping[str, Any], w
         raise CheckpointError(f"{what}: latent width {enc.d_latent} is not divisible by {num_heads} heads.")
 
     freqs = need("encoder.rotary_emb_sca.freqs")
-    partial = ptf.get("rope_partial_pe")  # NOT ``rotary_partial_pe``: a second, unused flag (spec §5.4)
+    partial = ptf.get("rope_partial_pe")  # NOT ``rotary_partial_pe``: a second, unused flag (docs/models.md#yourmt3-encoder)
     if partial is not None:
         rdim = num_heads // 2 if partial else num_heads
         if freqs.numel() != rdim // 2:

@@ -1,4 +1,4 @@
-"""YourMT3+ tokens → notes (spec ymt3.md §10): per segment, merged across segments per channel,
+"""YourMT3+ tokens → notes (docs/models.md#yourmt3-tokens-to-notes): per segment, merged across segments per channel,
 then the 13 channels mixed, then mapped to the shared :class:`mt3_demo.notes.Note`.
 
 Faithful to upstream's post-processing, error counters included (they name the malformed token

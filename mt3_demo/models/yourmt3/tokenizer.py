@@ -1,4 +1,4 @@
-"""YourMT3+'s token vocabulary (task ``mc13_full_plus_256``, codec 'mt3'; spec ymt3.md §9) and the
+"""YourMT3+'s token vocabulary (task ``mc13_full_plus_256``, codec 'mt3'; docs/models.md#yourmt3-vocabulary) and the
 program tables used to write its notes.
 
 596 ids; the special tokens are part of the codec (no offset table):
