@@ -37,6 +37,8 @@ QUEUE_SIZE_ENV = "MT3_DEMO_QUEUE_SIZE"
 THREADS_ENV = "MT3_DEMO_THREADS"
 RUNS_MAX_MB_ENV = "MT3_DEMO_RUNS_MAX_MB"
 DEFAULT_RUNS_MAX_MB = 1024.0
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: the cluster to join ("auto": the one on this machine)
+LEADERBOARD_ENV = "MT3_DEMO_LEADERBOARD"  # an `evaluate` output folder the page shows as its Leaderboard tab
 
 
 class OptionError(ValueError):
@@ -165,6 +167,8 @@ class Settings:
     eager: bool = False  # load every available model at start-up
     threads: int | None = None  # torch threads per run; None: mt3_demo.threads' policy
     runs_max_mb: float = DEFAULT_RUNS_MAX_MB  # disk kept for the app's per-request folders
+    ray_address: str = "auto"  # the Ray cluster of `evaluate --ray` ("auto": the one started on this machine)
+    leaderboard: str | None = None  # an `evaluate` output folder for the page's Leaderboard tab; None: no tab
 
     def __post_init__(self) -> None:
         _seconds("max_seconds", self.max_seconds, optional=False)
@@ -174,6 +178,9 @@ class Settings:
         _count("queue_size", self.queue_size)
         _count("threads", self.threads)
         _seconds("runs_max_mb", self.runs_max_mb, optional=False)  # same rule: finite, above zero
+        if not isinstance(self.ray_address, str) or not self.ray_address.strip():
+            raise OptionError(f"ray_address must be a Ray cluster address such as auto or host:6379, "
+                              f"not {self.ray_address!r}.")
 
 
 _ENV_FIELDS = {  # variable -> (Settings field, parser)
@@ -184,6 +191,8 @@ _ENV_FIELDS = {  # variable -> (Settings field, parser)
     QUEUE_SIZE_ENV: ("queue_size", int),
     THREADS_ENV: ("threads", int),
     RUNS_MAX_MB_ENV: ("runs_max_mb", float),
+    RAY_ADDRESS_ENV: ("ray_address", str),
+    LEADERBOARD_ENV: ("leaderboard", str),
 }
 
 
