@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from ..manager import ModelManager, default_device
+from ..options import DEFAULT_MAX_SECONDS
 from ..writers import check_output_dir
 from .datasets import Dataset, Track
 from .progress import Progress
@@ -74,7 +75,7 @@ class Evaluation:
     out: Path
     recipe: ManagerRecipe
     decode: dict[str, Any] = field(default_factory=dict)  # model id -> decode options
-    max_seconds: float = float("inf")
+    max_seconds: float = DEFAULT_MAX_SECONDS  # longer recordings fail as "audio" (Settings.max_seconds)
     retry_failed: bool = False
 
     def options_record(self) -> dict[str, Any]:
@@ -115,8 +116,7 @@ def _check_previous(job: Evaluation, previous: dict[str, Any]) -> None:
 def _summary(job: Evaluation, created: str, execution: dict[str, Any]) -> dict[str, Any]:
     return {"data": str(job.dataset.root.resolve()), "layout": job.dataset.layout, "split": job.dataset.split,
             "tracks": len(job.dataset.tracks), "models": list(job.model_ids),
-            "options": job.options_record(), "max_seconds": job.max_seconds if math.isfinite(job.max_seconds)
-            else None, "execution": execution, "created": created}
+            "options": job.options_record(), "max_seconds": job.max_seconds, "execution": execution, "created": created}
 
 
 def heading(dataset: Dataset) -> str:

@@ -21,6 +21,7 @@ from .. import metrics, writers
 from ..audio import AudioError, load_clip
 from ..manager import ModelManager
 from ..notes import notes_from_midi
+from ..options import DEFAULT_MAX_SECONDS
 from ..pipeline import finish, transcribe_one
 from .datasets import Track
 
@@ -45,7 +46,7 @@ def _failed(line: dict[str, Any], kind: str, message: str, started: float) -> Tr
 
 
 def evaluate_track(track: Track, model_id: str, manager: ModelManager, decode: Any = None,
-                   max_seconds: float = float("inf")) -> TrackResult:
+                   max_seconds: float = DEFAULT_MAX_SECONDS) -> TrackResult:
     """Transcribe ``track`` with ``model_id`` and score it against the track's reference.
 
     Never raises for a bad file or a failing model: the line then holds ``"error"`` (a sentence)
