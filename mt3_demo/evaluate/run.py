@@ -27,7 +27,7 @@ from ..options import DEFAULT_MAX_SECONDS
 from ..writers import check_output_dir
 from .datasets import Dataset, Track
 from .progress import Progress
-from .table import aggregate, write_tables
+from .table import write_tables
 from .track import TrackResult, evaluate_track
 from .tracklog import TrackLog
 
@@ -208,5 +208,3 @@ def _timing(lines: list[dict], model_ids: list[str]) -> dict[str, Any]:
                   "rtf": round(inference / audio, 4) if audio else None}
     return out
 
-
-__all__ = ["EvaluateError", "Evaluation", "ManagerRecipe", "RayPlan", "aggregate", "evaluate", "run_local"]
