@@ -368,3 +368,19 @@ def test_leaderboard_shows_the_folder(baseline, tmp_path):
     with gr.Blocks() as demo:
         leaderboard.add_tab(demo, str(baseline))
     assert any(getattr(b, "label", None) == "Leaderboard" for b in demo.blocks.values())
+
+
+def test_family_scores_split_the_program_aware_matches():
+    from mt3_demo.metrics import family_scores, score
+
+    ref = [Note(0.0, 0.5, 60, program=0), Note(1.0, 1.5, 64, program=1), Note(0.0, 0.5, 40, program=33),
+           Note(0.5, 0.51, 36, is_drum=True)]
+    est = [Note(0.01, 0.5, 60, program=0), Note(1.0, 1.5, 64, program=0), Note(0.0, 0.5, 40, program=40),
+           Note(0.52, 0.6, 36, is_drum=True)]
+    families = family_scores(est, ref)
+    assert list(families) == ["Bass", "Drums", "Piano"]  # the reference's families; Strings (40) leaked
+    assert families["Piano"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "est": 2, "ref": 2}
+    assert families["Bass"]["est"] == 0 and families["Bass"]["f1"] == 0.0
+    assert families["Drums"]["f1"] == 1.0
+    matched = sum(round(f["recall"] * f["ref"]) for f in families.values())
+    assert matched == round(score(est, ref)["program_aware"]["recall"] * len(ref))
