@@ -14,14 +14,22 @@ if os.environ.get("SPACES_ZERO_GPU"):
     except ImportError:
         pass
 
+import logging  # noqa: E402
+
 from mt3_demo import allocator  # noqa: E402
+from mt3_demo.options import read_env  # noqa: E402
 from mt3_demo.ui import build_demo, launch_kwargs  # noqa: E402
 
 # Before Gradio starts its threads: runs on worker threads then share the main heap, which is
 # handed back after each run (mt3_demo.allocator; README "Server memory").
 allocator.one_arena()
 
-demo = build_demo()
+# The environment, read once for the whole app; a bad variable keeps its default (the app starts).
+settings, problems = read_env()
+for problem in problems:
+    logging.getLogger("mt3_demo").warning("%s; using the default.", problem)
+
+demo = build_demo(settings=settings)
 
 if __name__ == "__main__":
     demo.launch(

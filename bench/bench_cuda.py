@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -44,19 +43,20 @@ from mt3_demo.models import greedy  # noqa: E402
 from mt3_demo.models.mr_mt3 import SPEC as MR_MT3  # noqa: E402
 from mt3_demo.models.mt3.adapter import SPEC as MT3  # noqa: E402
 from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3  # noqa: E402
-from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options  # noqa: E402
+from mt3_demo.options import MRMT3Options, MT3Decode, MT3Options, YourMT3Decode, YourMT3Options  # noqa: E402
 
 FIX = ROOT / "tests" / "fixtures"
 SPECS = {"mt3": MT3, "mr_mt3": MR_MT3, "yourmt3": YOURMT3}
 PRECISIONS = ("fp32", "bf16", "fp16")
-# (name, model, checkpoint, clip, options): the parity tests' own settings
+# (name, model, checkpoint, clip, load options, decode options): the parity tests' own settings
 FIXTURE_RUNS = [
     ("mt3 tiny (kunato)", "mt3", FIX / "mt3" / "tiny_model", FIX / "mt3" / "logmel" / "signal_a.wav",
-     MT3Options(compat="kunato", max_tokens=63)),
-    ("mr_mt3 set a", "mr_mt3", FIX / "mr_mt3", FIX / "mr_mt3" / "audio.wav", MRMT3Options()),
-    ("mr_mt3 set b", "mr_mt3", FIX / "mr_mt3" / "set_b", FIX / "mr_mt3" / "set_b" / "audio.wav", MRMT3Options()),
+     MT3Options(compat="kunato"), MT3Decode(max_tokens=63)),
+    ("mr_mt3 set a", "mr_mt3", FIX / "mr_mt3", FIX / "mr_mt3" / "audio.wav", MRMT3Options(), None),
+    ("mr_mt3 set b", "mr_mt3", FIX / "mr_mt3" / "set_b", FIX / "mr_mt3" / "set_b" / "audio.wav", MRMT3Options(),
+     None),
     ("yourmt3 set b", "yourmt3", FIX / "yourmt3" / "set_b" / "tiny_model", FIX / "yourmt3" / "set_b" / "audio.wav",
-     YourMT3Options(max_tokens=24)),
+     YourMT3Options(), YourMT3Decode(max_tokens=24)),
 ]
 
 
@@ -87,13 +87,13 @@ def load_clip(path: Path) -> Clip:
 
 def fixture_ids(device: torch.device) -> list[dict]:
     rows = []
-    for name, model, folder, wav, options in FIXTURE_RUNS:
+    for name, model, folder, wav, options, decode in FIXTURE_RUNS:
         spec, clip = SPECS[model], load_clip(wav)
-        ref = rows_of(spec.build(spec.resolve(folder), torch.device("cpu"), options).transcribe(clip).tokens)
+        ref = rows_of(spec.build(spec.resolve(folder), torch.device("cpu"), options).transcribe(clip, decode).tokens)
         row = {"fixture": name, "rows": len(ref)}
         for p in PRECISIONS:
             t = spec.build(spec.resolve(folder), device, dataclasses.replace(options, precision=p))
-            same, n, first = agreement(rows_of(t.transcribe(clip).tokens), ref)
+            same, n, first = agreement(rows_of(t.transcribe(clip, decode).tokens), ref)
             row[p] = f"{same}/{n}" + ("" if first is None else f" (from step {first})")
         rows.append(row)
     return rows
@@ -110,13 +110,13 @@ def allocated(device: torch.device, peak: bool = False) -> int:
     return torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)
 
 
-def timed(transcriber, clip: Clip, repeat: int) -> tuple[float, dict, list]:
+def timed(transcriber, clip: Clip, repeat: int, decode=None) -> tuple[float, dict, list]:
     """Fastest of ``repeat`` transcriptions: (seconds, its stage timings, its tokens)."""
     best = (float("inf"), {}, [])
     for _ in range(repeat):
         sync(transcriber.device)
         t0 = time.perf_counter()
-        out = transcriber.transcribe(clip)
+        out = transcriber.transcribe(clip, decode)
         sync(transcriber.device)
         s = time.perf_counter() - t0
         if s < best[0]:
@@ -124,15 +124,16 @@ def timed(transcriber, clip: Clip, repeat: int) -> tuple[float, dict, list]:
     return best
 
 
-def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, repeat: int) -> list[dict]:
+def speed(model: str, folder: Path, decode, clip: Clip, device: torch.device, repeat: int) -> list[dict]:
+    """Each path: load options (precision) and decode options (graphs off, batch size) of one run."""
     spec, rows, ref = SPECS[model], [], None
-    fp32 = dataclasses.replace(options, precision="fp32")
-    paths = [("fp32", fp32, True), (f"fp32, no graphs ({greedy.CUDA_GRAPHS_ENV}=0)", fp32, False)]
-    paths += [(p, dataclasses.replace(options, precision=p), True) for p in PRECISIONS[1:]]
+    fp32 = spec.options_type(precision="fp32")
+    paths = [("fp32", fp32, decode), ("fp32, no graphs (cuda_graphs=False)", fp32,
+                                      dataclasses.replace(decode, cuda_graphs=False))]
+    paths += [(p, spec.options_type(precision=p), decode) for p in PRECISIONS[1:]]
     if model == "mt3":
-        paths.append(("fp32, batches of 5", dataclasses.replace(fp32, batch_size=5), True))
-    for label, opts, graphs in paths:
-        os.environ[greedy.CUDA_GRAPHS_ENV] = "1" if graphs else "0"
+        paths.append(("fp32, batches of 5", fp32, dataclasses.replace(decode, batch_size=5)))
+    for label, opts, dec in paths:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         before = allocated(device)
@@ -141,11 +142,11 @@ def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, r
         sync(device)
         load_s = time.perf_counter() - t0
         weights = allocated(device) - before
-        t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]))  # warm-up: kernels, allocator
+        t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]), dec)  # warm-up: kernels, allocator
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         base = allocated(device)
-        seconds, stages, tokens = timed(t, clip, repeat)
+        seconds, stages, tokens = timed(t, clip, repeat, dec)
         peak = allocated(device, peak=True) - base
         toks = rows_of(tokens)
         ref = toks if ref is None else ref
@@ -157,9 +158,9 @@ def speed(model: str, folder: Path, options, clip: Clip, device: torch.device, r
                      "total s": seconds, "RTF": seconds / clip.duration, "ids": sum(map(len, toks)),
                      "run peak MB": peak / 2**20, "rows = fp32": f"{same}/{n}"})
         if model == "mt3" and stages.get("decode_steps"):
-            rows[-1]["bound ms/step"] = 1e3 * mt3_step_bytes(t, len(tokens), options.max_tokens) / bandwidth(device)
+            step_bytes = mt3_step_bytes(t, len(tokens), dec.max_tokens, dec.batch_size)
+            rows[-1]["bound ms/step"] = 1e3 * step_bytes / bandwidth(device)
         del t
-    os.environ.pop(greedy.CUDA_GRAPHS_ENV)
     return rows
 
 
@@ -172,14 +173,15 @@ def growth(device: torch.device, seconds: float, tokens: int, repeat: int) -> No
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "mt3"
         write_model_checkpoint("mt3", folder)
-        t = MT3.build(MT3.resolve(folder), device, fixed_decoding(tokens)["mt3"])
+        decode = fixed_decoding(tokens)["mt3"]
+        t = MT3.build(MT3.resolve(folder), device, MT3Options())
         for first in (grow_from, tokens):
             greedy.STATIC_FIRST = first
-            t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]))  # warm-up
+            t.transcribe(Clip.from_array(clip.samples[: 4 * 16000]), decode)  # warm-up
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             base = allocated(device)
-            total, stages, _ = timed(t, clip, repeat)
+            total, stages, _ = timed(t, clip, repeat, decode)
             rows.append({"static cache": f"from {first}" + (" (grows)" if first < tokens else " (whole)"),
                          "decode s": stages["decode_s"], "ms/step": 1e3 * stages["decode_s"] / stages["decode_steps"],
                          "total s": total, "run peak MB": (allocated(device, peak=True) - base) / 2**20})
@@ -204,14 +206,14 @@ def bandwidth(device: torch.device) -> float:
     return 2 * x.numel() * x.element_size() / best
 
 
-def mt3_step_bytes(transcriber, rows: int, tokens: int) -> int:
+def mt3_step_bytes(transcriber, rows: int, tokens: int, batch_size: int | None = None) -> int:
     """What one MT3 decoder step must read at least, at the run's batch: the decoder weights and
     lm_head once, every row's cross-attention keys/values and its self-attention cache (at the
     mean length, tokens / 2)."""
     model = transcriber.model
     weights = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
                   if n.startswith(("decoder.", "lm_head.")))
-    chunk = min(rows, transcriber.batch_size or rows)
+    chunk = min(rows, batch_size or rows)
     return weights + chunk * model.decoder.init_cache(
         torch.zeros(1, 256, model.dims.d_model, device=transcriber.device)).row_bytes(tokens // 2)
 
@@ -251,9 +253,9 @@ def main() -> None:
         for model in a.models.split(","):
             folder = Path(tmp) / model
             write_model_checkpoint(model, folder)
-            options = fixed_decoding(tokens[model])[model]
+            decode = fixed_decoding(tokens[model])[model]
             try:
-                rows += speed(model, folder, options, clip, device, a.repeat)
+                rows += speed(model, folder, decode, clip, device, a.repeat)
             except Exception:  # one model's failure is a finding, not the end of the run
                 traceback.print_exc()
                 continue

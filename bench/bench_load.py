@@ -48,10 +48,11 @@ def child(model: str, folder: str, seconds: float, tokens: int) -> None:
     import torch
 
     from mt3_demo.audio import Clip
-    from mt3_demo.manager import load_registry
+    from mt3_demo.registry import load_registry
 
-    options = fixed_decoding(tokens)[model]
+    decode = fixed_decoding(tokens)[model]
     spec = load_registry()[0][model]
+    options = spec.options_type()
     clip = Clip.from_array(test_signal(seconds, seed=1))
     location = spec.resolve(Path(folder) / "last.ckpt" if model == "yourmt3" else Path(folder), options)
     before = status_mb()
@@ -60,7 +61,7 @@ def child(model: str, folder: str, seconds: float, tokens: int) -> None:
     loaded = status_mb()
     tensors_mb, storage_mb = tensor_and_storage_mb(transcriber.model)
     with torch.inference_mode():
-        transcriber.transcribe(clip)
+        transcriber.transcribe(clip, decode)
     after = status_mb()
     print(json.dumps({
         "model": model, "rss_before_mb": round(before["VmRSS"], 1),

@@ -68,13 +68,13 @@ def build(model: str, folder: str, tokens: int):
         transcriber = SPEC.build(SPEC.resolve(), torch.device("cpu"), SPEC.options_type())
         transcriber.grouped_scoring = model == "transkun"  # transkun_wheel: the wheel's all-tracks scoring
         return transcriber
-    options = fixed_decoding(tokens)  # token models: fixed work, no EOS stop
-    if model in options:
-        from mt3_demo.manager import load_registry
+    if model in fixed_decoding(tokens):
+        from mt3_demo.registry import load_registry
 
         spec = load_registry()[0][model]
         checkpoint = Path(folder) / "last.ckpt" if model == "yourmt3" else Path(folder)
-        return spec.build(spec.resolve(checkpoint, options[model]), torch.device("cpu"), options[model])
+        options = spec.options_type()
+        return spec.build(spec.resolve(checkpoint, options), torch.device("cpu"), options)
     raise SystemExit(f"unknown model {model}")
 
 
@@ -100,7 +100,7 @@ def child(model: str, seconds: float, folder: str, tokens: int, malloc: str = "d
     before_run = rss_mb()
     t0 = time.perf_counter()
     with PeakSampler() as sampler, torch.inference_mode():
-        out = transcriber.transcribe(clip)
+        out = transcriber.transcribe(clip, fixed_decoding(tokens).get(model))  # transkun: its defaults
     print(json.dumps({"model": model, "malloc": malloc, "seconds": seconds, "weights_mb": round(before_run - before_load, 1),
                       "run_peak_mb": round(sampler.peak - before_run, 1), "peak_rss_mb": round(sampler.peak, 1),
                       "wall_s": round(time.perf_counter() - t0, 1), "notes": len(out.notes)}))

@@ -55,7 +55,7 @@ def run(transcriber, x, tokens: int, naive: bool, segments: int | None = None,
         t = Timings()
         t0 = time.perf_counter()
         generate_ids(transcriber.model, transcriber.frontend, x, max_tokens=tokens, stop_at_eos=False, timings=t,
-                     batch_size=1 if naive else batch_size or transcriber.batch_size, use_cache=not naive)
+                     batch_size=1 if naive else batch_size, use_cache=not naive)
         t.total_s = time.perf_counter() - t0
         if best is None or t.total_s < best.total_s:
             best = t
@@ -69,12 +69,12 @@ def rss_child(folder: str, seconds: float, tokens: int, device: str) -> None:
     stages = {"import": peak_rss_mb()}
     x = test_signal(seconds, seed=1)
     stages["signal"] = peak_rss_mb()
-    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), MT3Options(max_tokens=tokens))
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device(device), MT3Options())
     stages["load"] = peak_rss_mb()
     t0 = time.perf_counter()
     res = run(tr, x, tokens, naive=False)
     stages["transcribe"] = peak_rss_mb()
-    batch = tr.batch_size or default_batch_size(tr.model.dims, tokens, tr.device, res["segments"])
+    batch = default_batch_size(tr.model.dims, tokens, tr.device, res["segments"])
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "stages": stages, "seconds": time.perf_counter() - t0,
                       "segments": res["segments"], "batch_size": batch}))
 
@@ -111,7 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_checkpoint(Path(tmp) / "mt3", manifest, "mt3.pth", seed=0)
         t0 = time.perf_counter()
-        tr = adapter.build(adapter.resolve(folder), device, MT3Options(max_tokens=a.tokens))
+        tr = adapter.build(adapter.resolve(folder), device, MT3Options())
         load_s = time.perf_counter() - t0
         print(f"load (torch.load weights_only + strict check + build): {load_s:.2f} s, "
               f"{sum(p.numel() for p in tr.model.parameters()) / 1e6:.1f} M parameters")
@@ -122,7 +122,7 @@ def main() -> None:
         for seconds, tokens in cases:
             x = test_signal(seconds)
             n_seg = features.num_segments(len(x))
-            auto = tr.batch_size or default_batch_size(tr.model.dims, tokens, device, n_seg)
+            auto = default_batch_size(tr.model.dims, tokens, device, n_seg)
             paths = [(f"ours (batches of {auto}, KV cache)", run(tr, x, tokens, naive=False, repeat=a.repeat), 1.0),
                      (f"upstream-like (batches of {UPSTREAM_BATCH}, KV cache)",
                       run(tr, x, tokens, naive=False, batch_size=UPSTREAM_BATCH, repeat=a.repeat), 1.0)]

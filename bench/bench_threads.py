@@ -35,7 +35,7 @@ def child(folder: str, setting: str, seconds: float, tokens: int, repeat: int) -
     from mt3_demo.models.mt3.decoding import generate_ids
     from mt3_demo.threads import choose_threads, thread_policy
 
-    tr = adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"), {"max_tokens": tokens})
+    tr = adapter.build(adapter.resolve(Path(folder)), torch.device("cpu"))
     x = test_signal(seconds)
 
     def once() -> float:

@@ -1,7 +1,6 @@
 """Helpers shared by the benchmarks: random checkpoints from manifests, test signals, timing, RSS."""
 from __future__ import annotations
 
-import functools
 import json
 import resource
 import sys
@@ -141,14 +140,10 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def fixed_decoding(tokens: int) -> dict:
-    """Hold every token model at ``tokens`` per segment (EOS off); returns the manager's options."""
-    from mt3_demo.models.mr_mt3 import adapter as mr_mt3_adapter
-    from mt3_demo.models.mt3 import adapter as mt3_adapter
-    from mt3_demo.models.yourmt3.model import YourMT3
-    from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
+    """Every token model's decode options holding it at ``tokens`` per segment (EOS off): fixed
+    work per run. Decode options, so nothing in the package is patched and nothing reloads."""
+    from mt3_demo.options import MRMT3Decode, MT3Decode, YourMT3Decode
 
-    mt3_adapter.generate_ids = functools.partial(mt3_adapter.generate_ids, stop_at_eos=False)
-    mr_mt3_adapter.contiguous_decode = functools.partial(mr_mt3_adapter.contiguous_decode, stop_at_eos=False)
-    YourMT3.generate = functools.partialmethod(YourMT3.generate, stop_at_eos=False)
-    return {"mt3": MT3Options(max_tokens=tokens), "mr_mt3": MRMT3Options(max_tokens=tokens),
-            "yourmt3": YourMT3Options(max_tokens=tokens)}
+    return {"mt3": MT3Decode(max_tokens=tokens, stop_at_eos=False),
+            "mr_mt3": MRMT3Decode(max_tokens=tokens, stop_at_eos=False),
+            "yourmt3": YourMT3Decode(max_tokens=tokens, stop_at_eos=False)}

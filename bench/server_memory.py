@@ -45,7 +45,7 @@ def serve(tokens: int) -> None:
     allocator.one_arena()  # as app.py does, before Gradio's threads start
     settings = settings_from_env()
     manager = manager_for(settings)
-    manager.options.update(fixed_decoding(tokens))
+    manager.decode.update(fixed_decoding(tokens))  # every request's default decode options
     build_demo(manager, settings).launch(server_name="127.0.0.1", server_port=int(os.environ["GRADIO_SERVER_PORT"]),
                                          quiet=True, **launch_kwargs())
 

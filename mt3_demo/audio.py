@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .options import MAX_SECONDS_ENV, Settings, settings_from_env
+from .options import DEFAULT_MAX_SECONDS, MAX_SECONDS_ENV, Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,11 @@ class Clip:
         return resample(self.original.mean(axis=1), self.original_rate, rate)
 
 
-def max_seconds() -> float:
-    """The longest accepted recording: ``MT3_DEMO_MAX_SECONDS`` (checked in ``options``), else 600 s."""
-    return settings_from_env().max_seconds
+def max_seconds(limit_seconds: float | None = None) -> float:
+    """The longest accepted recording: ``limit_seconds`` (``Settings.max_seconds``, checked there),
+    else the default 600 s. A limit that is not a positive number (NaN included) would switch the
+    length check off: it raises :class:`~mt3_demo.options.OptionError`."""
+    return DEFAULT_MAX_SECONDS if limit_seconds is None else Settings(max_seconds=limit_seconds).max_seconds
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -152,7 +154,7 @@ def check_file(path: str | os.PathLike | None, limit_seconds: float | None = Non
         raise AudioError(f"'{path.name}' is not a file.")
     if path.stat().st_size == 0:
         raise AudioError(f"'{path.name}' is empty (0 bytes).")
-    limit = max_seconds() if limit_seconds is None else Settings(max_seconds=limit_seconds).max_seconds
+    limit = max_seconds(limit_seconds)
     try:
         info = sf.info(str(path))
         frames, channels, rate = info.frames, info.channels, info.samplerate
@@ -178,7 +180,7 @@ def load_clip(path: str | os.PathLike | None, limit_seconds: float | None = None
     if path.stat().st_size == 0:
         raise AudioError(f"'{path.name}' is empty (0 bytes).")
     # A limit that is not a positive number (NaN included) would switch the length check off.
-    limit = max_seconds() if limit_seconds is None else Settings(max_seconds=limit_seconds).max_seconds
+    limit = max_seconds(limit_seconds)
     frames, rate = _decode(path, limit)
     return _clip_from_frames(frames, rate, path, limit)
 
@@ -228,7 +230,7 @@ def _clip_from_frames(frames: np.ndarray, rate: int, path: Path | None,
     name = f"'{path.name}'" if path is not None else "The audio"
     if frames.ndim != 2:
         raise AudioError(f"{name} contains no audio samples (zero length).")
-    limit = max_seconds() if limit_seconds is None else limit_seconds
+    limit = max_seconds() if limit_seconds is None else limit_seconds  # inf: from_array's arrays
     _check_shape(name, frames.shape[0], frames.shape[1], rate, limit)
     warnings: list[str] = []
     # A float64 sum of float32 samples cannot overflow, and NaN/inf reach it: a finite total means

@@ -3,17 +3,18 @@
 Resolution order for a model's file:
 1. an explicit path the user gave (CLI ``--checkpoint`` / per-call override): a file, or a folder
    that holds the file;
-2. ``$MT3_DEMO_CHECKPOINTS/<model_id>/<filename>`` (or ``$MT3_DEMO_CHECKPOINTS/<filename>``);
-3. ``huggingface_hub.hf_hub_download`` at a pinned revision (honours ``HF_HUB_OFFLINE=1``: then only
-   the local HF cache is consulted). With ``fetch=False`` (a probe) nothing is fetched: a file
-   that would have to be is reported as :class:`NotDownloaded`.
+2. ``<root>/<model_id>/<filename>`` (or ``<root>/<filename>``), root = ``Sources.root``
+   (``Settings.checkpoints_root``: ``$MT3_DEMO_CHECKPOINTS``);
+3. ``huggingface_hub.hf_hub_download`` at a pinned revision (``Sources.offline``, from
+   ``HF_HUB_OFFLINE``: then only the local HF cache is consulted). With ``fetch=False`` (a
+   probe) nothing is fetched: a file that would have to be is reported as :class:`NotDownloaded`.
 Resolution only looks: it never writes into checkpoint folders or the Hugging Face cache.
 Downloaded files (and cached ones, even when only probed) are checked against their published
 sha256, and checked again by :func:`safe_torch_load` right before their bytes are read: the hash is
 kept in memory for this process only, never in a file. Files the user places (an explicit path,
 ``$MT3_DEMO_CHECKPOINTS``) are trusted as they are, but every load is still safe (``weights_only``)
 and checked (:func:`check_tensors`). Every failure raises :class:`CheckpointError` whose message
-says what is missing and how to provide it.
+says what is missing (``reason``) and how to provide it (``fix``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,15 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-CHECKPOINTS_ENV = "MT3_DEMO_CHECKPOINTS"
+from .options import CHECKPOINTS_ENV, OFFLINE_ENV
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where checkpoints come from besides an explicit path (``Settings`` gives both)."""
+
+    root: Path | None = None  # checkpoints placed by hand: <root>/<model_id>/<file>
+    offline: bool = False  # never ask the Hub; its local cache only
 
 
 class NotDownloaded(Exception):
@@ -47,7 +56,13 @@ class NotDownloaded(Exception):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not match the model. The message is for people."""
+    """A checkpoint is missing, corrupt or does not match the model. ``reason`` says what is wrong
+    (for people, may start with "<model_id>: "), ``fix`` how to make it work ("" when there is no
+    more to say); the message is both."""
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(reason + (f" To fix: {fix}" if fix else ""))
+        self.reason, self.fix = reason, fix
 
 
 @dataclass(frozen=True)
@@ -71,19 +86,14 @@ class HubFile:
         return f"https://huggingface.co/{prefix}{self.repo_id}/blob/{self.revision}/{self.filename}"
 
 
-def checkpoints_root() -> Path | None:
-    root = os.environ.get(CHECKPOINTS_ENV)
-    return Path(root).expanduser() if root else None
-
-
-def local_candidates(model_id: str, basename: str, override: Path | None) -> list[Path]:
-    """Where a file may be found locally, in order of preference."""
+def local_candidates(model_id: str, basename: str, override: Path | None, root: Path | None = None) -> list[Path]:
+    """Where a file may be found locally, in order of preference (``root``: ``Sources.root``)."""
     out: list[Path] = []
     if override is not None:
         override = Path(override).expanduser()
         out += [override] if override.is_file() else [override / basename, override / model_id / basename]
-    root = checkpoints_root()
     if root is not None:
+        root = Path(root).expanduser()
         out += [root / model_id / basename, root / basename]
     return out
 
@@ -99,14 +109,15 @@ def how_to_provide(model_id: str, hub: HubFile | None, basename: str) -> str:
 
 
 def resolve_file(model_id: str, basename: str, override: Path | None = None,
-                 hub: HubFile | None = None, verify_local: bool = False, fetch: bool = True) -> Path:
+                 hub: HubFile | None = None, verify_local: bool = False, fetch: bool = True,
+                 sources: Sources = Sources()) -> Path:
     """Return a local path to the file, downloading it from the Hub if needed.
 
     A user-given path that does not exist is an error (we do not silently fall back to a download).
     """
     if override is not None and not Path(override).expanduser().exists():
         raise CheckpointError(f"{model_id}: checkpoint path {Path(override).name} does not exist.")
-    for cand in local_candidates(model_id, basename, override):
+    for cand in local_candidates(model_id, basename, override, sources.root):
         if cand.is_file():
             if verify_local and hub is not None and hub.sha256:
                 verify_sha256(cand, hub.sha256)
@@ -114,17 +125,16 @@ def resolve_file(model_id: str, basename: str, override: Path | None = None,
     if override is not None:
         raise CheckpointError(f"{model_id}: no {basename} in {Path(override).name}/.")
     if hub is None:
-        raise CheckpointError(f"{model_id}: {basename} not found; {how_to_provide(model_id, None, basename)}.")
-    return download(model_id, hub, fetch=fetch)
+        raise CheckpointError(f"{model_id}: {basename} not found.", how_to_provide(model_id, None, basename) + ".")
+    return download(model_id, hub, fetch=fetch, offline=sources.offline)
 
 
-def download(model_id: str, hub: HubFile, fetch: bool = True) -> Path:
+def download(model_id: str, hub: HubFile, fetch: bool = True, offline: bool = False) -> Path:
     """hf_hub_download at the pinned revision, then a sha256 check (cached per file)."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a requirement
         raise CheckpointError(f"{model_id}: huggingface_hub is not installed ({e}).") from e
-    offline = hub_offline()
     if not fetch:  # a probe: the local cache only, never the network
         try:
             cached = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
@@ -142,18 +152,13 @@ def download(model_id: str, hub: HubFile, fetch: bool = True) -> Path:
         path = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision,
                                     repo_type=hub.repo_type, local_files_only=offline))
     except Exception as e:  # network, auth, not found, offline cache miss: all mean "not available"
-        reason = "offline mode (HF_HUB_OFFLINE=1) and not in the local cache" if offline else (
+        reason = f"offline mode ({OFFLINE_ENV}=1) and not in the local cache" if offline else (
             f"download failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise CheckpointError(
-            f"{model_id}: checkpoint {hub.basename} unavailable — {reason}. To fix: "
-            f"{how_to_provide(model_id, hub, hub.basename)}.") from e
+        raise CheckpointError(f"{model_id}: checkpoint {hub.basename} unavailable — {reason}.",
+                              f"{how_to_provide(model_id, hub, hub.basename)}.") from e
     if hub.sha256:
         verify_sha256(path, hub.sha256)
     return path
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -2,13 +2,17 @@
 
 Exit codes: 0 success · 2 usage error · 3 bad audio input · 4 checkpoint problem · 1 model failure.
 Errors print one line on stderr, never a traceback (set ``MT3_DEMO_DEBUG=1`` for one).
+
+This is one of the two doors (with ``app.py``): the environment is read here, once, into
+:class:`~mt3_demo.options.Settings`, the flags applied over it, and everything below gets it.
+Flags become each model's load options and decode options (``mt3_demo.options``); every flag is
+checked for every model, also where no chosen model uses it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -29,6 +33,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options (each model uses the ones that apply to it)")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: $MT3_DEMO_DEVICE, else cuda when available)")
     g.add_argument("--max-tokens", type=int, help="decode at most N tokens per segment (token models)")
+    g.add_argument("--trim", help="MT3, MR-MT3: how a segment's ids end — 'magenta' or 'kunato' "
+                                  "(default: MT3 its compat mode's, MR-MT3 kunato)")
+    g.add_argument("--batch-size", type=int, help="segments decoded together (default: by device)")
     g.add_argument("--compat", help="MT3: 'magenta' (default, what the weights were trained with) or "
                                     "'kunato' (the port)")
     g.add_argument("--frontend", help="MR-MT3: tf, torchaudio or torchaudio-legacy "
@@ -43,7 +50,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 # CLI flag -> options field; each model takes the fields it has (mt3_demo.options.model_options).
-MODEL_FLAGS = ("max_tokens", "compat", "frontend", "memory_length", "checkpoint_name", "precision")
+LOAD_FLAGS = ("compat", "frontend", "memory_length", "checkpoint_name", "precision")  # a reload
+DECODE_FLAGS = ("max_tokens", "trim", "batch_size")  # per request
+MODEL_FLAGS = LOAD_FLAGS + DECODE_FLAGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,25 +108,26 @@ class _Fail(Exception):
         self.code = code
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """Environment settings, then the flags given; every value checked once (OptionError: exit 2)."""
-    settings = settings_from_env()
-    changes = {"max_seconds": args.max_seconds, "device": args.device}
+def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The environment's settings, then the flags given; every value checked once (OptionError: exit 2)."""
+    changes = {"max_seconds": getattr(args, "max_seconds", None), "device": getattr(args, "device", None)}
     return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None,
-             settings: Settings) -> ModelManager:
-    """A manager for these models with their options; unknown ids and bad options stop here."""
+             settings: Settings) -> tuple[ModelManager, dict]:
+    """A manager for these models with their load options, and their decode options; unknown ids
+    and bad options stop here."""
     device = parse_device(settings.device) if settings.device else None
-    manager = ModelManager(**({"device": device} if device is not None else {}),
-                           budget_mb=settings.memory_budget_mb)
+    manager = ModelManager(device=device, settings=settings)
     flags = {name: getattr(args, name) for name in MODEL_FLAGS}
     for spec in manager.specs.values():  # every flag checked, also where no chosen model uses it
         model_options(spec.options_type, flags)
+        model_options(spec.decode_type, flags)
     manager.options = {m: model_options(manager.spec(m).options_type, flags) for m in model_ids}
+    decode = {m: model_options(manager.spec(m).decode_type, flags) for m in model_ids}
     manager.checkpoints = {m: checkpoint for m in model_ids} if checkpoint else {}
-    return manager
+    return manager, decode
 
 
 def _reference(path: Path | None):
@@ -129,9 +139,9 @@ def _reference(path: Path | None):
         raise _Fail(EXIT_AUDIO, f"reference MIDI {path.name} could not be read: {e}") from e
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    manager = _manager(args, [args.model], args.checkpoint, settings)
+def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _settings(args, settings)
+    manager, decode = _manager(args, [args.model], args.checkpoint, settings)
     outputs = {"--midi": args.midi, "--png": args.png}
     if args.json is not None and str(args.json) != "-":
         outputs["--json"] = args.json
@@ -141,7 +151,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
     for w in clip.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    result = transcribe_one(clip, args.model, manager, out_dir=None)
+    result = transcribe_one(clip, args.model, manager, out_dir=None, decode=decode[args.model])
     if not result.ok:
         raise _Fail(EXIT_CODES.get(result.error_kind, EXIT_MODEL), result.error or "failed")
     notes = result.transcription.notes
@@ -161,12 +171,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
     if not model_ids:
         raise _Fail(EXIT_USAGE, "--models needs at least one model id.")
-    settings = _settings(args)
-    manager = _manager(args, model_ids, args.checkpoints, settings)
+    settings = _settings(args, settings)
+    manager, decode = _manager(args, model_ids, args.checkpoints, settings)
     writers.check_output_dir(args.out, "--out")
     reference = _reference(args.reference)
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
@@ -180,13 +190,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run = run_models(clip, model_ids, manager, args.out, reference=reference,
                      reference_name=args.reference.name if reference is not None else None,
                      include_tokens=args.tokens, listening=() if args.no_synth else writers.LISTENING,
-                     on_result=report)
+                     on_result=report, decode=decode)
     for line in writers.instrument_lines(run, markdown=False):
         print(line)
     print(f"wrote {run.files['results_json'].name} and {run.files['zip'].name} in {args.out}", file=sys.stderr)
     return EXIT_OK if run.ok_results else EXIT_MODEL
 
 
+<<<<<<< HEAD
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import evaluate as ev  # the dataset code loads only for this command
 
@@ -225,6 +236,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     manager = ModelManager()
+=======
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    manager = ModelManager(settings=settings)
+>>>>>>> core
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
         print(f"{model_id:10s} {avail.status:12s} {spec.display_name} — {avail.weights or avail.reason}")
@@ -238,10 +253,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
+<<<<<<< HEAD
     handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "evaluate": cmd_evaluate,
                 "models": cmd_models}
+=======
+    handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "models": cmd_models}
+    settings = None
+>>>>>>> core
     try:
-        return handlers[args.command](args)
+        settings = settings_from_env()  # the environment, read once (a bad variable: exit 2)
+        return handlers[args.command](args, settings)
     except _Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
@@ -257,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one line for people; the traceback on request
-        if os.environ.get("MT3_DEMO_DEBUG"):
+        if settings is not None and settings.debug:
             raise
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_MODEL

@@ -2,14 +2,14 @@
 
 A model whose weights would have to be downloaded can only run when the Hub answers. Without this
 check an offline machine offers such a model, and a run then spends ~30 s in download retries
-before failing. ``HF_HUB_OFFLINE=1`` answers without touching the network; otherwise one request
-with a short timeout goes to the endpoint (``HF_ENDPOINT``, default https://huggingface.co), and
-its answer is kept for ``TTL_S`` seconds (a later page load may find the network back).
+before failing. Offline mode (``Settings.hub_offline``: ``HF_HUB_OFFLINE``) answers without
+touching the network; otherwise one request with a short timeout goes to the endpoint
+(``Settings.hf_endpoint``: ``HF_ENDPOINT``, default https://huggingface.co), and its answer is kept
+for ``TTL_S`` seconds (a later page load may find the network back).
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import urllib.error
@@ -17,7 +17,8 @@ import urllib.request
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
+from .options import DEFAULT_HF_ENDPOINT as DEFAULT_ENDPOINT
+from .options import OFFLINE_ENV
 TIMEOUT_S = 3.0  # a reachable Hub answers well within this; an unreachable one costs at most this
 TTL_S = 600.0
 
@@ -25,19 +26,12 @@ _lock = threading.Lock()
 _cache: dict[str, tuple[float, bool, str]] = {}  # endpoint -> (checked at, reachable, why not)
 
 
-def offline_mode() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def status() -> tuple[bool, str]:
-    """(reachable, why not — one short sentence, empty when reachable)."""
-    if offline_mode():
-        return False, "offline mode is on (HF_HUB_OFFLINE=1)"
-    url = endpoint()
+def status(offline: bool = False, endpoint: str = DEFAULT_ENDPOINT) -> tuple[bool, str]:
+    """(reachable, why not — one short sentence, empty when reachable); ``offline`` and
+    ``endpoint`` from :class:`~mt3_demo.options.Settings`."""
+    if offline:
+        return False, f"offline mode is on ({OFFLINE_ENV}=1)"
+    url = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
     with _lock:  # one probe at a time; concurrent page loads wait for its answer
         cached = _cache.get(url)
         if cached is not None and time.monotonic() - cached[0] < TTL_S:
@@ -47,8 +41,8 @@ def status() -> tuple[bool, str]:
         return reachable, why
 
 
-def reachable() -> bool:
-    return status()[0]
+def reachable(offline: bool = False, endpoint: str = DEFAULT_ENDPOINT) -> bool:
+    return status(offline, endpoint)[0]
 
 
 def forget() -> None:

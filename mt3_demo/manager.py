@@ -1,26 +1,31 @@
-"""The model manager: a registry of adapters, loaded lazily, once, kept warm, unloaded when memory runs short.
+"""The model manager: loads each model lazily, once, keeps it warm, unloads it when memory runs short.
 
 * Lazy: nothing is loaded until a model is first asked for (or ``preload`` for eager hosts such as
-  ZeroGPU Spaces, where ``SPACES_ZERO_GPU`` is set).
-* Once: a per-model lock makes two simultaneous requests share a single load.
+  ZeroGPU Spaces).
+* Once: a per-model lock makes two simultaneous requests share a single load. The weights' cache
+  key is (checkpoint, load options): per-request decode options (``mt3_demo.options.<Model>Decode``)
+  never reload a model.
 * Warm: loaded models stay in memory, most recently used last.
 * Bounded: before a load, least-recently-used idle models are unloaded until the new one fits the
-  budget (``MT3_DEMO_MEMORY_BUDGET_MB``, default half the free RAM or 80 % of the GPU); on CPU
+  budget (``Settings.memory_budget_mb``, default half the free RAM or 80 % of the GPU); on CPU
   the budget also holds each run in progress at its measured need (``mt3_demo.memory``).
 * One resolution: :meth:`ModelManager.resolve` finds a model's checkpoint once per load and hands
   the location to the adapter's ``build``; :meth:`availability` resolves with ``fetch=False``,
-  which downloads and writes nothing.
+  which downloads and writes nothing (wording: :mod:`mt3_demo.availability`).
 * Honest about time: load time is measured and reported apart from inference time.
+
+The specs come from :mod:`mt3_demo.registry` unless given (``ModelManager(specs=...)``); the
+process-wide values (device, budget, where checkpoints are, threads) from one
+:class:`~mt3_demo.options.Settings`.
 """
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,46 +33,19 @@ import torch
 
 from . import allocator, hub
 from .audio import Clip
-from .checkpoints import CheckpointError, NotDownloaded
+from .availability import Availability, availability
+from .checkpoints import Sources
 from .memory import run_mb
 from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
-from .options import DEVICE_ENV, OptionError, Settings, settings_from_env
-from .provenance import provenance
+from .options import DEVICE_ENV, OptionError, Settings, decode_options, settings_from_env
+from .registry import DEFAULT_MODEL, UnknownModel, load_registry, spec_of
 from .threads import thread_policy
 
 log = logging.getLogger(__name__)
 
-# Adapter modules, in the order the UI lists them. Each exposes SPEC (a package: in its adapter.py).
-ADAPTER_MODULES = [
-    "mt3_demo.models.transkun",
-    "mt3_demo.models.mt3",
-    "mt3_demo.models.mr_mt3",
-    "mt3_demo.models.yourmt3",
-]
-DEFAULT_MODEL = "transkun"
-
-
-class UnknownModel(OptionError):
-    """A model id that is not in the registry (a usage error: the CLI exits with 2)."""
-
-
-def load_registry() -> tuple[dict[str, ModelSpec], dict[str, str]]:
-    """Import every adapter. Returns (specs by id, import errors by module) — a broken adapter
-    must not take the app down, it shows as unavailable."""
-    specs: dict[str, ModelSpec] = {}
-    errors: dict[str, str] = {}
-    for name in ADAPTER_MODULES:
-        try:
-            module = importlib.import_module(name)
-            if not hasattr(module, "SPEC"):  # a model package keeps its SPEC in adapter.py
-                module = importlib.import_module(name + ".adapter")
-            spec = module.SPEC
-            specs[spec.id] = spec
-        except Exception as e:  # noqa: BLE001 - reported, not raised
-            errors[name] = f"{type(e).__name__}: {e}"
-            log.warning("adapter %s failed to import: %s", name, e)
-    return specs, errors
+__all__ = ["Availability", "DEFAULT_MODEL", "ModelManager", "UnknownModel", "default_device", "get_manager",
+           "manager_for", "parse_device"]
 
 
 def parse_device(wanted: str) -> torch.device:
@@ -107,40 +85,6 @@ def default_budget_mb(device: torch.device) -> float:
 
 
 @dataclass
-class Availability:
-    """What the UI shows next to a model's checkbox.
-
-    ``reason`` is one short sentence (why it cannot run, or what will be downloaded), ``fix`` how to
-    make it run (shown behind a "details" toggle), ``weights`` which weights would run (ready models:
-    "official weights", "your checkpoint: <file>", "test weights: <file> …"), ``download_mb`` the
-    published file's size for a model fetched on first use.
-    """
-
-    status: str  # "ready" (files here), "download" (fetched on first use), "unavailable"
-    reason: str = ""
-    fix: str = ""
-    weights: str = ""
-    download_mb: float | None = None
-
-    @property
-    def usable(self) -> bool:
-        return self.status in ("ready", "download")
-
-
-def split_fix(message: str, model_id: str = "") -> tuple[str, str]:
-    """A checkpoint message ("<what is wrong>. To fix: <how>") as (one sentence, the fix)."""
-    text = message.strip()
-    if model_id and text.startswith(model_id + ": "):
-        text = text[len(model_id) + 2:]
-    head, _, fix = text.partition(" To fix: ")
-    if not fix and ". " in head:  # no "To fix": the first sentence, the rest as details
-        head, _, fix = head.partition(". ")
-    head = head.rstrip(". ")
-    head += "" if head.endswith(("?", "!")) else "."
-    return head[:1].upper() + head[1:], fix.strip()
-
-
-@dataclass
 class _Loaded:
     transcriber: Transcriber
     options_key: tuple
@@ -151,23 +95,36 @@ class _Loaded:
 
 @dataclass
 class ModelManager:
-    """``options`` maps a model id to its options dataclass (``mt3_demo.options``); a model without
-    an entry runs with its defaults."""
+    """``specs``: the models (None: :func:`~mt3_demo.registry.load_registry`); ``options`` maps a
+    model id to its load options (``mt3_demo.options``; a model without an entry loads with its
+    defaults); ``settings`` the process-wide values; ``device`` and ``budget_mb`` default to theirs."""
 
-    device: torch.device = field(default_factory=default_device)
+    device: torch.device | None = None  # None: Settings.device when usable, else CUDA when present
     checkpoints: dict[str, Path] = field(default_factory=dict)  # per-model user override
-    options: dict[str, Any] = field(default_factory=dict)  # model id -> its options dataclass
-    budget_mb: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # model id -> its load options
+    decode: dict[str, Any] = field(default_factory=dict)  # model id -> decode options when a run gives none
+    budget_mb: float | None = None  # None: Settings.memory_budget_mb, else default_budget_mb
+    specs: dict[str, ModelSpec] | None = None
+    settings: Settings = field(default_factory=Settings)
 
     def __post_init__(self) -> None:
-        self.specs, self.import_errors = load_registry()
+        self.import_errors: dict[str, str] = {}
+        if self.specs is None:
+            self.specs, self.import_errors = load_registry()
+        if self.device is None:
+            self.device = default_device(self.settings.device)
         if self.budget_mb is None:
-            self.budget_mb = default_budget_mb(self.device)
+            self.budget_mb = self.settings.memory_budget_mb or default_budget_mb(self.device)
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # LRU: most recent last
         self._state_lock = threading.Lock()  # guards _loaded and _model_locks
         self._model_locks: dict[str, threading.Lock] = {}
         self.load_count: dict[str, int] = {}  # how many times each model was built (tests, logs)
         self._running_mb = 0.0  # measured memory of the runs in progress (memory.run_mb), budgeted
+
+    @property
+    def sources(self) -> Sources:
+        """Where checkpoints placed by hand are, and whether the Hub may be asked (the settings')."""
+        return Sources(self.settings.checkpoints_root, self.settings.hub_offline)
 
     # ------------------------------------------------------------------ registry
 
@@ -175,20 +132,28 @@ class ModelManager:
         return list(self.specs)
 
     def spec(self, model_id: str) -> ModelSpec:
-        try:
-            return self.specs[model_id]
-        except KeyError:
-            known = ", ".join(self.specs) or "none"
-            raise UnknownModel(f"Unknown model '{model_id}'. Known models: {known}.") from None
+        return spec_of(self.specs, model_id)
 
     def options_for(self, model_id: str) -> Any:
-        """The model's options: the ones given for it, else its defaults."""
+        """The model's load options: the ones given for it, else its defaults."""
         options = self.options.get(model_id)
         return options if options is not None else self.spec(model_id).options_type()
 
+    def decode_for(self, model_id: str, decode: Any = None) -> Any:
+        """The model's decode options for one run: ``decode`` (its ``decode_type``, or a mapping of
+        field names to values, checked by the same rules), else the manager's ``decode`` entry,
+        else the defaults; CUDA graphs off when ``Settings.cuda_graphs`` says so."""
+        if decode is None:
+            decode = self.decode.get(model_id)
+        decode = decode_options(self.spec(model_id).decode_type, decode, model_id)
+        if not self.settings.cuda_graphs and getattr(decode, "cuda_graphs", False):
+            decode = replace(decode, cuda_graphs=False)
+        return decode
+
     def resolve(self, model_id: str, fetch: bool = True) -> Any:
         """The one resolution of a model's checkpoint (override, options, ``fetch`` as in ModelSpec)."""
-        return self.spec(model_id).resolve(self.checkpoints.get(model_id), self.options_for(model_id), fetch)
+        return self.spec(model_id).resolve(self.checkpoints.get(model_id), self.options_for(model_id), fetch,
+                                           self.sources)
 
     def availability(self, model_id: str) -> Availability:
         """Are the weights here (and which), downloadable now, or missing (with the fix)?
@@ -196,26 +161,18 @@ class ModelManager:
         Writes and downloads nothing. A file that would have to be downloaded counts as
         unavailable unless the Hub is reachable (:mod:`mt3_demo.hub`: asked once, remembered).
         """
-        spec = self.spec(model_id)
-        try:
-            location = self.resolve(model_id, fetch=False)
-        except NotDownloaded as e:
-            size = e.hub.size_bytes / 1e6 if e.hub is not None and e.hub.size_bytes else None
-            reachable, why = hub.status()
-            if reachable:
-                return Availability("download", str(e), e.fix, download_mb=size)
-            return Availability("unavailable", f"Weights not on this machine; {why}.", e.fix)
-        except CheckpointError as e:
-            reason, fix = split_fix(str(e), model_id)
-            return Availability("unavailable", reason, fix)
-        except Exception as e:  # noqa: BLE001 - any adapter bug shows as unavailable
-            return Availability("unavailable", f"Its adapter failed to resolve the weights ({type(e).__name__}).",
-                                str(e))
-        try:
-            weights = provenance(location, spec.published(location, self.options_for(model_id))).label
-        except OSError as e:
-            return Availability("unavailable", f"Its weights file cannot be read ({type(e).__name__}).", str(e))
-        return Availability("ready", "weights found locally", weights=weights)
+        return availability(self.spec(model_id), lambda fetch: self.resolve(model_id, fetch),
+                             self.options_for(model_id),
+                             lambda: hub.status(self.settings.hub_offline, self.settings.hf_endpoint))
+
+    def check(self, model_id: str) -> Availability:
+        """The one question before a run: can ``model_id`` run now? A loaded model answers
+        "loaded" without resolving anything; otherwise :meth:`availability`. Unknown ids raise
+        :class:`~mt3_demo.registry.UnknownModel`."""
+        self.spec(model_id)
+        if model_id in self.loaded_ids():
+            return Availability("loaded", "loaded and warm")
+        return self.availability(model_id)
 
     def availabilities(self) -> dict[str, Availability]:
         """Every model's availability, resolved once: what one page (re)load shows everywhere."""
@@ -266,7 +223,7 @@ class ModelManager:
             self._make_room(spec.size_mb)
             start = time.perf_counter()
             location = self.resolve(model_id)
-            transcriber = spec.build(location, self.device, self.options_for(model_id))
+            transcriber = spec.build(location, self.device, self.options_for(model_id))  # load options only
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
@@ -326,12 +283,15 @@ class ModelManager:
 
     # ------------------------------------------------------------------ inference
 
-    def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None,
+    def transcribe(self, model_id: str, clip: Clip, decode: Any = None, progress: ProgressFn | None = None,
                    on_loaded: Callable[[Transcriber], None] | None = None) -> Transcription:
-        """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors.
+        """Load if needed, transcribe with ``decode`` (the model's decode options, see
+        :meth:`decode_for`; they never cause a reload), time both. Raises OptionError (bad decode
+        options, checked before anything loads), CheckpointError, adapter errors.
 
         ``on_loaded(transcriber)`` is called once the weights are in memory, before inference
         (progress reports switch from "loading" to the model's own phases there)."""
+        decode = self.decode_for(model_id, decode)
         entry, load_seconds = self._acquire(model_id, hold=True)
         transcriber = entry.transcriber
         # Admission: a run needs its measured memory next to the weights (transkun: ~1.2 GB for a
@@ -346,8 +306,8 @@ class ModelManager:
             if on_loaded is not None:
                 on_loaded(transcriber)
             start = time.perf_counter()
-            with torch.inference_mode(), thread_policy():
-                out = transcriber.transcribe(clip, progress=progress)
+            with torch.inference_mode(), thread_policy(self.settings.threads):
+                out = transcriber.transcribe(clip, decode, progress=progress)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
@@ -382,12 +342,13 @@ _default_lock = threading.Lock()
 
 def manager_for(settings: Settings) -> ModelManager:
     """A manager on the settings' device (unusable: the default) and memory budget."""
-    return ModelManager(device=default_device(settings.device), budget_mb=settings.memory_budget_mb)
+    return ModelManager(settings=settings)
 
 
 def get_manager(settings: Settings | None = None) -> ModelManager:
-    """The process-wide manager (the UI and the package API share it); ``settings`` default to
-    the environment's (``mt3_demo.options.settings_from_env``)."""
+    """The process-wide manager (the UI and the package API share it), made on first use with
+    ``settings`` — the door's (``app.py``); the package API, which has no door of its own, reads
+    the environment once here (``mt3_demo.options.settings_from_env``, lenient)."""
     global _default_manager
     with _default_lock:
         if _default_manager is None:

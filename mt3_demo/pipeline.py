@@ -1,6 +1,6 @@
 """One run, the same for CLI ``transcribe``, CLI ``compare`` and the UI.
 
-    Clip ──► per model: manager.transcribe ─► Transcription (notes, timings, stats once)
+    Clip ──► per model: manager.check, manager.transcribe(decode) ─► Transcription (notes, timings)
          │              writers.write_model_files ─► MIDI, PNG, WAVs          = ModelResult
          └─► finish: scores against the reference, agreement between models   = Run
                      writers.write_run ─► results.json, summary.md, agreement.png, zip
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import torch
 
@@ -53,9 +53,9 @@ class PhaseReporter:
         if self.on_progress is not None:
             self.on_progress(self.model_id, fraction, desc)
 
-    def loaded(self, transcriber: Any) -> None:
+    def loaded(self, transcriber: Any, decode: Any = None) -> None:
         self.started = time.perf_counter()
-        total = transcriber.num_segments(self.clip)
+        total = transcriber.num_segments(self.clip, decode)
         self.report(0.0, f"computing features, decoding segment 1 of {total}")
 
     def segments(self, done: int, total: int) -> None:
@@ -77,9 +77,10 @@ def _seconds(s: float) -> str:
 
 def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Path | None,
                    on_progress: ProgressCallback | None = None,
-                   listening: Collection[str] = writers.LISTENING) -> ModelResult:
-    """Transcribe with one model and write its files (none when ``out_dir`` is None; the
-    listening WAVs named in ``listening``, see :data:`~mt3_demo.writers.LISTENING`).
+                   listening: Collection[str] = writers.LISTENING, decode: Any = None) -> ModelResult:
+    """Transcribe with one model (``decode``: its decode options, see
+    :meth:`~mt3_demo.manager.ModelManager.decode_for`) and write its files (none when ``out_dir``
+    is None; the listening WAVs named in ``listening``, see :data:`~mt3_demo.writers.LISTENING`).
 
     Every failure becomes the result's ``error`` (a message for people); a result is either
     complete, files included, or an error — never half. :class:`Cancelled` (raised by
@@ -88,20 +89,23 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
     spec = manager.spec(model_id)
     result = ModelResult(model_id, spec.display_name)
     phases = PhaseReporter(model_id, clip, on_progress)
-    loaded = model_id in manager.loaded_ids()
-    if not loaded:  # weights that cannot be had here fail at once, not after download retries
-        avail = manager.availability(model_id)
-        if not avail.usable:
-            result.error = f"{model_id}: {avail.reason}" + (f" To fix: {avail.fix}" if avail.fix else "")
-            result.error_kind = "checkpoint"
-            return result
-    phases.report(0.0, "starting" if loaded else "loading weights")
     try:
-        transcription = manager.transcribe(model_id, clip, progress=phases.segments, on_loaded=phases.loaded)
+        decode = manager.decode_for(model_id, decode)  # bad options fail before anything loads
+    except OptionError as e:
+        result.error, result.error_kind = str(e), "options"
+        return result
+    avail = manager.check(model_id)  # weights that cannot be had here fail at once, not after retries
+    if not avail.usable:
+        result.error, result.error_kind = avail.error(model_id), "checkpoint"
+        return result
+    phases.report(0.0, "starting" if avail.status == "loaded" else "loading weights")
+    try:
+        transcription = manager.transcribe(model_id, clip, decode, progress=phases.segments,
+                                           on_loaded=lambda t: phases.loaded(t, decode))
         if out_dir is not None:
             result.files, result.synth_method = writers.write_model_files(
                 transcription.notes, clip, out_dir, writers.safe_name(model_id), spec.display_name,
-                listening)
+                listening, soundfont=manager.settings.soundfont)
         result.transcription = transcription
     except Cancelled:
         raise
@@ -124,14 +128,17 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
 
 def transcribe_each(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path | None,
                     on_progress: ProgressCallback | None = None,
-                    listening: Collection[str] = writers.LISTENING) -> Iterator[ModelResult]:
-    """:func:`transcribe_one` for each model in turn, yielding each result when done.
+                    listening: Collection[str] = writers.LISTENING,
+                    decode: Mapping[str, Any] | None = None) -> Iterator[ModelResult]:
+    """:func:`transcribe_one` for each model in turn, yielding each result when done; ``decode``
+    maps a model id to its decode options (a model without an entry decodes with its defaults).
 
     Models run one after another: they share one device, and on a 2-core CPU running them at once
     would only make every column slower. Unknown ids must have been refused before (``manager.spec``).
     """
+    decode = decode or {}
     for model_id in model_ids:
-        yield transcribe_one(clip, model_id, manager, out_dir, on_progress, listening)
+        yield transcribe_one(clip, model_id, manager, out_dir, on_progress, listening, decode.get(model_id))
 
 
 def finish(results: list[ModelResult], clip: Clip, reference: list[Note] | None = None,
@@ -151,10 +158,12 @@ def finish(results: list[ModelResult], clip: Clip, reference: list[Note] | None 
 def run_models(clip: Clip, model_ids: list[str], manager: ModelManager, out_dir: Path,
                reference: list[Note] | None = None, reference_name: str | None = None,
                include_tokens: bool = False, listening: Collection[str] = writers.LISTENING,
-               on_result: Callable[[ModelResult], None] | None = None) -> Run:
-    """The whole run: transcribe, write each model's files, finish, write the run's files."""
+               on_result: Callable[[ModelResult], None] | None = None,
+               decode: Mapping[str, Any] | None = None) -> Run:
+    """The whole run: transcribe (``decode``: model id -> decode options), write each model's
+    files, finish, write the run's files."""
     results = []
-    for result in transcribe_each(clip, model_ids, manager, out_dir, listening=listening):
+    for result in transcribe_each(clip, model_ids, manager, out_dir, listening=listening, decode=decode):
         if on_result is not None:
             on_result(result)
         results.append(result)

@@ -4,11 +4,11 @@ Each request gets a fresh folder (two users' files never collide). Folders live 
 upload folder, so the files a request returns are served from where they were written rather
 than copied a second time into Gradio's cache. At the start of each run, folders older than
 ``RUN_TTL_S`` are deleted, then the oldest finished ones until the rest fit in
-``$MT3_DEMO_RUNS_MAX_MB`` (default 1024): disk use stays under the cap plus the runs in progress.
-An upload the app rejects is deleted at once (:func:`discard_upload`).
+``Settings.runs_max_mb`` (``$MT3_DEMO_RUNS_MAX_MB``, default 1024): disk use stays under the cap
+plus the runs in progress. An upload the app rejects is deleted at once (:func:`discard_upload`).
 
-No Gradio import here: the folder rule is Gradio's documented one (``$GRADIO_TEMP_DIR``, else
-``<system temp>/gradio``).
+No Gradio import here: the folder rule is Gradio's documented one (``Settings.upload_dir``, from
+``$GRADIO_TEMP_DIR``, else ``<system temp>/gradio``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .options import DEFAULT_RUNS_MAX_MB, RUNS_MAX_MB_ENV, read_env
+from .options import DEFAULT_RUNS_MAX_MB, Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +30,20 @@ _active: set[Path] = set()  # run folders whose request is still running: never 
 _lock = threading.Lock()
 
 
-def upload_folder() -> Path:
-    """Gradio's cache and upload folder (the same rule Gradio applies)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+def upload_folder(upload_dir: Path | None = None) -> Path:
+    """Gradio's cache and upload folder (the same rule Gradio applies; ``Settings.upload_dir``)."""
+    return Path(upload_dir or Path(tempfile.gettempdir()) / "gradio").resolve()
 
 
-def runs_root() -> Path:
-    root = upload_folder() / "mt3-demo-runs"
+def runs_root(upload_dir: Path | None = None) -> Path:
+    root = upload_folder(upload_dir) / "mt3-demo-runs"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
-def runs_max_bytes() -> int:
-    """``$MT3_DEMO_RUNS_MAX_MB`` in bytes; a value that is not a positive number falls back to the
-    default (with a warning), never to "unbounded"."""
-    settings, problems = read_env()  # the one check of every MT3_DEMO_* variable
-    for problem in problems:
-        if problem.startswith(RUNS_MAX_MB_ENV + "="):
-            log.warning("%s; using %.0f", problem, DEFAULT_RUNS_MAX_MB)
-    return int(settings.runs_max_mb * 2**20)
+def runs_max_bytes(runs_max_mb: float = DEFAULT_RUNS_MAX_MB) -> int:
+    """``Settings.runs_max_mb`` in bytes (checked there: a positive number within its range)."""
+    return int(Settings(runs_max_mb=runs_max_mb).runs_max_mb * 2**20)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -92,10 +87,10 @@ def prune(root: Path | None = None, max_bytes: int | None = None, now: float | N
     return deleted
 
 
-def new_run_dir() -> Path:
+def new_run_dir(settings: Settings = Settings()) -> Path:
     """A fresh folder for one request, after pruning; pass it to :func:`release` when done."""
-    root = runs_root()
-    prune(root)
+    root = runs_root(settings.upload_dir)
+    prune(root, runs_max_bytes(settings.runs_max_mb))
     folder = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
     with _lock:
         _active.add(folder)
@@ -108,7 +103,7 @@ def release(folder: Path) -> None:
         _active.discard(Path(folder))
 
 
-def discard_upload(path: str | os.PathLike | None) -> bool:
+def discard_upload(path: str | os.PathLike | None, upload_dir: Path | None = None) -> bool:
     """Delete an upload the app rejected — only a file inside Gradio's upload folder (never an
     example or any other file) and never a run's output. Returns whether a file was deleted.
 
@@ -118,7 +113,8 @@ def discard_upload(path: str | os.PathLike | None) -> bool:
     if not path:
         return False
     file = Path(path).resolve()
-    cache, runs = upload_folder(), upload_folder() / "mt3-demo-runs"
+    cache = upload_folder(upload_dir)
+    runs = cache / "mt3-demo-runs"
     if not file.is_file() or cache not in file.parents or runs in file.parents:
         return False
     try:

@@ -12,7 +12,6 @@ Everything here is re-entrant: each call creates (and deletes) its own FluidSynt
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -22,7 +21,6 @@ from .audio import peak, rms
 from .instruments import drum_kind
 from .notes import Note, to_midi
 
-SOUNDFONT_ENV = "MT3_DEMO_SOUNDFONT"
 DEFAULT_SAMPLE_RATE = 22050  # plenty for a preview, half the size of 44.1 kHz files
 TAIL_SECONDS = 0.5  # room for the last notes' release when no clip length is given
 PEAK = 0.9  # output peak level; headroom for mixing
@@ -43,15 +41,15 @@ def bundled_soundfont() -> Path:
     return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
 
-def soundfont_path() -> Path:
-    """``$MT3_DEMO_SOUNDFONT`` when it names an existing file, else pretty_midi's bundled one."""
-    configured = os.environ.get(SOUNDFONT_ENV)
+def soundfont_path(configured: Path | str | None = None) -> Path:
+    """``configured`` (``Settings.soundfont``: ``$MT3_DEMO_SOUNDFONT``) when it names an existing
+    file, else pretty_midi's bundled one."""
     if configured and Path(configured).is_file():
         return Path(configured)
     return bundled_soundfont()
 
 
-def fluidsynth_status() -> tuple[bool, str]:
+def fluidsynth_status(soundfont: Path | str | None = None) -> tuple[bool, str]:
     """(usable, reason). Cheap after the first call: Python caches the import."""
     try:
         import fluidsynth  # noqa: F401  (pyfluidsynth; loads libfluidsynth via ctypes)
@@ -61,16 +59,17 @@ def fluidsynth_status() -> tuple[bool, str]:
     # pretty_midi decides once, at its own import, whether pyfluidsynth works.
     if not getattr(pm_fluidsynth, "_HAS_FLUIDSYNTH", True):
         return False, "FluidSynth unavailable: pretty_midi could not import pyfluidsynth"
-    if not soundfont_path().is_file():
-        return False, f"no soundfont found at {soundfont_path()}"
-    return True, f"FluidSynth with {soundfont_path().name}"
+    if not soundfont_path(soundfont).is_file():
+        return False, f"no soundfont found at {soundfont_path(soundfont)}"
+    return True, f"FluidSynth with {soundfont_path(soundfont).name}"
 
 
-def fluidsynth_available() -> bool:
-    return fluidsynth_status()[0]
+def fluidsynth_available(soundfont: Path | str | None = None) -> bool:
+    return fluidsynth_status(soundfont)[0]
 
 
-def _render_fluidsynth(notes: list[Note], sample_rate: int, end_time: float, n_samples: int) -> np.ndarray:
+def _render_fluidsynth(notes: list[Note], sample_rate: int, end_time: float, n_samples: int,
+                       soundfont: Path | str | None = None) -> np.ndarray:
     """[n_samples] float64: every instrument rendered by one private FluidSynth and summed, in
     pretty_midi's order and scale (its ``PrettyMIDI.fluidsynth(normalize=False)``).
 
@@ -83,7 +82,7 @@ def _render_fluidsynth(notes: list[Note], sample_rate: int, end_time: float, n_s
     midi = to_midi(notes, end_time=end_time)
     synthesizer = fluidsynth.Synth(samplerate=float(sample_rate))
     try:
-        sfid = synthesizer.sfload(str(soundfont_path()))
+        sfid = synthesizer.sfload(str(soundfont_path(soundfont)))
         out = np.zeros(n_samples)
         for instrument in midi.instruments:
             wave = instrument.fluidsynth(fs=sample_rate, synthesizer=synthesizer, sfid=sfid)
@@ -165,6 +164,7 @@ def render_audio(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     end_time: float | None = None,
     backend: str = "auto",
+    soundfont: Path | str | None = None,
 ) -> tuple[np.ndarray, int, str]:
     """Synthesize notes to mono float32 audio peaking at ``PEAK`` (silence stays silence).
 
@@ -172,6 +172,7 @@ def render_audio(
     the original), else it runs to the last offset plus ``TAIL_SECONDS``. ``backend`` is "auto"
     (FluidSynth when usable, else the fallback), "fluidsynth" (raise if unusable) or "fallback".
     Returns ``(audio, sample_rate, method)``; ``method`` starts with "fluidsynth" or "fallback".
+    ``soundfont``: ``Settings.soundfont`` (None or a missing file: the bundled one).
     """
     if backend not in ("auto", "fluidsynth", "fallback"):
         raise ValueError(f"unknown synth backend {backend!r}")
@@ -184,11 +185,12 @@ def render_audio(
     audio = None
     method = FORCED_FALLBACK_METHOD if backend == "fallback" else FALLBACK_METHOD
     if backend != "fallback":
-        usable, reason = fluidsynth_status()
+        usable, reason = fluidsynth_status(soundfont)
         if usable:
             try:
-                audio = _render_fluidsynth(notes, sample_rate, end_time, n_samples) if notes else np.zeros(0)
-                method = f"{FLUIDSYNTH_METHOD} ({soundfont_path().name})"
+                audio = _render_fluidsynth(notes, sample_rate, end_time, n_samples, soundfont) if notes \
+                    else np.zeros(0)
+                method = f"{FLUIDSYNTH_METHOD} ({soundfont_path(soundfont).name})"
             except (ImportError, OSError) as exc:
                 if backend == "fluidsynth":
                     raise

@@ -7,7 +7,8 @@ turns a 2.6 s run into 24 s (measured: MT3, 2 threads, 2-core machine with a CPU
 
 Policy, per run (:func:`choose_threads`):
 
-1. ``MT3_DEMO_THREADS`` set to a positive integer: that many, no questions asked.
+1. ``Settings.threads`` (``MT3_DEMO_THREADS``, checked there: 1 to 64) set: that many, no
+   questions asked.
 2. Otherwise the cores this process may actually use: its CPU affinity (``os.sched_getaffinity``),
    capped by the cgroup CPU quota (``cpu.max``, what a container or a Space is really given),
 3. minus those of them that are busy right now: each allowed core's idle share is sampled from
@@ -23,13 +24,12 @@ import contextlib
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from .options import THREADS_ENV, read_env
+from .options import THREADS_ENV, Settings
 
 ENV = THREADS_ENV
 SAMPLE_SECONDS = 0.05  # /proc/stat ticks are 10 ms: 5 ticks per core is enough to tell busy from idle
@@ -90,14 +90,12 @@ def busy_cores(cores: list[int], seconds: float = SAMPLE_SECONDS) -> list[int]:
     return busy
 
 
-def choose_threads(environ: dict[str, str] | None = None) -> tuple[int, str]:
-    """(thread count, why) under the policy in the module docstring. Raises ValueError on a bad override."""
-    settings, problems = read_env(os.environ if environ is None else environ)
-    for problem in problems:
-        if problem.startswith(ENV + "="):
-            raise ValueError(problem)
-    if settings.threads is not None:
-        return settings.threads, f"{ENV}={settings.threads}"
+def choose_threads(threads: int | None = None) -> tuple[int, str]:
+    """(thread count, why) under the policy in the module docstring; ``threads``: the operator's
+    override (``Settings.threads``), checked by the same rule (OptionError when out of range)."""
+    threads = Settings(threads=threads).threads
+    if threads is not None:
+        return threads, f"{ENV}={threads}"
     cores = allowed_cores()
     quota = cgroup_quota()
     usable = len(cores) if quota is None else max(1, min(len(cores), math.floor(quota + 1e-9)))
@@ -109,17 +107,10 @@ def choose_threads(environ: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def thread_policy() -> Iterator[int]:
-    """Run the block with :func:`choose_threads` intra-op threads; restore torch's setting after.
-
-    A bad ``MT3_DEMO_THREADS`` is not fatal: it is reported as a warning and the default policy applies.
-    """
+def thread_policy(threads: int | None = None) -> Iterator[int]:
+    """Run the block with :func:`choose_threads` intra-op threads; restore torch's setting after."""
     before = torch.get_num_threads()
-    try:
-        n, _ = choose_threads()
-    except ValueError as e:
-        warnings.warn(f"{e}; using the default thread policy instead", stacklevel=3)
-        n, _ = choose_threads({k: v for k, v in os.environ.items() if k != ENV})
+    n, _ = choose_threads(threads)
     torch.set_num_threads(n)
     try:
         yield n

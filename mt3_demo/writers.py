@@ -87,10 +87,10 @@ PAGE_LISTENING = ("audio_matched", "mix")
 
 
 def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str,
-                    kinds: Collection[str] = LISTENING) -> tuple[dict[str, Path], str]:
-    """The transcription rendered once, written as the listening WAVs named in ``kinds``
-    (of :data:`LISTENING`). Returns (files, synth method)."""
-    audio, rate, method = synth.render_audio(notes, end_time=clip.duration)
+                    kinds: Collection[str] = LISTENING, soundfont: Path | None = None) -> tuple[dict[str, Path], str]:
+    """The transcription rendered once (with ``soundfont``: ``Settings.soundfont``), written as the
+    listening WAVs named in ``kinds`` (of :data:`LISTENING`). Returns (files, synth method)."""
+    audio, rate, method = synth.render_audio(notes, end_time=clip.duration, soundfont=soundfont)
     original = clip.original_mono(rate)
     writes = {
         "audio": lambda: synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
@@ -103,7 +103,8 @@ def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str,
 
 
 def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
-                      listening: Collection[str] = LISTENING) -> tuple[dict[str, Path], str | None]:
+                      listening: Collection[str] = LISTENING,
+                      soundfont: Path | None = None) -> tuple[dict[str, Path], str | None]:
     """MIDI + PNG + stems zip + the listening WAVs named in ``listening`` (none: nothing is
     synthesized) of one model. Returns (files, synth method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, t
              "stems": stems.write_stems_zip(notes, out_dir / f"{stem}__stems.zip", end_time=clip.duration)}
     method = None
     if listening:
-        wavs, method = write_listening(notes, clip, out_dir, stem, listening)
+        wavs, method = write_listening(notes, clip, out_dir, stem, listening, soundfont)
         files.update(wavs)
     return files, method
 

@@ -102,9 +102,10 @@ def running_app(gradio_tmp: Path):
     """
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
+    from mt3_demo.options import read_env
     from mt3_demo.ui import build_demo, launch_kwargs
 
-    demo = build_demo()
+    demo = build_demo(settings=read_env()[0])  # as app.py does: the environment read once, at the door
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                             quiet=True, **launch_kwargs())
     try:

@@ -16,9 +16,7 @@ from test_manager import fake_spec  # noqa: E402
 
 
 def manager_with(specs, budget_mb: float) -> ModelManager:
-    m = ModelManager(device=torch.device("cpu"), budget_mb=budget_mb)
-    m.specs = {s.id: s for s in specs}
-    return m
+    return ModelManager(device=torch.device("cpu"), budget_mb=budget_mb, specs={s.id: s for s in specs})
 
 
 def test_a_run_makes_room_for_its_measured_memory():

@@ -17,13 +17,13 @@ from conftest import FIXTURES
 from mt3_demo import pipeline, writers
 from mt3_demo.audio import load_clip
 from mt3_demo.manager import ModelManager
-from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
+from mt3_demo.options import MRMT3Decode, MT3Decode, Settings, YourMT3Decode
 
 MT3_FAMILY = ["mt3", "mr_mt3", "yourmt3"]
 
 
 @pytest.fixture
-def checkpoint_root(tmp_path, monkeypatch):
+def checkpoint_root(tmp_path):
     root = tmp_path / "checkpoints"
     for model_id, files in {
         "mt3": [FIXTURES / "mt3/tiny_model/mt3.pth", FIXTURES / "mt3/tiny_model/config.json"],
@@ -33,27 +33,32 @@ def checkpoint_root(tmp_path, monkeypatch):
         (root / model_id).mkdir(parents=True)
         for f in files:
             shutil.copy(f, root / model_id / f.name)
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return root
 
 
-def test_all_models_ready_and_selected_by_default(checkpoint_root):
-    manager = ModelManager(device=torch.device("cpu"))
+@pytest.fixture
+def settings(checkpoint_root):
+    """The checkpoints placed by hand, the Hub never asked."""
+    return Settings(checkpoints_root=checkpoint_root, hub_offline=True)
+
+
+def test_all_models_ready_and_selected_by_default(settings):
+    manager = ModelManager(device=torch.device("cpu"), settings=settings)
     assert manager.import_errors == {}
     assert {m: manager.availability(m).status for m in manager.model_ids()} == {
         "transkun": "ready", "mt3": "ready", "mr_mt3": "ready", "yourmt3": "ready"}
     assert manager.default_selection() == ["mt3", "mr_mt3", "yourmt3", "transkun"]
 
 
-def test_mt3_family_side_by_side(checkpoint_root, tmp_path):
-    manager = ModelManager(device=torch.device("cpu"), options={
-        "mt3": MT3Options(max_tokens=24), "mr_mt3": MRMT3Options(max_tokens=24),
-        "yourmt3": YourMT3Options(max_tokens=24)})
+def test_mt3_family_side_by_side(settings, tmp_path):
+    manager = ModelManager(device=torch.device("cpu"), settings=settings)
+    decode = {"mt3": MT3Decode(max_tokens=24), "mr_mt3": MRMT3Decode(max_tokens=24),
+              "yourmt3": YourMT3Decode(max_tokens=24)}
     clip = load_clip(FIXTURES / "mr_mt3/set_b/audio.wav")
     events = []
     results = list(pipeline.transcribe_each(clip, MT3_FAMILY, manager, tmp_path / "run",
-                                            on_progress=lambda m, f, d: events.append((m, f)), listening=()))
+                                            on_progress=lambda m, f, d: events.append((m, f)), listening=(),
+                                            decode=decode))
     assert [r.model_id for r in results] == MT3_FAMILY
     for r in results:
         assert r.ok, r.error

@@ -126,6 +126,27 @@ def test_transcribes_example_after_a_bad_upload(client, short_clip, tmp_path):
     assert bundled["models"]["transkun"]["stats"]["total"] == entry["stats"]["total"]
 
 
+def test_api_options_reach_the_model_and_bad_ones_are_refused(client, short_clip):
+    """Issue 20: ``/transcribe`` takes each model's decode options as JSON (optional: the calls above
+    give none); they are checked by the CLI's rules before the queue, and change no loaded weights."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import ValidationError
+
+    def call(options: str):
+        return client.predict(handle_file(str(short_clip)), ["transkun"], None, options, api_name="/transcribe")
+
+    _, _, results, _ = call('{"transkun": {"hop_s": 8}}')
+    assert results["models"]["transkun"]["hop_s"] == 8.0  # the run's own account of its windows
+    _, _, results, _ = call("")
+    assert results["models"]["transkun"]["hop_s"] == 12.0  # the default again
+    for bad, message in [('{"transkun": {"hop_s": -1}}', "hop_s must be a positive number of seconds"),
+                         ('{"transkun": {"max_tokens": 8}}', "unknown option 'max_tokens'"),
+                         ("{", "options must be a JSON object")]:
+        with pytest.raises(ValidationError, match=message) as info:
+            call(bad)
+        assert "Traceback" not in str(info.value)
+
+
 def test_a_client_that_leaves_does_not_keep_its_run(app_url, tmp_path):
     """Issue 13.6: a client that disconnects mid-run used to leave its job running for the next
     user to wait behind. Gradio closes the run's generator; the model stops at its next segment
@@ -135,7 +156,10 @@ def test_a_client_that_leaves_does_not_keep_its_run(app_url, tmp_path):
 
     import httpx
 
-    from mt3_demo.runs import runs_root
+    from mt3_demo.options import read_env
+    from mt3_demo.runs import runs_root as runs_root_in
+
+    runs_root = lambda: runs_root_in(read_env()[0].upload_dir)  # noqa: E731 - the app's (running_app's env)
 
     config = httpx.get(app_url + "config").json()
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "transcribe")
@@ -146,7 +170,7 @@ def test_a_client_that_leaves_does_not_keep_its_run(app_url, tmp_path):
     session = "leaver0001"
     audio = {"path": uploaded, "orig_name": wav.name, "meta": {"_type": "gradio.FileData"}}
     joined = httpx.post(app_url + "gradio_api/queue/join", json={
-        "data": [audio, ["transkun"], None], "fn_index": fn_index, "session_hash": session,
+        "data": [audio, ["transkun"], None, ""], "fn_index": fn_index, "session_hash": session,  # "": no options
         "event_data": None, "trigger_id": None})
     assert joined.status_code == 200, joined.text
     with httpx.stream("GET", app_url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as stream:

@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 
 from mt3_demo.audio import SAMPLE_RATE, AudioError, Clip, load_clip, resample
+from mt3_demo.options import read_env
 
 
 def test_wav_stereo_44k_is_mixed_and_resampled(tone_wav):
@@ -91,15 +92,16 @@ def test_too_short(tmp_path):
         load_clip(path)
 
 
-def test_too_long_is_rejected_with_limit_and_how_to_raise_it(tone_wav, monkeypatch):
+def test_too_long_is_rejected_with_limit_and_how_to_raise_it(tone_wav):
     path = tone_wav(seconds=3.0)
     with pytest.raises(AudioError, match=r"limit is 2\.0 s.*MT3_DEMO_MAX_SECONDS"):
         load_clip(path, limit_seconds=2.0)
-    monkeypatch.setenv("MT3_DEMO_MAX_SECONDS", "1.5")
+    # The environment's limit reaches the loader as Settings.max_seconds (read once, at the door).
     with pytest.raises(AudioError, match="limit"):
-        load_clip(path)
-    monkeypatch.setenv("MT3_DEMO_MAX_SECONDS", "10")
-    assert load_clip(path).duration == pytest.approx(3.0, abs=1e-3)
+        load_clip(path, limit_seconds=read_env({"MT3_DEMO_MAX_SECONDS": "1.5"})[0].max_seconds)
+    assert load_clip(path, limit_seconds=read_env({"MT3_DEMO_MAX_SECONDS": "10"})[0].max_seconds).duration == \
+        pytest.approx(3.0, abs=1e-3)
+    assert load_clip(path).duration == pytest.approx(3.0, abs=1e-3)  # no limit given: the default 600 s
 
 
 def test_silent_audio_warns_but_loads(tmp_path):

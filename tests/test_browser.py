@@ -158,14 +158,26 @@ def worker_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "mt3-demo-run"]
 
 
+def use_checkpoints_root(monkeypatch, root) -> None:
+    """The running app's manager (the process-wide one) finds checkpoints under ``root`` from now
+    on, as if it had been started with MT3_DEMO_CHECKPOINTS=root (the app reads the environment once)."""
+    import dataclasses
+
+    from mt3_demo.manager import get_manager
+
+    manager = get_manager()
+    monkeypatch.setattr(manager, "settings", dataclasses.replace(manager.settings, checkpoints_root=root))
+
+
 def test_offline_start_offers_only_runnable_models(browser, app_url):
     """Offline, without checkpoints: each model that cannot load is listed with one line, not offered."""
     import torch
     from playwright.sync_api import expect
 
     from mt3_demo.manager import ModelManager
+    from mt3_demo.options import read_env
 
-    manager = ModelManager(device=torch.device("cpu"))
+    manager = ModelManager(device=torch.device("cpu"), settings=read_env()[0])  # the app's view
     names = {m: manager.spec(m).display_name for m in manager.model_ids()}
     unusable = [m for m in names if not manager.availability(m).usable]
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -208,7 +220,7 @@ def test_test_weights_are_labelled_as_such(browser, app_url, tmp_path, monkeypat
         (root / model_id).mkdir(parents=True)
         for f in files:
             shutil.copy(FIXTURES / f, root / model_id)
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))  # read live: the page load refreshes the list
+    use_checkpoints_root(monkeypatch, root)  # the page load refreshes the list
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
         page.goto(app_url)
@@ -428,7 +440,7 @@ def test_side_by_side_with_a_failing_model(browser, app_url, short_clip, tmp_pat
         shutil.copy(FIXTURES / "mr_mt3/set_b" / f, root / "mr_mt3")
     (root / "mt3").mkdir()
     (root / "mt3" / "mt3.pth").write_bytes(os.urandom(5000))  # not a checkpoint
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
+    use_checkpoints_root(monkeypatch, root)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
         page.goto(app_url)

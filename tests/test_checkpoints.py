@@ -13,7 +13,8 @@ import torch
 from conftest import FIXTURES
 from mt3_demo.checkpoints import (CheckpointError, HubFile, assignable, check_state_dict, copy_out_of_mapping,
                                   load_strict, read_checkpoint, resolve_file, safe_torch_load, sha256_file,
-                                  verify_sha256)
+                                  Sources, verify_sha256)
+from mt3_demo.options import read_env
 
 
 def test_local_override_file_and_folder(tmp_path, monkeypatch):
@@ -28,11 +29,11 @@ def test_local_override_file_and_folder(tmp_path, monkeypatch):
         resolve_file("m", "other.pth", tmp_path)
 
 
-def test_env_folder(tmp_path, monkeypatch):
+def test_env_folder(tmp_path):
     (tmp_path / "mt3").mkdir()
     (tmp_path / "mt3" / "mt3.pth").write_bytes(b"abc")
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path))
-    assert resolve_file("mt3", "mt3.pth") == tmp_path / "mt3" / "mt3.pth"
+    root = read_env({"MT3_DEMO_CHECKPOINTS": str(tmp_path)})[0].checkpoints_root
+    assert resolve_file("mt3", "mt3.pth", sources=Sources(root=root)) == tmp_path / "mt3" / "mt3.pth"
 
 
 def test_sha256_mismatch_rejected(tmp_path):

@@ -15,6 +15,7 @@ from conftest import FIXTURES, free_port
 from mt3_demo import hub
 from mt3_demo.checkpoints import HubFile
 from mt3_demo.manager import ModelManager
+from mt3_demo.options import Settings, read_env
 from mt3_demo.provenance import provenance
 
 
@@ -26,22 +27,21 @@ def fresh_hub(monkeypatch):
 
 
 def test_offline_mode_answers_without_network(fresh_hub):
-    fresh_hub.setenv("HF_HUB_OFFLINE", "1")
-    fresh_hub.setenv("HF_ENDPOINT", "http://192.0.2.1")  # TEST-NET: would hang if asked
+    settings, _ = read_env({"HF_HUB_OFFLINE": " 1", "HF_ENDPOINT": "http://192.0.2.1"})  # TEST-NET: would hang
+    assert settings.hub_offline  # " 1" is offline: one reading of the variable, for every reader
     start = time.monotonic()
-    reachable, why = hub.status()
+    reachable, why = hub.status(settings.hub_offline, settings.hf_endpoint)
     assert not reachable and "HF_HUB_OFFLINE" in why
     assert time.monotonic() - start < hub.TIMEOUT_S  # answered before any request could time out
 
 
 def test_unreachable_endpoint_is_found_out_once(fresh_hub):
-    fresh_hub.delenv("HF_HUB_OFFLINE", raising=False)
-    fresh_hub.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     calls = []
     real = hub._probe
     fresh_hub.setattr(hub, "_probe", lambda url: calls.append(url) or real(url))
-    assert hub.status()[0] is False
-    assert "cannot be reached" in hub.status()[1]
+    assert hub.status(False, endpoint)[0] is False
+    assert "cannot be reached" in hub.status(False, endpoint)[1]
     assert len(calls) == 1  # remembered
 
 
@@ -57,25 +57,21 @@ def test_reachable_endpoint(fresh_hub):
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        fresh_hub.delenv("HF_HUB_OFFLINE", raising=False)
-        fresh_hub.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-        assert hub.status() == (True, "")
+        assert hub.status(False, f"http://127.0.0.1:{server.server_port}") == (True, "")
     finally:
         server.shutdown()
 
 
 def test_not_downloaded_model_is_unavailable_when_hub_unreachable(fresh_hub, tmp_path):
     """Online mode, nothing cached, no Hub: MT3 cannot run, says why in one sentence."""
-    fresh_hub.delenv("HF_HUB_OFFLINE", raising=False)
-    fresh_hub.delenv("MT3_DEMO_CHECKPOINTS", raising=False)
-    fresh_hub.setenv("HF_HOME", str(tmp_path / "hf"))
-    fresh_hub.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    avail = ModelManager(device=torch.device("cpu")).availability("mt3")
+    fresh_hub.setenv("HF_HOME", str(tmp_path / "hf"))  # huggingface_hub's own cache: empty
+    settings = Settings(hf_endpoint=f"http://127.0.0.1:{free_port()}")
+    avail = ModelManager(device=torch.device("cpu"), settings=settings).availability("mt3")
     assert avail.status == "unavailable" and not avail.usable
     assert "cannot be reached" in avail.reason and avail.reason.count(". ") == 0
     assert "MT3_DEMO_CHECKPOINTS/mt3/mt3.pth" in avail.fix
-    fresh_hub.setattr(hub, "status", lambda: (True, ""))
-    avail = ModelManager(device=torch.device("cpu")).availability("mt3")
+    fresh_hub.setattr(hub, "status", lambda offline, endpoint: (True, ""))
+    avail = ModelManager(device=torch.device("cpu"), settings=settings).availability("mt3")
     assert avail.status == "download" and avail.download_mb == pytest.approx(183.67, abs=0.01)
 
 
@@ -109,15 +105,14 @@ def test_weights_label_official_only_by_hash(tmp_path):
     assert provenance(f, None).kind == "embedded"
 
 
-def test_tiny_fixtures_are_labelled_test_weights(tmp_path, monkeypatch):
+def test_tiny_fixtures_are_labelled_test_weights(tmp_path):
     root = tmp_path / "ck"
     for model_id, src in {"mt3": FIXTURES / "mt3/tiny_model/mt3.pth",
                           "mr_mt3": FIXTURES / "mr_mt3/set_b/model.ckpt",
                           "yourmt3": FIXTURES / "yourmt3/set_a/tiny_model/last.ckpt"}.items():
         (root / model_id).mkdir(parents=True)
         shutil.copy(src, root / model_id / src.name)
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
-    manager = ModelManager(device=torch.device("cpu"))
+    manager = ModelManager(device=torch.device("cpu"), settings=Settings(checkpoints_root=root))
     for model_id in ("mt3", "mr_mt3", "yourmt3"):
         avail = manager.availability(model_id)
         assert avail.status == "ready"
@@ -134,9 +129,7 @@ def test_a_page_load_resolves_each_model_once(tmp_path, monkeypatch):
     root = tmp_path / "ck"
     (root / "mt3").mkdir(parents=True)
     shutil.copy(FIXTURES / "mt3/tiny_model/mt3.pth", root / "mt3" / "mt3.pth")
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    manager = ModelManager(device=torch.device("cpu"))
+    manager = ModelManager(device=torch.device("cpu"), settings=Settings(checkpoints_root=root, hub_offline=True))
     calls: dict[str, int] = {}
     resolve = ModelManager.resolve
 

@@ -14,11 +14,21 @@ from mt3_demo.checkpoints import CheckpointError, HubFile, resolve_file
 from mt3_demo.manager import Availability, ModelManager, UnknownModel
 from mt3_demo.models.base import AdapterOutput, ModelSpec
 from mt3_demo.notes import Note
+from mt3_demo.options import OptionError, Settings
 
 
 @dataclass(frozen=True)
-class FakeOptions:
+class FakeOptions:  # load options: a change means a reload
     max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class FakeDecode:  # decode options: per request, never a reload
+    max_tokens: int | None = None
+
+    def __post_init__(self):
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise OptionError(f"max_tokens must be at least 1, not {self.max_tokens}.")
 
 
 class FakeTranscriber:
@@ -27,11 +37,13 @@ class FakeTranscriber:
         self.net = torch.nn.Linear(int(megabytes * 2**20 / 4), 1, bias=False)
         self.device, self.dtype = device, torch.float32
         self.during = during  # called while transcribing (the model is handed out then)
+        self.decoded_with = []  # the decode options of each run
 
-    def num_segments(self, clip):
+    def num_segments(self, clip, decode=None):
         return 2
 
-    def transcribe(self, clip, progress=None):
+    def transcribe(self, clip, decode=None, progress=None):
+        self.decoded_with.append(decode)
         if self.during is not None:
             self.during()
         for i in range(2):
@@ -42,9 +54,9 @@ class FakeTranscriber:
 
 def fake_spec(model_id: str, megabytes: float = 1.0, calls=None, resolve_error: str | None = None,
               resolve=None, before_build=None, during=None) -> ModelSpec:
-    def default_resolve(checkpoint, options, fetch):
-        if resolve_error:
-            raise CheckpointError(resolve_error)
+    def default_resolve(checkpoint, options, fetch, sources):
+        if resolve_error:  # a message, or (reason, fix)
+            raise CheckpointError(*resolve_error) if isinstance(resolve_error, tuple) else CheckpointError(resolve_error)
         return Path("/nowhere")
 
     def build(location, device, options):
@@ -55,14 +67,14 @@ def fake_spec(model_id: str, megabytes: float = 1.0, calls=None, resolve_error: 
         return FakeTranscriber(megabytes, device, during)
 
     return ModelSpec(id=model_id, display_name=model_id.upper(), description="", source="", licence="",
-                     instruments="", size_mb=megabytes, options_type=FakeOptions,
+                     instruments="", size_mb=megabytes, options_type=FakeOptions, decode_type=FakeDecode,
                      resolve=resolve or default_resolve, build=build)
 
 
-def make_manager(specs, budget_mb=100.0) -> ModelManager:
-    m = ModelManager(device=torch.device("cpu"), budget_mb=budget_mb)
-    m.specs = {s.id: s for s in specs}
-    return m
+def make_manager(specs, budget_mb=100.0, settings: Settings | None = None) -> ModelManager:
+    """A manager of fake specs, injected (the registry is not imported)."""
+    return ModelManager(device=torch.device("cpu"), budget_mb=budget_mb, specs={s.id: s for s in specs},
+                        settings=settings or Settings())
 
 
 CLIP = Clip.from_array(np.zeros(16000, np.float32))
@@ -139,8 +151,8 @@ def test_options_change_rebuilds():
 
 
 def test_unavailable_model_reports_reason_and_fix():
-    m = make_manager([fake_spec("gone", resolve_error="gone: x.pth is missing. To fix: put the file at "
-                                                      "$MT3_DEMO_CHECKPOINTS/gone/x.pth")])
+    m = make_manager([fake_spec("gone", resolve_error=("gone: x.pth is missing.", "put the file at "
+                                                       "$MT3_DEMO_CHECKPOINTS/gone/x.pth"))])
     avail = m.availability("gone")
     # One sentence for the page, the fix apart (behind "details").
     assert avail == Availability("unavailable", "X.pth is missing.", "put the file at $MT3_DEMO_CHECKPOINTS/gone/x.pth")
@@ -152,13 +164,11 @@ def test_unavailable_model_reports_reason_and_fix():
 
 
 def test_hub_checkpoint_offline_is_unavailable_with_instructions(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("MT3_DEMO_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # huggingface_hub's own cache
     hub = HubFile("someone/repo", "dir/model.ckpt", revision="0" * 40, sha256="ab" * 32)
-    spec = fake_spec("hubbed", resolve=lambda ckpt, options, fetch: resolve_file("hubbed", "model.ckpt", ckpt,
-                                                                                   hub, fetch=fetch))
-    m = make_manager([spec])
+    spec = fake_spec("hubbed", resolve=lambda ckpt, options, fetch, sources: resolve_file(
+        "hubbed", "model.ckpt", ckpt, hub, fetch=fetch, sources=sources))
+    m = make_manager([spec], settings=Settings(hub_offline=True))
     avail = m.availability("hubbed")
     assert avail.status == "unavailable"
     assert "HF_HUB_OFFLINE" in avail.reason and "$MT3_DEMO_CHECKPOINTS/hubbed/model.ckpt" in avail.fix
@@ -167,7 +177,7 @@ def test_hub_checkpoint_offline_is_unavailable_with_instructions(monkeypatch, tm
     # A file placed where the message says makes it ready, without any download.
     (tmp_path / "ck" / "hubbed").mkdir(parents=True)
     (tmp_path / "ck" / "hubbed" / "model.ckpt").write_bytes(b"x")
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path / "ck"))
+    m = make_manager([spec], settings=Settings(hub_offline=True, checkpoints_root=tmp_path / "ck"))
     assert m.availability("hubbed").status == "ready"
 
 
@@ -209,3 +219,43 @@ def test_a_failure_after_transcribing_is_an_error_not_half_a_result(tmp_path, mo
     result = pipeline.transcribe_one(CLIP, "a", m, tmp_path, listening=())
     assert not result.ok and result.transcription is None
     assert "disk full" in result.error
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 20: load once, decode per request; specs injected
+
+
+def test_specs_are_injected_not_overwritten():
+    m = make_manager([fake_spec("a"), fake_spec("b")])
+    assert m.model_ids() == ["a", "b"] and m.import_errors == {}
+    assert m.check("a").status == "ready" and m.check("a").usable
+    m.get("a")
+    assert m.check("a").status == "loaded" and m.check("a").usable  # asked once, nothing resolved again
+    with pytest.raises(UnknownModel, match="Known models: a, b"):
+        m.check("c")
+
+
+def test_decode_options_never_reload():
+    calls = []
+    m = make_manager([fake_spec("a", calls=calls)])
+    m.transcribe("a", CLIP, decode=FakeDecode(max_tokens=8))
+    m.transcribe("a", CLIP, decode=FakeDecode(max_tokens=64))
+    m.transcribe("a", CLIP, decode={"max_tokens": 16})  # a mapping is checked into FakeDecode
+    m.transcribe("a", CLIP)
+    assert m.load_count == {"a": 1} and len(calls) == 1
+    transcriber, _ = m.get("a")
+    assert transcriber.decoded_with == [FakeDecode(8), FakeDecode(64), FakeDecode(16), FakeDecode()]
+    m.decode["a"] = FakeDecode(max_tokens=3)  # the host's default for runs that give none
+    m.transcribe("a", CLIP)
+    assert transcriber.decoded_with[-1] == FakeDecode(3) and m.load_count == {"a": 1}
+
+
+def test_bad_decode_options_fail_before_loading():
+    m = make_manager([fake_spec("a")])
+    with pytest.raises(OptionError, match="a options: max_tokens must be at least 1"):
+        m.transcribe("a", CLIP, decode={"max_tokens": 0})
+    with pytest.raises(OptionError, match="unknown option 'max_token'; known: max_tokens"):
+        m.transcribe("a", CLIP, decode={"max_token": 8})
+    with pytest.raises(OptionError, match="must be FakeDecode, not FakeOptions"):
+        m.transcribe("a", CLIP, decode=FakeOptions(max_tokens=8))
+    assert m.load_count == {} and m.loaded_ids() == []

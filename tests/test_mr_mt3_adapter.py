@@ -11,12 +11,12 @@ import soundfile as sf
 import torch
 
 from mt3_demo.audio import Clip
-from mt3_demo.checkpoints import CheckpointError, NotDownloaded
+from mt3_demo.checkpoints import CheckpointError, NotDownloaded, Sources
 from mt3_demo.models.mr_mt3 import SPEC
 from mt3_demo.models.mr_mt3 import checkpoint as ck
 from mt3_demo.models.mr_mt3.adapter import default_frontend
 from mt3_demo.models.mr_mt3.model import contiguous_decode
-from mt3_demo.options import MRMT3Options, OptionError
+from mt3_demo.options import MRMT3Decode, MRMT3Options, OptionError
 
 FIX = Path(__file__).parent / "fixtures" / "mr_mt3"
 SETS = {"a": FIX, "b": FIX / "set_b"}
@@ -61,22 +61,22 @@ def test_end_to_end_notes_and_tokens_equal_upstream(name):
 
 
 def test_several_files_decoded_together_equal_one_by_one():
-    t = SPEC.build(SPEC.resolve(SETS["a"]), CPU, MRMT3Options(max_tokens=20))
+    t = SPEC.build(SPEC.resolve(SETS["a"]), CPU, MRMT3Options())
     a, b = clip(SETS["a"]), Clip.from_array(clip(SETS["a"]).samples[: 16000 * 3])
     with torch.inference_mode():
         both = contiguous_decode(t.model, [t.encode(a.samples), t.encode(b.samples)], 20)
-    assert both[0] == t.transcribe(a).tokens
-    assert both[1] == t.transcribe(b).tokens
+    assert both[0] == t.transcribe(a, MRMT3Decode(max_tokens=20)).tokens
+    assert both[1] == t.transcribe(b, MRMT3Decode(max_tokens=20)).tokens
 
 
 def test_options_override_frontend_and_memory_length():
-    t = SPEC.build(SPEC.resolve(SETS["b"]), CPU, MRMT3Options(frontend="torchaudio-legacy", memory_length=8,
-                                                              max_tokens=5))
-    out = t.transcribe(clip(SETS["b"]))
+    t = SPEC.build(SPEC.resolve(SETS["b"]), CPU, MRMT3Options(frontend="torchaudio-legacy", memory_length=8))
+    out = t.transcribe(clip(SETS["b"]), MRMT3Decode(max_tokens=5))
     assert (out.info["frontend"], out.info["frontend_source"]) == ("torchaudio-legacy", "user")
     assert (out.info["memory_length"], out.info["memory_length_source"]) == (8, "user")
     assert all(len(g) <= 5 for g in out.tokens)
-    out = SPEC.build(SPEC.resolve(SETS["b"]), CPU, MRMT3Options(frontend="tf", max_tokens=3)).transcribe(clip(SETS["b"]))
+    out = SPEC.build(SPEC.resolve(SETS["b"]), CPU, MRMT3Options(frontend="tf")).transcribe(clip(SETS["b"]),
+                                                                                         MRMT3Decode(max_tokens=3))
     assert out.info["frontend"] == "tf" and len(out.tokens) == 3
     with pytest.raises(OptionError, match="frontend"):
         MRMT3Options(frontend="librosa")
@@ -129,18 +129,16 @@ def test_checkpoint_name_selects_a_known_file(tmp_path):
         SPEC.resolve(folder, MRMT3Options(checkpoint_name="exp_segmemV2_prev_context=64.ckpt"))
 
 
-def test_resolve_default_from_checkpoints_root(tmp_path, monkeypatch):
+def test_resolve_default_from_checkpoints_root(tmp_path):
     folder = published_folder(tmp_path, ["exp_segmemV2_prev_context=64.ckpt"])
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path))
-    loc = SPEC.resolve(None)  # the default is absent; another known file is here
+    loc = SPEC.resolve(None, None, True, Sources(root=tmp_path))  # the default is absent; another known file is here
     assert loc.path == folder / "exp_segmemV2_prev_context=64.ckpt" and loc.known.memory_length == 64
 
 
 def test_resolve_without_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # huggingface_hub's own cache
     with pytest.raises((CheckpointError, NotDownloaded), match="exp_segmemV2_prev_context=64_prevaug_frame=3"):
-        SPEC.resolve(None, MRMT3Options(), fetch=False)
+        SPEC.resolve(None, MRMT3Options(), fetch=False, sources=Sources(root=tmp_path))
     with pytest.raises(CheckpointError, match="does not exist"):
         SPEC.resolve(tmp_path / "missing.ckpt")
     (tmp_path / "empty").mkdir()
@@ -159,3 +157,23 @@ def test_cli_reproduces_set_b_greedy_ids(tmp_path):
     greedy = np.load(SETS["b"] / "greedy_ids.npy").tolist()
     assert result["tokens"] == [row[1: row.index(1, 1) + 1] for row in greedy]
     assert result["frontend"] == "torchaudio" and result["memory_length"] == 64
+
+
+def test_max_tokens_is_checked_against_the_decoder_position_table():
+    """Issue 21.12: MR-MT3's decoder has a 2048-row position table and the start token takes one row;
+    a longer limit used to fail mid-run (IndexError, or a device-side assert on CUDA)."""
+    assert MRMT3Decode(max_tokens=2047).max_tokens == 2047
+    with pytest.raises(OptionError, match="max_tokens must be at least 1 and at most 2047, not 2048"):
+        MRMT3Decode(max_tokens=2048)
+    t = SPEC.build(SPEC.resolve(SETS["a"]), CPU, MRMT3Options())
+    assert t.model.dims.max_positions == 2048 and t.max_tokens(MRMT3Decode()) == 1023
+    with pytest.raises(OptionError, match="below 2048 for MR-MT3"):  # a checkpoint's own table, at run time
+        t.max_tokens(_unchecked(max_tokens=2048))
+
+
+def _unchecked(**fields) -> MRMT3Decode:
+    """Decode options that skipped their own check (as a hand-made object could): the run checks again."""
+    decode = object.__new__(MRMT3Decode)
+    for name, value in {**vars(MRMT3Decode()), **fields}.items():
+        object.__setattr__(decode, name, value)
+    return decode

@@ -12,7 +12,7 @@ import torch
 from mt3_demo.audio import Clip
 from mt3_demo.models.base import Transcriber
 from mt3_demo.models.mt3 import adapter, features
-from mt3_demo.options import MT3Options, OptionError
+from mt3_demo.options import MT3Decode, MT3Options, OptionError
 
 FIX = Path(__file__).parent / "fixtures" / "mt3"
 TINY = FIX / "tiny_model"
@@ -31,9 +31,8 @@ def note_tuples(notes):
 
 @pytest.fixture(scope="module")
 def kunato():
-    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"),
-                           MT3Options(compat="kunato", max_tokens=63))
-    return t, t.transcribe(clip_a())
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"), MT3Options(compat="kunato"))
+    return t, t.transcribe(clip_a(), MT3Decode(max_tokens=63))
 
 
 def test_spec():
@@ -44,6 +43,7 @@ def test_spec():
     assert adapter.HUB.repo_id == "gudgud1014/MR-MT3" and adapter.HUB.filename == "mt3.pth"
     assert adapter.HUB.sha256 == "b8a3807ed265059abd25ad7f68142c06c35e8f6144dcaa45bd55946a3745398f"
     assert spec.options_type is MT3Options and MT3Options().compat == "magenta"
+    assert spec.decode_type is MT3Decode
 
 
 def test_e2e_kunato_matches_reference(kunato):
@@ -63,10 +63,10 @@ def test_e2e_kunato_matches_reference(kunato):
 
 
 def test_magenta_default_differs_where_documented(kunato):
-    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"), MT3Options(max_tokens=63))
-    out = t.transcribe(clip_a())
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), torch.device("cpu"), MT3Options())
+    out = t.transcribe(clip_a(), MT3Decode(max_tokens=63))
     assert out.info["compat"] == "magenta" and out.info["positions"] == "magenta"
-    assert out.info["log_floor"] == "clamp" and t.max_tokens == 63
+    assert out.info["log_floor"] == "clamp" and out.info["max_tokens"] == 63
     # other position table and floor → other token paths than the kunato run (random tiny weights)
     assert out.tokens != kunato[1].tokens
     assert all(len(g) <= 63 for g in out.tokens)
@@ -75,30 +75,33 @@ def test_magenta_default_differs_where_documented(kunato):
 
 def test_default_max_tokens_per_compat():
     loc = adapter.SPEC.resolve(TINY)
-    assert adapter.build(loc, "cpu", MT3Options()).max_tokens == 1024
-    assert adapter.build(loc, "cpu", MT3Options(compat="kunato")).max_tokens == 1023
+    assert adapter.build(loc, "cpu", MT3Options()).max_tokens(MT3Decode()) == 1024
+    assert adapter.build(loc, "cpu", MT3Options(compat="kunato")).max_tokens(MT3Decode()) == 1023
     with pytest.raises(OptionError, match="compat"):
         MT3Options(compat="hf")
 
 
 def test_progress_and_chunking_do_not_change_results(kunato):
-    t = adapter.build(adapter.resolve(TINY), "cpu", MT3Options(compat="kunato", max_tokens=63, batch_size=1))
+    t = adapter.build(adapter.resolve(TINY), "cpu", MT3Options(compat="kunato"))
     seen = []
-    out = t.transcribe(clip_a(), progress=lambda done, total: seen.append((done, total)))
+    out = t.transcribe(clip_a(), MT3Decode(max_tokens=63, batch_size=1),
+                       progress=lambda done, total: seen.append((done, total)))
     # a report per finished segment, plus one every decoding.PROGRESS_STEPS steps in between
     assert sorted(set(seen)) == [(1, 2), (2, 2)] and seen[-1] == (2, 2) and seen == sorted(seen)
     assert out.tokens == kunato[1].tokens and out.notes == kunato[1].notes
 
 
-def test_missing_config_is_inferred_in_memory_and_nothing_is_written(tmp_path, monkeypatch):
+def test_missing_config_is_inferred_in_memory_and_nothing_is_written(tmp_path):
     """Issue 13.5: resolving (even the `models` probe) used to write a full-size config.json next to
     a lone mt3.pth, which broke every later load of that (tiny) checkpoint. Now the folder is
     never touched and the dims come from the tensors' shapes."""
     from mt3_demo.manager import ModelManager
 
+    from mt3_demo.options import Settings
+
     shutil.copy(TINY / "mt3.pth", tmp_path / "mt3.pth")
-    monkeypatch.setenv("MT3_DEMO_CHECKPOINTS", str(tmp_path.parent))
-    manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": tmp_path})
+    manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": tmp_path},
+                           settings=Settings(checkpoints_root=tmp_path.parent))
     assert manager.availability("mt3").status == "ready"
     loc = adapter.resolve(tmp_path)
     assert loc.weights == tmp_path / "mt3.pth" and loc.config is None
@@ -139,11 +142,26 @@ def test_cli_transcribe_with_tiny_checkpoint(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_matches_cpu(kunato, precision):
-    t = adapter.build(adapter.resolve(TINY), torch.device("cuda"),
-                      MT3Options(compat="kunato", max_tokens=63, precision=precision))
-    out = t.transcribe(clip_a())
+    t = adapter.build(adapter.resolve(TINY), torch.device("cuda"), MT3Options(compat="kunato", precision=precision))
+    out = t.transcribe(clip_a(), MT3Decode(max_tokens=63))
     if precision == "fp32":
         assert out.tokens == kunato[1].tokens and out.notes == kunato[1].notes
     else:  # reduced precision may flip near-tied argmaxes (min margin 0.017): check it runs sanely
         assert t.dtype != torch.float32 and len(out.tokens) == 2
         assert all(len(g) <= 63 and all(0 <= i < 1536 for i in g) for g in out.tokens)
+
+
+def test_decode_options_reach_the_model_without_a_reload():
+    """Issue 20: max_tokens is a per-request option; the weights' cache key is (checkpoint, load options)."""
+    from mt3_demo.manager import ModelManager
+
+    manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": TINY},
+                           options={"mt3": MT3Options(compat="kunato")})
+    short = manager.transcribe("mt3", clip_a(), decode=MT3Decode(max_tokens=8))
+    longer = manager.transcribe("mt3", clip_a(), decode=MT3Decode(max_tokens=63))
+    assert manager.load_count == {"mt3": 1}
+    assert short.info["max_tokens"] == 8 and all(len(g) <= 8 for g in short.tokens)
+    assert longer.info["max_tokens"] == 63 and longer.tokens != short.tokens
+    manager.options["mt3"] = MT3Options(compat="magenta")  # a load option: this one reloads
+    manager.transcribe("mt3", clip_a(), decode=MT3Decode(max_tokens=8))
+    assert manager.load_count == {"mt3": 2}

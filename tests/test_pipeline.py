@@ -16,7 +16,7 @@ import torch
 from conftest import FIXTURES
 from mt3_demo.cli import EXIT_OK, EXIT_USAGE, main
 from mt3_demo.manager import ModelManager
-from mt3_demo.options import MT3Options
+from mt3_demo.options import MT3Decode, MT3Options, Settings
 
 TINY = FIXTURES / "mt3" / "tiny_model"
 FLAGS = ["--compat", "kunato", "--max-tokens", "63", "--device", "cpu"]
@@ -45,9 +45,10 @@ def test_transcribe_compare_and_ui_write_the_same_midi_and_json(wav, tmp_path, m
     reference = one / "mt3.mid"  # any MIDI will do: both scored runs must agree on the scores
     assert main(["compare", str(wav), "--models", "mt3", "--checkpoints", str(TINY), *FLAGS,
                  "--reference", str(reference), "--out", str(tmp_path / "cmp"), "--no-synth"]) == EXIT_OK
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # Gradio's own
     manager = ModelManager(device=torch.device("cpu"), checkpoints={"mt3": TINY},
-                           options={"mt3": MT3Options(compat="kunato", max_tokens=63)})
+                           options={"mt3": MT3Options(compat="kunato")}, decode={"mt3": MT3Decode(max_tokens=63)},
+                           settings=Settings(upload_dir=tmp_path / "gradio"))
     *_, (midis, pngs, results, zip_path) = handlers.transcribe_api(manager, 600.0, str(wav), ["mt3"], str(reference))
 
     transcribed = json.loads((one / "mt3.json").read_text())

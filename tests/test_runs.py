@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from mt3_demo import runs
+from mt3_demo.options import RUNS_MAX_MB_ENV, Settings, read_env
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_manager import fake_spec  # noqa: E402
@@ -20,7 +21,7 @@ from test_manager import fake_spec  # noqa: E402
 @pytest.fixture
 def gradio_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "gradio"
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))  # Gradio's own uploads (Settings.upload_dir: ours)
     return folder.resolve()
 
 
@@ -34,7 +35,7 @@ def make_run(root: Path, name: str, megabytes: float, age_s: float) -> Path:
 
 
 def test_prune_keeps_the_newest_runs_under_the_cap(gradio_dir):
-    root = runs.runs_root()
+    root = runs.runs_root(gradio_dir)
     assert root.parent == gradio_dir  # inside Gradio's folder: returned files are not copied again
     old, mid, new = (make_run(root, n, 1.0, age) for n, age in (("a", 300), ("b", 200), ("c", 100)))
     expired = make_run(root, "z", 0.01, runs.RUN_TTL_S + 1)
@@ -44,25 +45,26 @@ def test_prune_keeps_the_newest_runs_under_the_cap(gradio_dir):
     assert runs.folder_bytes(root) <= 2.5 * 2**20
 
 
-def test_runs_in_progress_are_never_pruned(gradio_dir, monkeypatch):
-    monkeypatch.setenv(runs.RUNS_MAX_MB_ENV, "0.5")
-    first = runs.new_run_dir()
+def test_runs_in_progress_are_never_pruned(gradio_dir):
+    settings = Settings(runs_max_mb=0.5, upload_dir=gradio_dir)
+    first = runs.new_run_dir(settings)
     (first / "big.bin").write_bytes(b"\0" * 2**20)  # already over the cap on its own
-    second = runs.new_run_dir()  # prunes, but the first run is still going
+    second = runs.new_run_dir(settings)  # prunes, but the first run is still going
     assert first.is_dir() and second.is_dir()
     runs.release(first)
     runs.release(second)
-    third = runs.new_run_dir()
+    third = runs.new_run_dir(settings)
     assert not first.exists() and third.is_dir()
     runs.release(third)
 
 
-@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "lots"])
-def test_bad_cap_falls_back_to_the_default_not_unbounded(monkeypatch, value):
-    monkeypatch.setenv(runs.RUNS_MAX_MB_ENV, value)
-    assert runs.runs_max_bytes() == int(runs.DEFAULT_RUNS_MAX_MB * 2**20)
-    monkeypatch.setenv(runs.RUNS_MAX_MB_ENV, "64")
-    assert runs.runs_max_bytes() == 64 * 2**20
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "lots", "1e308"])
+def test_bad_cap_falls_back_to_the_default_not_unbounded(value):
+    settings, problems = read_env({RUNS_MAX_MB_ENV: value})
+    assert len(problems) == 1 and RUNS_MAX_MB_ENV in problems[0]
+    assert runs.runs_max_bytes(settings.runs_max_mb) == int(runs.DEFAULT_RUNS_MAX_MB * 2**20)
+    settings, _ = read_env({RUNS_MAX_MB_ENV: "64"})
+    assert runs.runs_max_bytes(settings.runs_max_mb) == 64 * 2**20
 
 
 def test_discard_upload_deletes_only_uploads(gradio_dir, tmp_path):
@@ -72,13 +74,13 @@ def test_discard_upload_deletes_only_uploads(gradio_dir, tmp_path):
     outside = tmp_path / "examples" / "song.wav"
     outside.parent.mkdir()
     outside.write_bytes(b"RIFF")
-    run_file = runs.runs_root() / "r1" / "transkun.mid"
+    run_file = runs.runs_root(gradio_dir) / "r1" / "transkun.mid"
     run_file.parent.mkdir()
     run_file.write_bytes(b"MThd")
-    assert runs.discard_upload(upload) and not upload.parent.exists()
-    assert not runs.discard_upload(outside) and outside.is_file()
-    assert not runs.discard_upload(run_file) and run_file.is_file()
-    assert not runs.discard_upload(None) and not runs.discard_upload(gradio_dir / "missing.wav")
+    assert runs.discard_upload(upload, gradio_dir) and not upload.parent.exists()
+    assert not runs.discard_upload(outside, gradio_dir) and outside.is_file()
+    assert not runs.discard_upload(run_file, gradio_dir) and run_file.is_file()
+    assert not runs.discard_upload(None, gradio_dir) and not runs.discard_upload(gradio_dir / "missing.wav", gradio_dir)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -90,9 +92,8 @@ def manager(gradio_dir):
     pytest.importorskip("gradio")  # mt3_demo.ui's package imports it
     from mt3_demo.manager import ModelManager
 
-    m = ModelManager(device=torch.device("cpu"), budget_mb=100.0)
-    m.specs = {"fake": fake_spec("fake")}
-    return m
+    return ModelManager(device=torch.device("cpu"), budget_mb=100.0, specs={"fake": fake_spec("fake")},
+                        settings=Settings(upload_dir=gradio_dir))
 
 
 def upload(gradio_dir: Path, name: str, data: bytes | None = None) -> Path:
@@ -130,7 +131,7 @@ def test_instrument_view_skips_a_pruned_run(manager, gradio_dir):
         (result,) = list(session.results(request, manager))
     state = session.PageState(duration=request.clip.duration, results={0: result})
     assert session.instrument_png(state, 0, None, "All") == str(result.files["png"])
-    runs.prune(runs.runs_root(), max_bytes=0)  # over any cap: the finished run goes
+    runs.prune(runs.runs_root(gradio_dir), max_bytes=0)  # over any cap: the finished run goes
     assert not request.out_dir.exists()
     assert session.instrument_png(state, 0, None, "All") is None
 
@@ -149,4 +150,4 @@ def test_rejected_upload_is_deleted_at_once(manager, gradio_dir):
     with pytest.raises(session.InputError):
         session.start(str(good), ["fake"], str(bad_ref), manager, 600.0)
     assert not bad_ref.exists() and good.exists()  # only the rejected file goes
-    assert not list(runs.runs_root().iterdir())  # a rejected request opens no folder
+    assert not list(runs.runs_root(gradio_dir).iterdir())  # a rejected request opens no folder

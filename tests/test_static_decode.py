@@ -18,7 +18,7 @@ from mt3_demo.models import greedy, t5
 from mt3_demo.models.mr_mt3 import SPEC as MR_MT3
 from mt3_demo.models.mt3 import adapter
 from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3
-from mt3_demo.options import MRMT3Options, MT3Options, YourMT3Options
+from mt3_demo.options import MRMT3Options, MT3Decode, MT3Options, YourMT3Decode, YourMT3Options
 
 FIX = Path(__file__).parent / "fixtures"
 TINY = FIX / "mt3" / "tiny_model"
@@ -56,8 +56,8 @@ def test_mt3_fixture_ids(static_everywhere):
     for seg in e2e["segments"]:
         g = seg["raw_ids"][1:]
         expected.append(g[:g.index(1) + 1])
-    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), CPU, MT3Options(compat="kunato", max_tokens=63))
-    assert t.transcribe(clip(FIX / "mt3" / "logmel" / "signal_a.wav")).tokens == expected
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), CPU, MT3Options(compat="kunato"))
+    assert t.transcribe(clip(FIX / "mt3" / "logmel" / "signal_a.wav"), MT3Decode(max_tokens=63)).tokens == expected
     assert static_everywhere == [2]
 
 
@@ -74,9 +74,8 @@ def test_yourmt3_fixture_ids(static_everywhere):
     """Segment 0 of set b: 13 channels, upstream's rule that an EOS at step 0 does not finish a row."""
     d = FIX / "yourmt3" / "set_b"
     golden = json.loads((d / "greedy_and_notes.json").read_text())
-    t = YOURMT3.build(YOURMT3.resolve(d / "tiny_model"), CPU, YourMT3Options(max_tokens=24))
-    t.batch_segments = 1
-    out = t.transcribe(clip(d / "audio.wav", 32767))
+    t = YOURMT3.build(YOURMT3.resolve(d / "tiny_model"), CPU, YourMT3Options())
+    out = t.transcribe(clip(d / "audio.wav", 32767), YourMT3Decode(max_tokens=24, batch_size=1))
     assert len(out.tokens[0]) == 13
     for ch, gch in zip(out.tokens[0], golden["tokens"][0]):
         assert ch == gch[:len(ch)] and all(x == 0 for x in gch[len(ch):]) and len(ch) <= 24
@@ -141,13 +140,26 @@ def test_first_eos_bookkeeping():
     assert greedy._first_eos(ids, [None] * 3, eos_id=1, first_eos_step=0) == 2
 
 
-def test_cuda_graphs_can_be_switched_off(monkeypatch):
+def test_cuda_graphs_can_be_switched_off(static_everywhere):
+    """Per request (decode options' cuda_graphs=False) or for the process (Settings.cuda_graphs,
+    MT3_DEMO_CUDA_GRAPHS=0): the decode then never takes the static path."""
+    from mt3_demo.manager import ModelManager
+    from mt3_demo.options import Settings, read_env
+
     memory = torch.zeros(1, 4, 8)
-    assert not greedy.static_by_default(memory)  # the CPU decodes dynamically
-    if torch.cuda.is_available():
-        assert greedy.static_by_default(memory.cuda())
-        monkeypatch.setenv(greedy.CUDA_GRAPHS_ENV, "0")
-        assert not greedy.static_by_default(memory.cuda())
+    assert greedy.static_by_default(memory)  # (this test's fixture: every decode would be static)
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), CPU, MT3Options(compat="kunato"))
+    wav = clip(FIX / "mt3" / "logmel" / "signal_a.wav")
+    t.transcribe(wav, MT3Decode(max_tokens=8, cuda_graphs=False))
+    assert static_everywhere == []
+    t.transcribe(wav, MT3Decode(max_tokens=8))
+    assert static_everywhere == [2]
+    settings, _ = read_env({"MT3_DEMO_CUDA_GRAPHS": "0"})
+    assert settings == Settings(cuda_graphs=False)
+    manager = ModelManager(device=CPU, checkpoints={"mt3": TINY}, settings=settings)
+    assert manager.decode_for("mt3", MT3Decode(max_tokens=8)) == MT3Decode(max_tokens=8, cuda_graphs=False)
+    manager.transcribe("mt3", wav, MT3Decode(max_tokens=8))
+    assert static_everywhere == [2]  # no static decode in the manager's run
 
 
 @pytest.mark.gpu

@@ -110,10 +110,9 @@ def test_fluidsynth_concurrent_calls():
 
 @needs_fluidsynth
 def test_soundfont_env_override(monkeypatch, tmp_path):
-    monkeypatch.setenv(synth.SOUNDFONT_ENV, str(tmp_path / "missing.sf2"))
-    assert synth.soundfont_path() == synth.bundled_soundfont()  # a missing file is ignored
-    monkeypatch.setenv(synth.SOUNDFONT_ENV, str(synth.bundled_soundfont()))
-    assert synth.soundfont_path() == synth.bundled_soundfont()
+    assert synth.soundfont_path(tmp_path / "missing.sf2") == synth.bundled_soundfont()  # a missing file is ignored
+    assert synth.soundfont_path(synth.bundled_soundfont()) == synth.bundled_soundfont()
+    assert synth.soundfont_path(None) == synth.bundled_soundfont()
 
 
 def test_match_level():

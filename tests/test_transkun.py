@@ -65,7 +65,8 @@ def test_tracks_scored_in_groups_give_the_wheels_own_notes(model, tmp_path):
         ours_calls, tracks_per_call[:] = list(tracks_per_call), []
         audio = torch.from_numpy(np.ascontiguousarray(clip.original_mono(model.rate)))[:, None]
         with torch.inference_mode():
-            events = model.model.transcribe(audio, stepInSecond=model.hop_s, segmentSizeInSecond=model.segment_s)
+            segment_s, hop_s = model._windows(None)  # the defaults transcribe(clip) used
+            events = model.model.transcribe(audio, stepInSecond=hop_s, segmentSizeInSecond=segment_s)
     finally:
         hook.remove()
     segments = model.num_segments(clip)

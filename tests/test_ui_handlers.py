@@ -16,6 +16,7 @@ from mt3_demo.audio import Clip
 from mt3_demo.manager import ModelManager
 from mt3_demo.models.base import AdapterOutput, ModelSpec
 from mt3_demo.notes import Note, Transcription
+from mt3_demo.options import Settings
 from mt3_demo.results import ModelResult, Run
 from mt3_demo.ui import handlers, render
 from mt3_demo.ui.components import Card, Page
@@ -35,10 +36,10 @@ class SlowTranscriber:
         self.device, self.dtype = device, torch.float32
         self.reached = 0
 
-    def num_segments(self, clip):
+    def num_segments(self, clip, decode=None):
         return SEGMENTS
 
-    def transcribe(self, clip, progress=None):
+    def transcribe(self, clip, decode=None, progress=None):
         for i in range(SEGMENTS):
             time.sleep(0.02)
             self.reached = i + 1
@@ -55,10 +56,9 @@ def slow_manager() -> tuple[ModelManager, list[SlowTranscriber]]:
         return built[-1]
 
     spec = ModelSpec(id="slow", display_name="Slow", description="", source="", licence="", instruments="",
-                     size_mb=1.0, options_type=SlowOptions, resolve=lambda c, o, f: Path("/nowhere"), build=build)
-    m = ModelManager(device=torch.device("cpu"), budget_mb=100.0)
-    m.specs = {"slow": spec}
-    return m, built
+                     size_mb=1.0, options_type=SlowOptions, decode_type=SlowOptions,
+                     resolve=lambda c, o, f, s: Path("/nowhere"), build=build)
+    return ModelManager(device=torch.device("cpu"), budget_mb=100.0, specs={"slow": spec}), built
 
 
 def fake_page(n_cards: int = 1) -> Page:
@@ -88,7 +88,7 @@ def gradio_tmp(tmp_path, monkeypatch):
 
 
 def test_validator_refuses_bad_inputs_with_their_message(tmp_path):
-    manager = ModelManager(device=torch.device("cpu"))
+    manager = ModelManager(device=torch.device("cpu"), settings=Settings(hub_offline=True))
     bad = tmp_path / "recording.wav"
     bad.write_text("not audio")
     audio, models, reference = handlers.validate_inputs(manager, 600.0, str(bad), [], str(bad))
@@ -181,9 +181,11 @@ def test_no_report_when_nothing_was_transcribed():
 
 
 def test_one_sentence_keeps_its_own_end():
-    from mt3_demo.manager import split_fix
+    from mt3_demo.availability import sentence  # a CheckpointError's reason, as the page shows it
+    from mt3_demo.ui.render import _sentence_and_details as split_fix  # the card's display of a stored error
 
-    assert split_fix("mt3: x.pth could not be read; is it corrupt?", "mt3") == ("X.pth could not be read; is it corrupt?", "")
+    assert sentence("mt3: x.pth could not be read; is it corrupt?", "mt3") == "X.pth could not be read; is it corrupt?"
+    assert split_fix("x.pth could not be read; is it corrupt?") == ("X.pth could not be read; is it corrupt?", "")
     assert split_fix("Gone. To fix: put it back.") == ("Gone.", "put it back.")
 
 
@@ -218,3 +220,78 @@ def test_api_run_of_a_vanished_client_stops(gradio_tmp, tone_wav):
     assert built[0].reached < SEGMENTS
     *_, (midis, pngs, results, zip_path) = handlers.transcribe_api(manager, 600.0, str(tone_wav()), ["slow"], None)
     assert results["models"]["slow"]["stats"]["total"] == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 20: per-request decode options from the page's "Advanced" sections and the API's JSON
+
+
+def _tone(path: Path) -> str:
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(path, (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32), 16000)
+    return str(path)
+
+
+def test_advanced_controls_start_at_each_models_defaults():
+    import gradio as gr
+
+    from mt3_demo.ui import advanced
+
+    manager = ModelManager(device=torch.device("cpu"))
+    with gr.Blocks():
+        adv = advanced.controls(manager)
+    assert {("mt3", "max_tokens"), ("mt3", "trim"), ("mr_mt3", "stop_at_eos"), ("yourmt3", "batch_size"),
+            ("transkun", "hop_s")} <= set(adv.fields)
+    assert not [f for f in adv.fields if f[1] == "cuda_graphs"]  # the operator's, not the page's
+    assert len(adv.components) == len(adv.fields)
+    decode = advanced.decode(manager, adv, [c.value for c in adv.components])
+    assert decode == {m: manager.spec(m).decode_type() for m in decode} and set(decode) <= set(manager.model_ids())
+
+
+def test_advanced_options_reach_the_model_without_a_reload(tmp_path):
+    from test_manager import FakeDecode, fake_spec, make_manager
+
+    from mt3_demo.ui import advanced
+
+    manager = make_manager([fake_spec("a")], settings=Settings(upload_dir=tmp_path / "gradio"))
+    wav = _tone(tmp_path / "tone.wav")
+    adv = advanced.Advanced(components=["max-tokens control"], fields=[("a", "max_tokens")])
+    page = fake_page()
+    list(handlers.transcribe_page(page, manager, 600.0, wav, ["a"], None, decode=adv.values([64])))
+    list(handlers.transcribe_page(page, manager, 600.0, wav, ["a"], None, decode=adv.values([8])))
+    list(handlers.transcribe_page(page, manager, 600.0, wav, ["a"], None, decode=adv.values([None])))  # empty
+    transcriber, _ = manager.get("a")
+    assert transcriber.decoded_with == [FakeDecode(64), FakeDecode(8), FakeDecode()]
+    assert manager.load_count == {"a": 1}
+    # A bad value: the validator says it at its control, and the run itself refuses with the same sentence.
+    (check,) = advanced.checks(manager, adv, [0])
+    assert check == {"__type__": "validate", "is_valid": False, "message": "a options: max_tokens must be at least 1, "
+                                                                          "not 0."}
+    (update,) = list(handlers.transcribe_page(page, manager, 600.0, wav, ["a"], None, decode=adv.values([0])))
+    assert update[page.status] == "**Could not transcribe:** a options: max_tokens must be at least 1, not 0."
+    assert len(transcriber.decoded_with) == 3
+
+
+def test_api_options_json_reaches_the_model_and_bad_json_is_a_sentence(tmp_path):
+    import gradio as gr
+    from test_manager import FakeDecode, fake_spec, make_manager
+
+    manager = make_manager([fake_spec("a")], settings=Settings(upload_dir=tmp_path / "gradio"))
+    wav = _tone(tmp_path / "tone.wav")
+    *_, (midis, _, results, _) = handlers.transcribe_api(manager, 600.0, wav, ["a"], None,
+                                                         options='{"a": {"max_tokens": 64}}')
+    transcriber, _ = manager.get("a")
+    assert transcriber.decoded_with == [FakeDecode(64)] and results["models"]["a"]["notes"]
+    for bad, message in [('{"a": {"max_tokens": 0}}', "a options: max_tokens must be at least 1, not 0."),
+                         ('{"a": {"max_token": 8}}', "a options: unknown option 'max_token'; known: max_tokens."),
+                         ('{"b": {}}', "options name an unknown model 'b'; known: a."),
+                         ('[1]', "options must be a JSON object of model ids, not list."),
+                         ('{"a": ', "options must be a JSON object like")]:
+        with pytest.raises(gr.Error) as e:
+            list(handlers.transcribe_api(manager, 600.0, wav, ["a"], None, options=bad))
+        assert str(e.value.message).startswith(message) and "Traceback" not in str(e.value.message)
+        assert handlers.check_options(manager, bad)["is_valid"] is False  # the validator, before the queue
+    assert handlers.check_options(manager, "")["is_valid"] and handlers.check_options(manager, None)["is_valid"]
+    assert len(transcriber.decoded_with) == 1 and manager.load_count == {"a": 1}

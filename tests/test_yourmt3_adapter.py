@@ -12,7 +12,9 @@ from mt3_demo.audio import Clip
 from mt3_demo.checkpoints import CheckpointError
 from mt3_demo.models.base import Transcriber, ieee_float32_convolutions
 from mt3_demo.models.yourmt3.adapter import CHECKPOINTS, SPEC, choose_dtype
-from mt3_demo.options import YourMT3Options
+from mt3_demo.options import YourMT3Decode, YourMT3Options
+
+D24 = YourMT3Decode(max_tokens=24)  # the fixtures' token limit per channel
 
 FIX = Path(__file__).parent / "fixtures" / "yourmt3"
 
@@ -60,9 +62,9 @@ def test_cuda_fp32_gives_the_cpu_ids():
     d = FIX / "set_b"
     audio, _ = sf.read(d / "audio.wav", dtype="float32")
     clip = Clip.from_array(audio)
-    options = YourMT3Options(max_tokens=24)
-    cpu = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), options).transcribe(clip)
-    gpu = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cuda"), options).transcribe(clip)
+    options = YourMT3Options()
+    cpu = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), options).transcribe(clip, D24)
+    gpu = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cuda"), options).transcribe(clip, D24)
     assert torch.backends.cudnn.conv.fp32_precision == "ieee"
     assert gpu.tokens == cpu.tokens
 
@@ -78,7 +80,7 @@ def test_precision_choice():
 def test_transcribe_reproduces_upstream_tokens():
     d = FIX / "set_b"
     golden = json.loads((d / "greedy_and_notes.json").read_text())
-    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options())
     assert isinstance(t, Transcriber) and t.dtype == torch.float32
     audio, _ = sf.read(d / "audio.wav", dtype="float32")
     assert t.num_segments(Clip.from_array(audio)) == 2
@@ -86,8 +88,8 @@ def test_transcribe_reproduces_upstream_tokens():
     # the cost; the full two-segment run is covered by test_yourmt3_model.py.
     clip = Clip.from_array(audio[:32767])
     calls = []
-    t.batch_segments = 1
-    out = t.transcribe(clip, progress=lambda done, total: calls.append((done, total)))
+    out = t.transcribe(clip, YourMT3Decode(max_tokens=24, batch_size=1),
+                       progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 1)]
     assert out.notes == []
     assert len(out.tokens) == 1 and len(out.tokens[0]) == 13
@@ -121,11 +123,11 @@ def test_half_precision_path_runs():
     from mt3_demo.models.yourmt3.model import load_model
 
     model, _ = load_model(FIX / "set_b" / "tiny_model" / "last.ckpt")
-    t = YourMT3Transcriber(model, torch.device("cpu"), torch.bfloat16, max_tokens=4)
+    t = YourMT3Transcriber(model, torch.device("cpu"), torch.bfloat16)
     assert t.model.spectrogram.window.dtype == torch.float32
     assert t.model.decoder.additive_pe.weight.dtype == torch.bfloat16
     audio, _ = sf.read(FIX / "set_b" / "audio.wav", dtype="float32")
-    out = t.transcribe(Clip.from_array(audio[:16000]))
+    out = t.transcribe(Clip.from_array(audio[:16000]), YourMT3Decode(max_tokens=4))
     assert len(out.tokens) == 1 and all(1 <= len(ch) <= 4 for ch in out.tokens[0])
 
 
@@ -135,8 +137,8 @@ def test_encoder_passes_smaller_than_the_decoding_chunk_give_the_same_tokens():
     called once per segment pair."""
     d = FIX / "set_b"
     golden = json.loads((d / "greedy_and_notes.json").read_text())
-    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
-    assert t.encode_segments == 2 and t.batch_segments == 8
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options())
+    assert t.encode_segments == 2 and D24.batch_size == 8
     audio, _ = sf.read(d / "audio.wav", dtype="float32")
     clip = Clip.from_array(audio)
     runs = {}
@@ -146,7 +148,7 @@ def test_encoder_passes_smaller_than_the_decoding_chunk_give_the_same_tokens():
         encode = t.model.encode
         t.model.encode = lambda spec: passes.append(spec.shape[0]) or encode(spec)
         try:
-            runs[per_pass] = t.tokens(clip.samples)
+            runs[per_pass] = t.tokens(clip.samples, D24)
         finally:
             del t.model.encode  # back to the class's method
         assert passes == ([1, 1] if per_pass == 1 else [2])
@@ -165,7 +167,7 @@ def test_channels_outgrowing_the_cache_budget_wait_and_give_the_same_tokens(monk
 
     d = FIX / "set_b"
     golden = json.loads((d / "greedy_and_notes.json").read_text())
-    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options(max_tokens=24))
+    t = SPEC.build(SPEC.resolve(d / "tiny_model"), torch.device("cpu"), YourMT3Options())
     memory = torch.zeros(2, 13, 5, t.model.dims.decoder.d_model)
     dec = t.model.dims.decoder
     first_block = dec.num_decoder_layers * 2 * dec.num_heads * dec.d_kv * (5 + t5.KVCache.FIRST) * 4
@@ -178,7 +180,7 @@ def test_channels_outgrowing_the_cache_budget_wait_and_give_the_same_tokens(monk
     split = t5.KVCache.split
     monkeypatch.setattr(t5.KVCache, "split", lambda cache, keep, move: (
         moved.append(0 if move is None else int(move.numel())), split(cache, keep, move))[1])
-    tokens = t.tokens(Clip.from_array(audio).samples)
+    tokens = t.tokens(Clip.from_array(audio).samples, D24)
     assert any(moved)  # some channels were set aside
     for seg, golden_seg in zip(tokens, golden["tokens"]):
         for ch, gch in zip(seg, golden_seg):

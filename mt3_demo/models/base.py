@@ -1,8 +1,9 @@
 """The small protocol every transcription model implements, and its registry entry.
 
 An adapter is resolved once by ``ModelSpec.resolve``, built by ``ModelSpec.build(location, device,
-options)`` and then only asked to ``transcribe`` clips. The manager owns loading, timing, caching and unloading; adapters own nothing
-but their weights and their inference code.
+options)`` with its load options and then only asked to ``transcribe(clip, decode, progress)``
+with per-request decode options. The manager owns loading, timing, caching and unloading;
+adapters own nothing but their weights and their inference code.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 from ..audio import Clip
-from ..checkpoints import HubFile
+from ..checkpoints import HubFile, Sources
 from ..notes import Note
 
 def ieee_float32_convolutions() -> None:
@@ -28,6 +29,17 @@ def ieee_float32_convolutions() -> None:
         conv.fp32_precision = "ieee"
     else:
         torch.backends.cudnn.allow_tf32 = False
+
+
+# Precision names (options.PRECISIONS) -> the dtype a CUDA run computes in; None: float32.
+# "auto" is full precision: greedy argmax paths are sensitive to rounding. The CPU is always float32.
+_HALF = {"auto": None, "fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def half_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The half-precision dtype of a validated precision on ``device`` (None: float32). The one
+    place a precision name becomes a dtype, for every adapter."""
+    return _HALF[precision] if torch.device(device).type == "cuda" else None
 
 
 # progress(done_segments, total_segments)
@@ -50,12 +62,13 @@ class Transcriber(Protocol):
     device: torch.device
     dtype: torch.dtype
 
-    def num_segments(self, clip: Clip) -> int:
-        """How many segments ``transcribe`` will walk for this clip (for progress bars)."""
+    def num_segments(self, clip: Clip, decode: Any = None) -> int:
+        """How many segments ``transcribe`` will walk for this clip with ``decode`` (progress bars)."""
         ...
 
-    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
-        """Transcribe ``clip.samples`` (16 kHz mono float32) into notes."""
+    def transcribe(self, clip: Clip, decode: Any = None, progress: ProgressFn | None = None) -> AdapterOutput:
+        """Transcribe ``clip.samples`` (16 kHz mono float32) into notes with ``decode`` (an
+        instance of the spec's ``decode_type``; None: its defaults)."""
         ...
 
 
@@ -63,13 +76,16 @@ class Transcriber(Protocol):
 class ModelSpec:
     """A registry entry: what the UI shows about a model, and how to get it running.
 
-    ``resolve(checkpoint, options, fetch)`` finds the weights and returns a location (a path, or a
-    small dataclass with the path and what is known about it), or raises ``CheckpointError`` with
-    a message that says how to fix it. ``checkpoint`` is the user's override (a file or folder), or
-    None for the default source; ``fetch=False`` never downloads (raises ``NotDownloaded`` instead)
-    and, like every resolution, writes nothing. ``build(location, device, options)`` loads that
+    ``resolve(checkpoint, options, fetch, sources)`` finds the weights and returns a location (a
+    path, or a small dataclass with the path and what is known about it), or raises
+    ``CheckpointError`` with its reason and fix. ``checkpoint`` is the user's override (a file or
+    folder), or None for the default source; ``fetch=False`` never downloads (raises
+    ``NotDownloaded`` instead) and, like every resolution, writes nothing; ``sources`` says where
+    checkpoints placed by hand are and whether the Hub may be asked
+    (:class:`~mt3_demo.checkpoints.Sources`). ``build(location, device, options)`` loads that
     location and returns a :class:`Transcriber`; it never resolves again. ``options`` is an
-    instance of ``options_type`` (``mt3_demo.options``), validated when it was made.
+    instance of ``options_type`` (``mt3_demo.options``: what needs a reload), validated when it was
+    made; ``decode_type`` is the per-request options' class the transcriber takes.
     ``size_mb`` is the weights' size in memory; the download size is the published file's
     (``HubFile.size_bytes``), the one number the UI quotes.
     """
@@ -82,7 +98,8 @@ class ModelSpec:
     instruments: str  # what it transcribes, in words
     size_mb: float  # approximate weights size, for the memory budget
     options_type: type
-    resolve: Callable[[Path | None, Any, bool], Any]
+    decode_type: type
+    resolve: Callable[[Path | None, Any, bool, Sources], Any]
     build: Callable[[Any, torch.device, Any], Transcriber]
     paper_url: str = ""
     # The published file that ``resolve``'s location stands for (its sha256 and size), given the

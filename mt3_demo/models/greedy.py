@@ -12,7 +12,6 @@ need ``decoder(tokens, memory=|cache=)``, ``decoder.init_cache(memory)`` and ``l
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,7 +20,6 @@ from torch import Tensor
 
 from .t5 import T5, KVCache, StaticKVCache
 
-CUDA_GRAPHS_ENV = "MT3_DEMO_CUDA_GRAPHS"
 STATIC_FIRST = 128  # positions a static cache starts with; it doubles when full (up to max_tokens),
 # so a step attends over at most twice the positions written (most rows end within a few hundred)
 EOS_CHECK_STEPS = 16  # static decoding reads the ids back (a device sync) this often to stop early
@@ -60,8 +58,9 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     first block, the caches stay within the budget plus one row at ``max_tokens``.
 
     ``static`` decodes with a :class:`StaticKVCache` instead (:func:`static_decode`: on CUDA, a
-    captured graph per group of rows and cache size); by default it does so on CUDA without autocast, unless
-    ``MT3_DEMO_CUDA_GRAPHS=0``. Same ids either way up to float32 rounding (tests/test_static_decode.py).
+    captured graph per group of rows and cache size); by default (None) it does so on CUDA without
+    autocast; ``False`` never (the decode options' ``cuda_graphs``, ``Settings.cuda_graphs``).
+    Same ids either way up to float32 rounding (tests/test_static_decode.py).
     """
     if static is None:
         static = use_cache and static_by_default(memory)
@@ -117,8 +116,8 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
 
 def static_by_default(memory: Tensor) -> bool:
     """Decode ``memory`` statically (CUDA graphs) unless told otherwise: on CUDA, without autocast
-    (its weight-cast cache does not mix with a captured graph), unless ``MT3_DEMO_CUDA_GRAPHS=0``."""
-    return memory.is_cuda and not torch.is_autocast_enabled("cuda") and os.environ.get(CUDA_GRAPHS_ENV, "1") != "0"
+    (its weight-cast cache does not mix with a captured graph)."""
+    return memory.is_cuda and not torch.is_autocast_enabled("cuda")
 
 
 def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int = 0, eos_id: int | None = 1,

@@ -36,7 +36,7 @@ class T5Dims:
     vocab_size: int = 1536
     input_dim: int = 512  # width of the continuous encoder input (mel bins for MT3)
     eps: float = 1e-6
-    max_positions: int = 2048  # rows of the sinusoidal table (kunato: 2048; MR-MT3: 5000)
+    max_positions: int = 2048  # rows of the sinusoidal table (kunato and MR-MT3: 2048)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], input_dim: int | None = None,

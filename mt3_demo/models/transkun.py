@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from ..audio import Clip
-from ..checkpoints import CheckpointError, check_tensors, checkpoint_errors, load_strict, safe_torch_load
+from ..checkpoints import CheckpointError, Sources, check_tensors, checkpoint_errors, load_strict, safe_torch_load
 from ..notes import Note
-from ..options import TranskunOptions
+from ..options import TranskunDecode, TranskunOptions
 from .base import AdapterOutput, ModelSpec, ProgressFn
 
 WEIGHTS, CONFIG = "2.0.pt", "2.0.conf"
@@ -35,8 +35,10 @@ MAX_CONFIG_NUMBER = 1_000_000  # every setting of the 2.0 model is far below (fs
 TRACKS_PER_GROUP = 10
 
 
-def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = None, fetch: bool = True) -> Path:
-    """The folder holding 2.0.pt + 2.0.conf: the user's, else the one inside the installed wheel."""
+def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = None, fetch: bool = True,
+            sources: Sources = Sources()) -> Path:
+    """The folder holding 2.0.pt + 2.0.conf: the user's, else the one inside the installed wheel
+    (nothing is downloaded: ``fetch`` and ``sources`` do not apply)."""
     if checkpoint is not None:
         folder = Path(checkpoint).expanduser()
         folder = folder.parent if folder.is_file() else folder
@@ -44,7 +46,7 @@ def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = No
         try:
             folder = Path(str(importlib.resources.files("transkun") / "pretrained"))
         except ModuleNotFoundError as e:
-            raise CheckpointError("transkun: the 'transkun' package is not installed; "
+            raise CheckpointError("transkun: the 'transkun' package is not installed.",
                                   "run `pip install -r requirements.txt`.") from e
     for name in (WEIGHTS, CONFIG):
         if not (folder / name).is_file():
@@ -126,7 +128,7 @@ class PitchGroupDecoder:
 class TranskunTranscriber:
     """Piano transcription with Transkun's pretrained 2.0 model."""
 
-    def __init__(self, folder: Path, device: torch.device, options: TranskunOptions):
+    def __init__(self, folder: Path, device: torch.device, options: TranskunOptions | None = None):
         from transkun.ModelTransformer import TransKun
 
         what = f"transkun checkpoint {WEIGHTS}"
@@ -147,8 +149,7 @@ class TranskunTranscriber:
         self.device = device
         self.dtype = torch.float32
         self.rate = int(model.fs)
-        self.segment_s = float(options.segment_s or model.segmentSizeInSecond)
-        self.hop_s = float(options.hop_s)  # see TranskunOptions (specs/embedded_default.md)
+        self.default_segment_s = float(model.segmentSizeInSecond)
         # PitchGroupDecoder knows the 2.0 model's inner-product scorer; an ablation's scorer stays
         # whole. False gives the wheel's own scoring of all tracks at once (the bench's baseline).
         self.grouped_scoring = bool(model.useInnerProductScorer)
@@ -168,20 +169,28 @@ class TranskunTranscriber:
         ctx = model.backbone(features, outputIndices=tracks)  # [batch, tracks, frames, features]
         return PitchGroupDecoder(model.scorer, ctx), ctx
 
-    def _hop_samples(self) -> int:
-        hop = self.model.hopSize
-        return math.ceil(self.hop_s * self.rate / hop) * hop
+    def _windows(self, decode: TranskunDecode | None) -> tuple[float, float]:
+        """(segment, hop) in seconds for a run: the request's, else the model's segment and our hop."""
+        decode = decode or TranskunDecode()
+        return float(decode.segment_s or self.default_segment_s), float(decode.hop_s)
 
-    def num_segments(self, clip: Clip) -> int:
+    def _hop_samples(self, hop_s: float) -> int:
+        hop = self.model.hopSize
+        return math.ceil(hop_s * self.rate / hop) * hop
+
+    def num_segments(self, clip: Clip, decode: TranskunDecode | None = None) -> int:
+        segment_s, hop_s = self._windows(decode)
         n = round(clip.duration * self.rate)
-        pad = math.ceil((self.segment_s - self.hop_s) * self.rate)
-        return max(1, math.ceil((n + 2 * pad) / self._hop_samples()))
+        pad = math.ceil((segment_s - hop_s) * self.rate)
+        return max(1, math.ceil((n + 2 * pad) / self._hop_samples(hop_s)))
 
     @torch.inference_mode()
-    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
+    def transcribe(self, clip: Clip, decode: TranskunDecode | None = None,
+                   progress: ProgressFn | None = None) -> AdapterOutput:
+        segment_s, hop_s = self._windows(decode)  # see TranskunDecode (the hop's choice)
         audio = clip.original_mono(self.rate)
         x = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)[:, None]  # [samples, 1]
-        total = self.num_segments(clip)
+        total = self.num_segments(clip, decode)
         done = 0
         inner = self.model.transcribeFrames
 
@@ -198,7 +207,7 @@ class TranskunTranscriber:
             if self.grouped_scoring:
                 self.model.processFramesBatch = self._frames_to_decoder
             try:
-                events = self.model.transcribe(x, stepInSecond=self.hop_s, segmentSizeInSecond=self.segment_s)
+                events = self.model.transcribe(x, stepInSecond=hop_s, segmentSizeInSecond=segment_s)
             finally:
                 del self.model.transcribeFrames  # drop the instance attributes, back to the class methods
                 vars(self.model).pop("processFramesBatch", None)
@@ -209,7 +218,7 @@ class TranskunTranscriber:
             if e.pitch >= 0  # sustain/soft pedal events come back with negative pitch
         ]
         notes.sort(key=lambda n: (n.onset, n.pitch))
-        return AdapterOutput(notes=notes, info={"segment_s": self.segment_s, "hop_s": self.hop_s})
+        return AdapterOutput(notes=notes, info={"segment_s": segment_s, "hop_s": hop_s})
 
 
 def build(folder: Path, device: torch.device, options: TranskunOptions | None = None) -> TranskunTranscriber:
@@ -225,6 +234,7 @@ SPEC = ModelSpec(
     instruments="Piano only (no other instruments, no drums)",
     size_mb=55.0,
     options_type=TranskunOptions,
+    decode_type=TranskunDecode,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2305.16245",

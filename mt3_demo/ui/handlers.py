@@ -20,8 +20,9 @@ import gradio as gr
 from .. import pianoroll, pipeline, writers
 from ..audio import AudioError, check_file
 from ..manager import ModelManager
+from ..options import OptionError, Settings
 from ..results import ModelResult, Run
-from . import leakage_view, render, session
+from . import advanced, leakage_view, render, session
 from .components import ALL_INSTRUMENTS, Card, Page
 from .player import run_payload
 
@@ -54,6 +55,15 @@ def validate_inputs(manager: ModelManager, max_seconds: float, audio: str | None
     return checks
 
 
+def check_options(manager: ModelManager, options: str | None) -> dict:
+    """The API's ``options`` JSON for Gradio's validator: every model id, option and value checked."""
+    try:
+        advanced.from_json(manager, options)
+        return gr.validate(True, "")
+    except OptionError as e:
+        return gr.validate(False, str(e))
+
+
 def check_upload(audio: str | None, max_seconds: float) -> str:
     """The note under the recording, as soon as it is uploaded: what it is, or what is wrong
     (before any upload: what it may be)."""
@@ -66,10 +76,13 @@ def check_upload(audio: str | None, max_seconds: float) -> str:
 
 
 def transcribe_page(page: Page, manager: ModelManager, max_seconds: float, audio: str | None,
-                    selected: list[str] | None, reference: str | None) -> Iterator[dict]:
-    """The page's run: reset the cards, then progress and one update per finished model, then the summary."""
+                    selected: list[str] | None, reference: str | None,
+                    settings: Settings | None = None, decode: dict[str, Any] | None = None) -> Iterator[dict]:
+    """The page's run: reset the cards, then progress and one update per finished model, then the
+    summary. ``settings``: the app's (run folders; default the manager's); ``decode``: each
+    model's decode options (the "Advanced" sections, ``ui.advanced``)."""
     try:
-        request = session.start(audio, list(selected or []), reference, manager, max_seconds)
+        request = session.start(audio, list(selected or []), reference, manager, max_seconds, settings, decode)
     except session.USER_ERRORS as e:
         yield {page.status: f"**Could not transcribe:** {e}", page.stop: gr.update(visible=False)}
         return
@@ -245,13 +258,16 @@ def summary_update(page: Page, run: Run, warnings: str) -> dict:
 
 
 def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None, selected: Any,
-                   reference: str | None, progress: gr.Progress | None = None) -> Iterator[tuple]:
+                   reference: str | None, progress: gr.Progress | None = None,
+                   settings: Settings | None = None, options: str | None = None) -> Iterator[tuple]:
     """The ``/transcribe`` endpoint: the same run, answered with files and the results JSON (the
-    last value yielded; the ones before change nothing and let a vanished client's run be closed)."""
+    last value yielded; the ones before change nothing and let a vanished client's run be closed).
+    ``options``: decode options per model as JSON, ``{"mt3": {"max_tokens": 64}}`` (``ui.advanced``)."""
     selected = [selected] if isinstance(selected, str) else list(selected or [])
     try:
-        request = session.start(audio, selected, reference, manager, max_seconds)
-    except session.USER_ERRORS as e:
+        decode = advanced.from_json(manager, options)
+        request = session.start(audio, selected, reference, manager, max_seconds, settings, decode)
+    except (*session.USER_ERRORS, OptionError) as e:
         raise gr.Error(str(e), print_exception=False) from None
     with request:  # its folder is kept until the run ends
         n = len(request.model_ids)

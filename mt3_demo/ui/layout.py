@@ -17,8 +17,8 @@ import gradio as gr
 
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
-from ..options import Settings, read_env
-from . import handlers, leaderboard, render
+from ..options import Settings
+from . import advanced, handlers, leaderboard, render
 from .components import ALL_INSTRUMENTS, Card, Page
 from .player import player_component
 from .session import PageState
@@ -61,17 +61,12 @@ def examples() -> tuple[list[list[str | None]], list[str]]:
     return rows, labels
 
 
-def _settings() -> Settings:
-    """The environment's settings; a bad variable is logged and its default used (the app starts)."""
-    settings, problems = read_env()
-    for problem in problems:
-        log.warning("%s; using the default.", problem)
-    return settings
-
-
 def build_demo(manager: ModelManager | None = None, settings: Settings | None = None) -> gr.Blocks:
-    """Build the Blocks app. Models load lazily on first use (eagerly when the host asks for it)."""
-    settings = settings or _settings()
+    """Build the Blocks app. Models load lazily on first use (eagerly when the host asks for it).
+
+    ``settings``: the door's (``app.py`` reads the environment once); default: the manager's, else
+    the defaults."""
+    settings = settings or (manager.settings if manager is not None else Settings())
     manager = manager or get_manager(settings)
     if settings.eager:
         # ZeroGPU wants weights on the (emulated) GPU at import time, not inside the GPU call.
@@ -118,13 +113,15 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
             report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
                                        variant="secondary")
             availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
+            # Per model, collapsed, below Transcribe (a phone keeps it on the first screen): per-request options.
+            decode = advanced.controls(manager)
         with gr.Column(scale=4, min_width=300):
             rows, labels = examples()
             example = gr.Radio(choices=[(label, i) for i, label in enumerate(labels)], value=None,
                                label="Examples (click one)", elem_id="examples")
             reference = gr.File(label="Reference MIDI (optional)",
                                 file_types=[".mid", ".midi"], elem_id="reference-input")
-    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models,
+    return dict(audio=audio, upload_note=upload_note, reference=reference, models=models, advanced=decode,
                 availability=availability, run=run, stop=stop, status=status, report=report,
                 example=example, example_rows=rows)
 
@@ -175,24 +172,36 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
 
     Both runs are checked by a validator first: a bad upload is answered before it joins the queue.
     """
-    def validate(audio, selected, reference):
-        return handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+    adv = inputs["advanced"]
 
-    def transcribe_page(audio, selected, reference):
-        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference)
+    def validate(audio, selected, reference, *decode):
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+                + advanced.checks(manager, adv, decode))
 
-    def transcribe(audio, selected, reference, progress=gr.Progress()):
+    def validate_api(audio, selected, reference, options):
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+                + [handlers.check_options(manager, options)])
+
+    def transcribe_page(audio, selected, reference, *decode):
+        yield from handlers.transcribe_page(page, manager, settings.max_seconds, audio, selected, reference,
+                                            settings=settings, decode=adv.values(decode))
+
+    def transcribe(audio, selected, reference, options, progress=gr.Progress()):
         """Transcribe one recording with the selected models.
 
+        ``options`` (optional): each model's decode options as JSON, e.g.
+        ``{"mt3": {"max_tokens": 64}, "yourmt3": {"batch_size": 2}}``.
         Returns the MIDI files, the piano-roll PNGs, the results (per model: notes, stats,
         timings, RTF, device, errors; scores and agreement when available) and the report zip.
         """
-        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress)
+        yield from handlers.transcribe_api(manager, settings.max_seconds, audio, selected, reference, progress,
+                                           settings=settings, options=options)
 
-    run_inputs = [inputs["audio"], inputs["models"], inputs["reference"]]
+    run_inputs = [inputs["audio"], inputs["models"], inputs["reference"], *adv.components]
     queue = dict(concurrency_id="model", concurrency_limit=settings.concurrency, validator=validate)
     # Progress is drawn in each card (phase, segment i of n, time left), not over the status line.
-    running = inputs["run"].click(on_gpu(transcribe_page), inputs=run_inputs, outputs=page.outputs(),
+    running = inputs["run"].click(on_gpu(transcribe_page, settings.zero_gpu), inputs=run_inputs,
+                                  outputs=page.outputs(),
                                   api_visibility="private", show_progress="hidden", **queue)
     inputs["stop"].click(lambda state: handlers.stop_page(page, state), inputs=page.state,
                          outputs=[page.status, page.stop, *[c.head for c in page.cards]], cancels=[running],
@@ -204,8 +213,10 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     # a sentence (the page's checkbox group would refuse it with a bare 400 instead).
     api_models = gr.Dropdown(choices=manager.model_ids(), value=None, multiselect=True, allow_custom_value=True,
                              visible=False, label="models")
-    gr.Button(visible=False).click(on_gpu(transcribe), inputs=[inputs["audio"], api_models, inputs["reference"]],
-                                   outputs=api_outputs, api_name="transcribe", **queue)
+    api_options = gr.Textbox(value="", visible=False, label="options")  # JSON, see ui.advanced
+    gr.Button(visible=False).click(on_gpu(transcribe, settings.zero_gpu),
+                                   inputs=[inputs["audio"], api_models, inputs["reference"], api_options],
+                                   outputs=api_outputs, api_name="transcribe", **{**queue, "validator": validate_api})
 
 
 def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], header: Any,

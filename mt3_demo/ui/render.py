@@ -11,7 +11,8 @@ from typing import Any
 
 from .. import metrics, pianoroll, writers
 from ..instruments import instrument_key, instrument_name
-from ..manager import Availability, ModelManager, split_fix
+from ..availability import Availability
+from ..manager import ModelManager
 from ..notes import Note
 from ..results import ModelResult, Run
 
@@ -144,6 +145,17 @@ def about_models_html(manager: ModelManager, avail: dict[str, Availability]) -> 
 # One model's card
 
 
+def _sentence_and_details(message: str) -> tuple[str, str]:
+    """A failed model's message as the card shows it: its first sentence, the rest behind
+    "details" (a result's error is stored as one string: results.json keeps it so)."""
+    head, _, more = message.strip().partition(" To fix: ")
+    if not more and ". " in head:
+        head, _, more = head.partition(". ")
+    head = head.rstrip(". ")
+    head += "" if head.endswith(("?", "!")) else "."
+    return head[:1].upper() + head[1:], more.strip()
+
+
 def card_head(name: str, state: str, detail: str = "", progress: tuple[float, str] | None = None) -> str:
     """The card's title and state. Running: a bar and the phase (with time left); failed: one
     sentence, the rest behind "details"."""
@@ -152,7 +164,7 @@ def card_head(name: str, state: str, detail: str = "", progress: tuple[float, st
                   "stopped": ("queued", "stopped")}[state]
     head = f"<h3>{esc(name)} {badge(kind, text)}</h3>"
     if state == "error":
-        sentence, more = split_fix(re.sub(r"^[a-z0-9_]+: ", "", detail))  # no "model_id: " in a card
+        sentence, more = _sentence_and_details(re.sub(r"^[a-z0-9_]+: ", "", detail))  # no "model_id: " here
         fold = f"<details><summary>details</summary>{esc(more)}</details>" if more else ""
         return f'{head}<p class="card-error">{esc(sentence)}</p>{fold}'
     if state == "running":

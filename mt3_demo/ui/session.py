@@ -14,6 +14,7 @@ from .. import pipeline, runs, writers
 from ..audio import AudioError, Clip, load_clip
 from ..manager import ModelManager, UnknownModel
 from ..notes import Note, notes_from_midi
+from ..options import OptionError, Settings
 from ..results import ModelResult, Run
 
 
@@ -70,6 +71,7 @@ class Request:
     out_dir: Path
     reference: list[Note] | None
     reference_name: str | None
+    decode: dict[str, Any] = field(default_factory=dict)  # model id -> its decode options
 
     def __enter__(self) -> Request:
         return self
@@ -79,23 +81,33 @@ class Request:
 
 
 def start(audio: str | None, model_ids: list[str], reference: str | None, manager: ModelManager,
-          max_seconds: float) -> Request:
+          max_seconds: float, settings: Settings | None = None,
+          decode: dict[str, Any] | None = None) -> Request:
     """Check everything the user gave (raises one of ``USER_ERRORS``) and open the request's folder.
 
-    An upload that is rejected is deleted now rather than hours later by Gradio's cache.
+    An upload that is rejected is deleted now rather than hours later by Gradio's cache. The run
+    folders follow ``settings`` (``upload_dir``, ``runs_max_mb``: the app's; default the manager's).
+    ``decode``: each model's decode options (``<Model>Decode``, or a mapping of option names to
+    values from the page's "Advanced" sections), checked here by the options' own rules.
     """
     model_ids = check_selection(manager, model_ids)
     try:
+        decode = {m: manager.decode_for(m, v) for m, v in (decode or {}).items()}
+    except OptionError as e:
+        raise InputError(str(e)) from None
+    settings = settings or manager.settings
+    upload_dir = settings.upload_dir
+    try:
         ref_notes, ref_name = load_reference(reference)
     except InputError:
-        runs.discard_upload(reference)
+        runs.discard_upload(reference, upload_dir)
         raise
     try:
         clip = load_clip(audio, limit_seconds=max_seconds)
     except AudioError:
-        runs.discard_upload(audio)
+        runs.discard_upload(audio, upload_dir)
         raise
-    return Request(clip, model_ids, runs.new_run_dir(), ref_notes, ref_name)
+    return Request(clip, model_ids, runs.new_run_dir(settings), ref_notes, ref_name, decode)
 
 
 ProgressFn = Callable[[int, float, str], None]  # (index of the model in the request, its fraction, phase)
@@ -110,7 +122,8 @@ def results(request: Request, manager: ModelManager, progress: ProgressFn | None
             if progress is not None:
                 progress(done, min(max(frac, 0.0), 1.0), desc)
 
-        yield pipeline.transcribe_one(request.clip, model_id, manager, request.out_dir, on_progress, listening)
+        yield pipeline.transcribe_one(request.clip, model_id, manager, request.out_dir, on_progress, listening,
+                                      request.decode.get(model_id))
 
 
 def finish(request: Request, model_results: list[ModelResult]) -> Run:

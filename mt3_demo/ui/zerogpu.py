@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Any, Callable
 
 
-def zero_gpu() -> bool:
-    return bool(os.environ.get("SPACES_ZERO_GPU")) and importlib.util.find_spec("spaces") is not None
+def zero_gpu(enabled: bool) -> bool:
+    """``enabled`` (``Settings.zero_gpu``: ``SPACES_ZERO_GPU``) and the ``spaces`` package is here."""
+    return enabled and importlib.util.find_spec("spaces") is not None
 
 
 def gpu_seconds(audio: str | None, model_ids: list[str] | None = None, *_: Any, **__: Any) -> int:
@@ -22,9 +22,10 @@ def gpu_seconds(audio: str | None, model_ids: list[str] | None = None, *_: Any, 
     return int(min(300, 20 + seconds * 1.0 * max(1, len(model_ids or []))))
 
 
-def on_gpu(fn: Callable) -> Callable:
-    """``spaces.GPU`` with a duration from the audio length on ZeroGPU; the plain function elsewhere."""
-    if not zero_gpu():
+def on_gpu(fn: Callable, enabled: bool = False) -> Callable:
+    """``spaces.GPU`` with a duration from the audio length on ZeroGPU (``enabled``:
+    ``Settings.zero_gpu``); the plain function elsewhere."""
+    if not zero_gpu(enabled):
         return fn
     import spaces
 

@@ -99,7 +99,7 @@ def contiguous_decode(model: MRMT3, encoded: Sequence[Tensor], max_tokens: int =
                       use_cache: bool = True, first_memory_ids: Sequence[Sequence[int]] | None = None,
                       on_segment: Callable[[int, int], None] | None = None,
                       on_step: Callable[[int, int], None] | None = None,
-                      stop_at_eos: bool = True) -> list[list[list[int]]]:
+                      stop_at_eos: bool = True, static: bool | None = None) -> list[list[list[int]]]:
     """Upstream's contiguous inference for several files at once.
 
     encoded[f]        encoder output of file f, [S_f, T, d] (all its segments)
@@ -125,7 +125,7 @@ def contiguous_decode(model: MRMT3, encoded: Sequence[Tensor], max_tokens: int =
         mem_ids = torch.tensor([rows[f] for f in live], dtype=torch.long, device=device)
         memory = model.cross_memory(enc, mem_ids, shortcut=use_cache)
         ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache, start_id=START_ID,
-                            eos_id=EOS_ID if stop_at_eos else None, on_step=on_step)
+                            eos_id=EOS_ID if stop_at_eos else None, on_step=on_step, static=static)
         for f, g in zip(live, ids):
             out[f].append(g)
             rows[f] = memory_ids_from_generated(g)

@@ -4,13 +4,16 @@ Checkpoint: ``mt3.pth`` (+ ``config.json``) from a local folder, or ``mt3.pth`` 
 model repo gudgud1014/MR-MT3 (sha256-verified). Loaded strictly with ``torch.load(weights_only=True)``.
 Without a ``config.json`` the dims are read off the tensors' shapes (heads: the published 6).
 
-``MT3Options.compat``:
+``MT3Options.compat`` (a load option: it sets the position table):
 * "magenta" (default): what the weights were trained with — Magenta's position frequencies
   10000^(−i/(d/2−1)) recomputed at load, the training-era log floor (clamp below 1e-5), Magenta's
   trimming (a segment without EOS is kept, UNK is an invalid token), up to 1024 tokens.
 * "kunato": reproduces the kunato port bit for bit — the checkpoint's stored ``inv_freq``, log floor
   only for x ≤ 0, kunato's trimming (UNK ends a segment, a segment without EOS is dropped), up to
   1023 tokens. The golden fixtures follow this mode.
+
+Per request (:class:`mt3_demo.options.MT3Decode`): ``max_tokens`` and ``trim`` (None: the compat
+mode's), ``stop_at_eos``, ``batch_size``, ``cuda_graphs``.
 """
 from __future__ import annotations
 
@@ -22,13 +25,13 @@ from typing import Any
 import torch
 
 from ...audio import Clip
-from ...checkpoints import (CheckpointError, HubFile, check_tensors, checkpoint_errors, empty_weights,
+from ...checkpoints import (CheckpointError, HubFile, Sources, check_tensors, checkpoint_errors, empty_weights,
                              resolve_file, safe_torch_load)
-from ...options import MT3_COMPAT_MODES, MT3Options, OptionError
-from ..base import AdapterOutput, ModelSpec, ProgressFn
+from ...options import MT3_COMPAT_MODES, MT3Decode, MT3Options, OptionError
+from ..base import AdapterOutput, ModelSpec, ProgressFn, half_dtype
 from ..t5 import T5, dims_from_state_dict, load_t5_state_dict
 from . import features, vocab
-from .decoding import AMP_DTYPES, DEFAULT_MAX_TOKENS, Timings, generate_ids
+from .decoding import DEFAULT_MAX_TOKENS, Timings, generate_ids
 from .notes import ids_to_notes
 from .shapes import t5_config_from_shapes
 
@@ -49,13 +52,15 @@ CONFIG_KEYS = ("d_model", "num_heads", "d_kv", "d_ff", "num_layers", "vocab_size
 class CompatSettings:
     positions: str  # SinusoidalPositions formula
     log_floor: str  # features.LOG_FLOORS
-    trim: str  # notes.ids_to_notes trim rule
-    max_tokens: int
+    trim: vocab.Trim  # the default trimming rule (MT3Decode.trim overrides)
+    max_tokens: int  # the default token limit (MT3Decode.max_tokens overrides)
 
 
 COMPAT = {
-    "magenta": CompatSettings(positions="magenta", log_floor="clamp", trim="magenta", max_tokens=DEFAULT_MAX_TOKENS),
-    "kunato": CompatSettings(positions="checkpoint", log_floor="zero", trim="kunato", max_tokens=DEFAULT_MAX_TOKENS - 1),
+    "magenta": CompatSettings(positions="magenta", log_floor="clamp", trim=vocab.Trim.MAGENTA,
+                              max_tokens=DEFAULT_MAX_TOKENS),
+    "kunato": CompatSettings(positions="checkpoint", log_floor="zero", trim=vocab.Trim.KUNATO,
+                             max_tokens=DEFAULT_MAX_TOKENS - 1),
 }
 assert set(COMPAT) == set(MT3_COMPAT_MODES)
 
@@ -66,11 +71,12 @@ class MT3Location:
     config: Path | None = None  # config.json beside the weights, when there is one
 
 
-def resolve(checkpoint: Path | None = None, options: MT3Options | None = None, fetch: bool = True) -> MT3Location:
-    """Find mt3.pth (a file, or a folder holding it; else $MT3_DEMO_CHECKPOINTS; else the Hub) and
+def resolve(checkpoint: Path | None = None, options: MT3Options | None = None, fetch: bool = True,
+            sources: Sources = Sources()) -> MT3Location:
+    """Find mt3.pth (a file, or a folder holding it; else the checkpoints root; else the Hub) and
     the config.json beside it, if any. Only looks: a missing config is inferred at load time."""
     weights = resolve_file(MODEL_ID, WEIGHTS, Path(checkpoint) if checkpoint is not None else None, HUB,
-                           fetch=fetch)
+                           fetch=fetch, sources=sources)
     cfg_path = weights.parent / CONFIG
     return MT3Location(weights, cfg_path if cfg_path.is_file() else None)
 
@@ -112,37 +118,43 @@ def load_model(location: MT3Location, device: torch.device | str = "cpu", positi
 
 
 class MT3Transcriber:
-    """A loaded MT3: ``transcribe(clip)`` → notes, raw ids per segment, and decoding facts."""
+    """A loaded MT3: ``transcribe(clip, decode)`` → notes, raw ids per segment, and decoding facts."""
 
     def __init__(self, model: T5, device: torch.device, options: MT3Options):
         self.model, self.device, self.compat = model, torch.device(device), options.compat
         self.settings = COMPAT[options.compat]
-        self.max_tokens = options.max_tokens or self.settings.max_tokens
-        if self.max_tokens >= model.dims.max_positions:
-            raise OptionError(f"max_tokens must be below {model.dims.max_positions} for MT3, not {self.max_tokens}.")
-        self.batch_size = options.batch_size
-        # "auto" is full precision: greedy argmax paths are sensitive to rounding
-        precision = "fp32" if options.precision == "auto" else options.precision
-        self.amp_dtype = AMP_DTYPES[precision] if self.device.type == "cuda" else None
+        self.amp_dtype = half_dtype(options.precision, self.device)
         self.dtype = self.amp_dtype or torch.float32
         self.frontend = features.LogMel(model.dims.input_dim, self.settings.log_floor, self.device)
 
-    def num_segments(self, clip: Clip) -> int:
+    def max_tokens(self, decode: MT3Decode) -> int:
+        """The run's token limit: the request's, else the compat mode's; below the position table."""
+        max_tokens = decode.max_tokens or self.settings.max_tokens
+        if max_tokens >= self.model.dims.max_positions:
+            raise OptionError(f"max_tokens must be below {self.model.dims.max_positions} for MT3, not {max_tokens}.")
+        return max_tokens
+
+    def num_segments(self, clip: Clip, decode: object = None) -> int:
         return features.num_segments(len(clip.samples))
 
-    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
+    def transcribe(self, clip: Clip, decode: MT3Decode | None = None,
+                   progress: ProgressFn | None = None) -> AdapterOutput:
+        decode = decode or MT3Decode()
+        max_tokens = self.max_tokens(decode)
+        trim = vocab.Trim(decode.trim) if decode.trim is not None else self.settings.trim
         timings = Timings()
-        ids = generate_ids(self.model, self.frontend, clip.samples, max_tokens=self.max_tokens,
-                           batch_size=self.batch_size, amp_dtype=self.amp_dtype, progress=progress,
-                           timings=timings)
+        ids = generate_ids(self.model, self.frontend, clip.samples, max_tokens=max_tokens,
+                           batch_size=decode.batch_size, amp_dtype=self.amp_dtype, progress=progress,
+                           timings=timings, stop_at_eos=decode.stop_at_eos,
+                           static=None if decode.cuda_graphs else False)
         starts = features.segment_start_times(len(ids))
-        decoded = ids_to_notes(ids, starts, trim=self.settings.trim)
+        decoded = ids_to_notes(ids, starts, trim=trim)
         info = {
             "compat": self.compat,
             "positions": self.settings.positions,
             "log_floor": self.settings.log_floor,
-            "trim": self.settings.trim,
-            "max_tokens": self.max_tokens,
+            "trim": trim.value,
+            "max_tokens": max_tokens,
             "segments": len(ids),
             "segments_without_eos": sum(1 for g in ids if not g or g[-1] != vocab.EOS),
             "invalid_events": decoded.invalid_events,
@@ -171,6 +183,7 @@ SPEC = ModelSpec(
     instruments="Multi-instrument: piano, guitar, bass, strings, winds, synths, drums (General MIDI programs)",
     size_mb=HUB.size_bytes / 1e6,
     options_type=MT3Options,
+    decode_type=MT3Decode,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2111.03017",

@@ -31,7 +31,6 @@ from . import features as F
 from . import vocab
 
 DEFAULT_MAX_TOKENS = 1024  # Magenta's decoder length (kunato: 1023)
-AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 DECODE_BUDGET_MB = {"cpu": 448, "cuda": 4096}  # per-chunk decoding state; weights not included
@@ -114,7 +113,7 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
                  use_cache: bool = True, amp_dtype: torch.dtype | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  timings: Timings | None = None, stop_at_eos: bool = True,
-                 budget_mb: float | None = None) -> list[list[int]]:
+                 budget_mb: float | None = None, static: bool | None = None) -> list[list[int]]:
     """Generated ids per segment (no start token; ending with EOS when it came within max_tokens).
 
     ``samples``: the whole 16 kHz mono signal. ``amp_dtype`` (fp16/bf16) autocasts the network on
@@ -124,7 +123,8 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
     ``batch_size`` the chunks and their caches are held to ``budget_mb`` (default
     :data:`DECODE_BUDGET_MB` of the device); a given ``batch_size`` is taken as it is.
     ``progress(done, total)`` counts finished segments, reported every ``PROGRESS_STEPS`` steps
-    too (a caller stops the run by raising from it).
+    too (a caller stops the run by raising from it). ``static``: as in
+    :func:`~mt3_demo.models.greedy.greedy_decode` (None: CUDA graphs where they apply).
     """
     device = next(model.parameters()).device
     timings = timings if timings is not None else Timings()
@@ -159,7 +159,8 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
                 finished[0] = 0
                 ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache,
                                     start_id=vocab.PAD, eos_id=vocab.EOS if stop_at_eos else None,
-                                    on_step=count_step, on_finished=count_finished, cache_budget=cache_budget)
+                                    on_step=count_step, on_finished=count_finished, cache_budget=cache_budget,
+                                    static=static)
                 del memory
             timings.decode_s += time.perf_counter() - t2
             timings.chunks.append(stop - start)

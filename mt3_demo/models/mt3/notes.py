@@ -139,9 +139,9 @@ def tokens_to_notes(segments: Sequence[Sequence[int]], start_times: Sequence[flo
     return DecodeResult(state.notes, invalid, dropped, state.total_time)
 
 
-def ids_to_notes(ids: Sequence[Sequence[int]], start_times: Sequence[float], trim: str = "magenta") -> DecodeResult:
-    """Generated model ids per segment (no start token) → notes, with Magenta's or kunato's trimming."""
-    if trim not in ("magenta", "kunato"):
-        raise ValueError(f"trim must be 'magenta' or 'kunato', not {trim!r}")
-    trim_fn = vocab.trim_magenta if trim == "magenta" else vocab.trim_kunato
-    return tokens_to_notes([trim_fn(g) for g in ids], start_times)
+def ids_to_notes(ids: Sequence[Sequence[int]], start_times: Sequence[float],
+                 trim: vocab.Trim | str = vocab.Trim.MAGENTA) -> DecodeResult:
+    """Generated model ids per segment (no start token) → notes, with Magenta's or kunato's trimming
+    (a :class:`~.vocab.Trim`, or its name)."""
+    rule = vocab.Trim(trim)
+    return tokens_to_notes([rule(g) for g in ids], start_times)

@@ -5,6 +5,8 @@ shift 0–1000 · pitch 0–127 · velocity 0–1 · tie · program 0–127 · d
 """
 from __future__ import annotations
 
+import enum
+
 from typing import NamedTuple, Sequence
 
 PAD, EOS, UNK = 0, 1, 2  # PAD is also the decoder start token
@@ -108,3 +110,14 @@ def describe(token_id: int) -> str:
         return f"id:{token_id}"
     short = {"shift": "s", "pitch": "p", "velocity": "v", "program": "prog", "drum": "d"}
     return "tie" if ev.type == "tie" else f"{short[ev.type]}:{ev.value}"
+
+
+class Trim(enum.Enum):
+    """A trimming rule (``options.TRIM_MODES``) as a value that carries its function:
+    ``Trim("kunato")(ids)``. Chosen once, when a run's options are settled."""
+
+    MAGENTA = "magenta"
+    KUNATO = "kunato"
+
+    def __call__(self, ids: Sequence[int]) -> list[int]:
+        return trim_magenta(ids) if self is Trim.MAGENTA else trim_kunato(ids)

@@ -3,6 +3,10 @@
 clip (16 kHz mono) → 32767-sample segments → batches of segments: spectrogram → encoder → 13 channel
 memories → greedy decoding of all segments × channels of the batch as one decoder batch → tokens per
 segment and channel → notes (merged per channel across segments, channels mixed) → shared Notes.
+
+Load options (:class:`mt3_demo.options.YourMT3Options`): ``checkpoint_name``, ``precision``. Per
+request (:class:`mt3_demo.options.YourMT3Decode`): ``max_tokens`` per channel (at most the decoder's
+position table), ``batch_size`` (segments decoded together), ``stop_at_eos``, ``cuda_graphs``.
 """
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ import numpy as np
 import torch
 
 from ...audio import Clip
-from ...checkpoints import CheckpointError, HubFile, resolve_file
-from ...options import YOURMT3_DEFAULT_CHECKPOINT, OptionError, YourMT3Options
+from ...checkpoints import CheckpointError, HubFile, Sources, resolve_file
+from ...options import YOURMT3_DEFAULT_CHECKPOINT, OptionError, YourMT3Decode, YourMT3Options
 from .. import t5
-from ..base import AdapterOutput, ModelSpec, ProgressFn, ieee_float32_convolutions
+from ..base import AdapterOutput, ModelSpec, ProgressFn, half_dtype, ieee_float32_convolutions
 from .features import num_segments, segment_audio, segment_start_times
 from .model import YourMT3, load_model
 from .notes import decode_tokens, to_shared_notes
@@ -64,10 +68,11 @@ def _published(name: str | None) -> PublishedCheckpoint:
     return CHECKPOINTS[name]
 
 
-def resolve(checkpoint: Path | None = None, options: YourMT3Options | None = None, fetch: bool = True) -> Path:
+def resolve(checkpoint: Path | None = None, options: YourMT3Options | None = None, fetch: bool = True,
+            sources: Sources = Sources()) -> Path:
     """The checkpoint file of ``options.checkpoint_name``: the given file, a folder holding its
     published file name (``last.ckpt``; another published name in the folder is taken too),
-    $MT3_DEMO_CHECKPOINTS/yourmt3/, or the download from the Space (sha256-checked)."""
+    <checkpoints root>/yourmt3/, or the download from the Space (sha256-checked)."""
     pub = _published((options or YourMT3Options()).checkpoint_name)
     if checkpoint is not None:
         folder = Path(checkpoint).expanduser()
@@ -76,21 +81,19 @@ def resolve(checkpoint: Path | None = None, options: YourMT3Options | None = Non
             others = [c.hub.basename for c in CHECKPOINTS.values() if (folder / c.hub.basename).is_file()]
             if others:
                 return folder / others[0]
-    return resolve_file(MODEL_ID, pub.hub.basename, checkpoint, pub.hub, fetch=fetch)
+    return resolve_file(MODEL_ID, pub.hub.basename, checkpoint, pub.hub, fetch=fetch, sources=sources)
 
 
 def choose_dtype(device: torch.device, precision: str | None) -> torch.dtype:
-    """CPU: float32 always. CUDA: "auto" = float32 too; "fp16" / "bf16" on request.
+    """CPU: float32 always. CUDA: "auto" = float32 too; "fp16" / "bf16" on request
+    (:func:`~mt3_demo.models.base.half_dtype`, the one reading of a precision).
 
     The issue asked for half precision "as the Space does", but the Space's ``-pr 16`` only reaches
     the Lightning Trainer, which its ``transcribe`` never uses (spec §12): the Space runs float32.
     Casting the whole model (norms, position table, residual stream, KV cache) to bf16 changes the
     greedy ids of most channels on the fixtures, so half precision stays opt-in.
     """
-    precision = precision or "auto"  # a value of options.PRECISIONS
-    if device.type != "cuda" or precision in ("auto", "fp32"):
-        return torch.float32
-    return torch.float16 if precision == "fp16" else torch.bfloat16
+    return half_dtype(precision or "auto", device) or torch.float32
 
 
 ENCODE_SEGMENTS = 2  # segments per encoder pass on the CPU (see YourMT3Transcriber.__init__)
@@ -101,10 +104,9 @@ CACHE_GROWTH_MB = {"cpu": 128, "cuda": 2048}
 
 
 class YourMT3Transcriber:
-    """A loaded YourMT3+ model. ``batch_segments`` segments (× 13 channels) are decoded together."""
+    """A loaded YourMT3+ model. ``decode.batch_size`` segments (× 13 channels) are decoded together."""
 
     def __init__(self, model: YourMT3, device: torch.device, dtype: torch.dtype,
-                 max_tokens: int = MAX_TOKENS_PER_CHANNEL, batch_segments: int = 8,
                  checkpoint: str = "", variant: str = DEFAULT_CHECKPOINT):
         self.device, self.dtype = device, dtype
         if device.type == "cuda" and dtype == torch.float32:
@@ -113,18 +115,16 @@ class YourMT3Transcriber:
         for child_name, child in self.model.named_children():
             if child_name != "spectrogram":  # the frontend stays float32 (see LogSpectrogram)
                 child.to(dtype)
-        self.max_tokens = max_tokens
-        self.batch_segments = max(1, batch_segments)
         # On the CPU the encoder runs on fewer segments at a time than the decoder: its pre-encoder
         # maps are [128, 110, 1024] floats (58 MB each, several alive per block) for every segment,
         # while a segment's channel memories are 3 MB and a decoder step costs about the same for
         # 1 or 8 segments. Measured (README "Memory"): 40 s, 8 → 2 per encoder pass: run peak
         # 1151 → 687 MB and 36.5 → 27.3 s. CUDA keeps whole chunks (an H200 transcribed 60 s in
         # 0.65 s: README "On a GPU").
-        self.encode_segments = ENCODE_SEGMENTS if device.type == "cpu" else self.batch_segments
+        self.encode_segments = ENCODE_SEGMENTS if device.type == "cpu" else None  # None: the whole chunk
         self.checkpoint, self.variant = checkpoint, variant  # file name; published variant
 
-    def num_segments(self, clip: Clip) -> int:
+    def num_segments(self, clip: Clip, decode: object = None) -> int:
         return num_segments(len(clip.samples))
 
     def _encode(self, segments: np.ndarray) -> torch.Tensor:
@@ -132,19 +132,33 @@ class YourMT3Transcriber:
         x = torch.from_numpy(segments).to(self.device)
         return self.model.encode(self.model.spectrogram(x).to(self.dtype))
 
+    def max_tokens(self, decode: YourMT3Decode) -> int:
+        """The run's limit per channel: the request's, else the tokenizer's; within the position table."""
+        max_tokens = decode.max_tokens or MAX_TOKENS_PER_CHANNEL
+        rows = self.model.dims.decoder.max_positions
+        if max_tokens > rows:
+            raise OptionError(f"max_tokens must be at most {rows} for this YourMT3 checkpoint, not {max_tokens}.")
+        return max_tokens
+
     @torch.inference_mode()
-    def tokens(self, samples: np.ndarray, progress: ProgressFn | None = None) -> list[list[list[int]]]:
+    def tokens(self, samples: np.ndarray, decode: YourMT3Decode | None = None,
+               progress: ProgressFn | None = None) -> list[list[list[int]]]:
         """16 kHz mono → tokens[segment][channel] (ids without the start token, ≤ max_tokens each)."""
+        decode = decode or YourMT3Decode()
+        max_tokens, batch = self.max_tokens(decode), decode.batch_size
+        encode_segments = self.encode_segments or batch
+        static = None if decode.cuda_graphs else False
         segments = segment_audio(samples)
         n = len(segments)
         out: list[list[list[int]]] = []
-        for i in range(0, n, self.batch_segments):
-            end = min(i + self.batch_segments, n)
-            memory = torch.cat([self._encode(segments[j:min(j + self.encode_segments, end)])
-                                for j in range(i, end, self.encode_segments)])
-            out += self.model.generate(memory, self.max_tokens, cache_budget=self.cache_budget(memory))
+        for i in range(0, n, batch):
+            end = min(i + batch, n)
+            memory = torch.cat([self._encode(segments[j:min(j + encode_segments, end)])
+                                for j in range(i, end, encode_segments)])
+            out += self.model.generate(memory, max_tokens, cache_budget=self.cache_budget(memory),
+                                       stop_at_eos=decode.stop_at_eos, static=static)
             if progress is not None:
-                progress(min(i + self.batch_segments, n), n)
+                progress(min(i + batch, n), n)
         return out
 
     def cache_budget(self, memory: torch.Tensor) -> int:
@@ -154,11 +168,14 @@ class YourMT3Transcriber:
         first = t5.cache_bytes(self.model.dims.decoder, frames, 1, memory.element_size())
         return rows * first + int(CACHE_GROWTH_MB.get(self.device.type, 128) * 2**20)
 
-    def transcribe(self, clip: Clip, progress: ProgressFn | None = None) -> AdapterOutput:
-        tokens = self.tokens(clip.samples, progress)
+    def transcribe(self, clip: Clip, decode: YourMT3Decode | None = None,
+                   progress: ProgressFn | None = None) -> AdapterOutput:
+        decode = decode or YourMT3Decode()
+        tokens = self.tokens(clip.samples, decode, progress)
         decoded = decode_tokens(tokens, segment_start_times(len(tokens)))
         errors = decoded.errors()
-        info = {"checkpoint": self.checkpoint, "variant": self.variant, "segments": len(tokens), "max_tokens": self.max_tokens,
+        info = {"checkpoint": self.checkpoint, "variant": self.variant, "segments": len(tokens),
+                "max_tokens": self.max_tokens(decode),
                 "decoded_tokens": sum(len(ch) for seg in tokens for ch in seg)}
         if errors:
             info["decoding_errors"] = errors
@@ -166,16 +183,12 @@ class YourMT3Transcriber:
 
 
 def build(location: Path, device: torch.device, options: YourMT3Options | None = None) -> YourMT3Transcriber:
-    """Load the resolved checkpoint; the token limit is checked against its position table."""
+    """Load the resolved checkpoint (the token limit is a decode option, checked per run against
+    its position table)."""
     options = options or YourMT3Options()
     model, _ = load_model(Path(location))
-    max_tokens = options.max_tokens or MAX_TOKENS_PER_CHANNEL
-    if max_tokens > model.dims.decoder.max_positions:
-        raise OptionError(f"max_tokens must be at most {model.dims.decoder.max_positions} for this "
-                          f"YourMT3 checkpoint, not {max_tokens}.")
-    return YourMT3Transcriber(model, device, choose_dtype(device, options.precision), max_tokens=max_tokens,
-                              batch_segments=options.batch_segments, checkpoint=Path(location).name,
-                              variant=options.checkpoint_name)
+    return YourMT3Transcriber(model, device, choose_dtype(device, options.precision),
+                              checkpoint=Path(location).name, variant=options.checkpoint_name)
 
 
 SPEC = ModelSpec(
@@ -189,6 +202,7 @@ SPEC = ModelSpec(
                  "lead/pad, singing voice (solo and chorus), drums"),
     size_mb=188.0,  # float32 weights (47.1 M parameters); the .ckpt file is 536 MB with optimizer state
     options_type=YourMT3Options,
+    decode_type=YourMT3Decode,
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2407.04822",

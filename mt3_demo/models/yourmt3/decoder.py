@@ -94,7 +94,7 @@ class TokenDecoder(nn.Module):
 def greedy_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LMHead, memory: Tensor,
                   max_tokens: int, on_step: Callable[[int, int], None] | None = None,
                   stop_at_eos: bool = True, use_cache: bool = True,
-                  cache_budget: int | None = None) -> list[list[int]]:
+                  cache_budget: int | None = None, static: bool | None = None) -> list[list[int]]:
     """Greedy decoding of every row of ``memory`` [N, T, d] at once (KV-cached unless ``use_cache``
     is off: the naive reference that re-runs the whole prefix every step).
 
@@ -104,9 +104,10 @@ def greedy_decode(embed: nn.Embedding, decoder: MultiChannelDecoder, lm_head: LM
     EOS as its next input. Finished rows leave the batch (their later upstream outputs are PAD, which
     nobody reads), so they stop costing work. ``stop_at_eos=False`` decodes exactly ``max_tokens``
     per row (benchmarks at equal work). ``cache_budget`` (bytes) bounds the rows' caches together
-    (:func:`greedy.greedy_decode`). Call under ``torch.inference_mode()``.
+    (:func:`greedy.greedy_decode`), as does ``static`` (None: CUDA graphs where they apply).
+    Call under ``torch.inference_mode()``.
     """
     steps = SimpleNamespace(decoder=TokenDecoder(embed, decoder), lm_head=lm_head)
     return greedy.greedy_decode(steps, memory, max_tokens, use_cache=use_cache, start_id=PAD_ID,
                                 eos_id=EOS_ID if stop_at_eos else None, first_eos_step=1, on_step=on_step,
-                                cache_budget=cache_budget)
+                                cache_budget=cache_budget, static=static)

@@ -64,12 +64,14 @@ class YourMT3(nn.Module):
 
     @torch.inference_mode()
     def generate(self, memory: Tensor, max_tokens: int, on_step: Callable[[int, int], None] | None = None,
-                 stop_at_eos: bool = True, cache_budget: int | None = None) -> list[list[list[int]]]:
+                 stop_at_eos: bool = True, cache_budget: int | None = None,
+                 static: bool | None = None) -> list[list[list[int]]]:
         """Greedy ids for every channel of every segment, all as one batch → tokens[b][c]
         (``cache_budget``: bytes the rows' caches may hold together, see :func:`mt3_demo.models.greedy.greedy_decode`)."""
         b, c = memory.shape[:2]
         rows = greedy_decode(self.embed_tokens, self.decoder, self.lm_head, memory.flatten(0, 1),
-                             max_tokens, on_step=on_step, stop_at_eos=stop_at_eos, cache_budget=cache_budget)
+                             max_tokens, on_step=on_step, stop_at_eos=stop_at_eos, cache_budget=cache_budget,
+                             static=static)
         return [rows[i * c:(i + 1) * c] for i in range(b)]
 
 
