@@ -78,9 +78,10 @@ def build_dataset(folder: Path, tracks: int, seconds: float) -> Path:
 
 def timed_run(data: Path, out: Path, model: str, plan=None) -> dict:
     from mt3_demo.evaluate import Evaluation, ManagerRecipe, evaluate, find_dataset
+    from mt3_demo.options import Settings
 
     dataset = find_dataset(data)
-    job = Evaluation(dataset, [model], out, ManagerRecipe(device="cpu"))
+    job = Evaluation(dataset, [model], out, ManagerRecipe(Settings(device="cpu")))
     start = time.perf_counter()
     evaluate(job, ray=plan, stream=open(os.devnull, "w"))
     wall = time.perf_counter() - start
@@ -105,10 +106,11 @@ def ray_costs(data: Path, calls: int = 20) -> dict:
 
     from mt3_demo.evaluate import ManagerRecipe, Track
     from mt3_demo.evaluate.cluster import TrackWorker
+    from mt3_demo.options import Settings
 
     bad = Track("missing.wav", data / "missing.wav", data / "missing.mid", "missing")
     start = time.perf_counter()
-    actor = ray.remote(TrackWorker).options(num_cpus=1).remote(ManagerRecipe(device="cpu"), "transkun")
+    actor = ray.remote(TrackWorker).options(num_cpus=1).remote(ManagerRecipe(Settings(device="cpu")), "transkun")
     ray.get(actor.evaluate.remote(bad, None, 600.0))
     startup = time.perf_counter() - start
     overheads = []

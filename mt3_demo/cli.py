@@ -197,8 +197,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if run.ok_results else EXIT_MODEL
 
 
-<<<<<<< HEAD
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from . import evaluate as ev  # the dataset code loads only for this command
 
     model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -209,18 +208,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.workers_per_model < 1 or args.cpus_per_worker <= 0 or args.gpus_per_model < 0:
         raise _Fail(EXIT_USAGE, "--workers-per-model must be at least 1, --cpus-per-worker above 0 and "
                                 "--gpus-per-model at least 0.")
-    settings = _settings(args)
-    manager = _manager(args, model_ids, args.checkpoints, settings)
-    # --checkpoints is a folder of <model_id>/ folders: a model without one keeps its usual weights
-    # (transkun's are in its wheel), as with $MT3_DEMO_CHECKPOINTS.
-    manager.checkpoints = {m: p for m, p in manager.checkpoints.items() if (p / m).is_dir()}
+    settings = _settings(args, settings)
+    if args.checkpoints is not None:  # <dir>/<model_id>/<file>: $MT3_DEMO_CHECKPOINTS for this run, so a
+        # model without a folder there keeps its usual weights (transkun's are in its wheel)
+        settings = dataclasses.replace(settings, checkpoints_root=args.checkpoints)
+    manager, decode = _manager(args, model_ids, None, settings)
     try:
         dataset = ev.find_dataset(args.data, args.split)
     except ev.DatasetError as e:
         raise _Fail(EXIT_AUDIO, str(e)) from None
     print(f"evaluate: {dataset.describe()}; models {', '.join(model_ids)}"
           + (" on Ray" if args.ray else ""), file=sys.stderr)
-    job = ev.Evaluation(dataset, model_ids, args.out, ev.ManagerRecipe.of(manager, settings.device),
+    job = ev.Evaluation(dataset, model_ids, args.out, ev.ManagerRecipe.of(manager), decode=decode,
                         max_seconds=settings.max_seconds, retry_failed=args.retry_failed)
     plan = ev.RayPlan(settings.ray_address, args.workers_per_model, args.gpus_per_model,
                       args.cpus_per_worker) if args.ray else None
@@ -234,12 +233,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_MODEL
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    manager = ModelManager()
-=======
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     manager = ModelManager(settings=settings)
->>>>>>> core
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
         print(f"{model_id:10s} {avail.status:12s} {spec.display_name} — {avail.weights or avail.reason}")
@@ -253,13 +248,9 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-<<<<<<< HEAD
     handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "evaluate": cmd_evaluate,
                 "models": cmd_models}
-=======
-    handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "models": cmd_models}
     settings = None
->>>>>>> core
     try:
         settings = settings_from_env()  # the environment, read once (a bad variable: exit 2)
         return handlers[args.command](args, settings)

@@ -255,7 +255,7 @@ def test_summary_says_what_produced_the_folder(baseline, pairs):
     s = json.loads((baseline / "summary.json").read_text())
     assert s["data"] == str(pairs.resolve()) and s["layout"] == "pairs" and s["split"] is None
     assert s["models"] == ["transkun", "mt3"] and s["complete"] is True
-    assert set(s["options"]) == {"transkun", "mt3"} and s["options"]["mt3"]["checkpoint"]
+    assert set(s["options"]) == {"transkun", "mt3"} and s["options"]["mt3"]["load"]["compat"] == "magenta"
     assert s["counts"] == {"transkun": {"tracks": 4, "failed": 2}, "mt3": {"tracks": 4, "failed": 2}}
     assert s["created"] and s["finished"] >= s["created"]
 

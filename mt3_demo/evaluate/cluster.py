@@ -15,6 +15,7 @@ threads, so actors on one machine do not fight over its cores.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import deque
 from typing import Any, Callable
@@ -59,13 +60,13 @@ def run_on_ray(job: Any, todo: list[tuple[Track, str]], record: Callable[[TrackR
     import ray
 
     started = _connect(ray, plan.address)
+    # Each worker runs torch on as many threads as it has CPUs (not on every core of its node).
     threads = max(1, int(plan.cpus_per_worker))
-    worker = ray.remote(TrackWorker).options(
-        num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_model,
-        runtime_env={"env_vars": {"MT3_DEMO_THREADS": str(threads)}})
+    recipe = dataclasses.replace(job.recipe, settings=dataclasses.replace(job.recipe.settings, threads=threads))
+    worker = ray.remote(TrackWorker).options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_model)
     models = [m for m in job.model_ids if any(mm == m for _, mm in todo)]
     queues = {m: deque(t for t, mm in todo if mm == m) for m in models}
-    actors = {m: [worker.remote(job.recipe, m) for _ in range(plan.workers_per_model)] for m in models}
+    actors = {m: [worker.remote(recipe, m) for _ in range(plan.workers_per_model)] for m in models}
     in_flight: dict[Any, tuple[Any, str, Track]] = {}
 
     def submit(actor: Any, model_id: str) -> None:

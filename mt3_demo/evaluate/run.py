@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from ..manager import ModelManager, default_device
-from ..options import DEFAULT_MAX_SECONDS
+from ..manager import ModelManager
+from ..options import DEFAULT_MAX_SECONDS, Settings
 from ..writers import check_output_dir
 from .datasets import Dataset, Track
 from .progress import Progress
@@ -42,20 +42,19 @@ class EvaluateError(ValueError):
 @dataclass(frozen=True)
 class ManagerRecipe:
     """How to build the run's :class:`ModelManager` in any process: a Ray actor builds its own from
-    this (a manager holds locks and loaded models, so it does not travel; its recipe does)."""
+    this (a manager holds locks and loaded models, so it does not travel; its recipe does). The
+    device is the settings' wish, so each process settles it on its own hardware."""
 
-    device: str | None = None  # None: CUDA where the process has it, else the CPU
-    budget_mb: float | None = None
+    settings: Settings = field(default_factory=Settings)
     options: dict[str, Any] = field(default_factory=dict)  # model id -> load options
     checkpoints: dict[str, Path] = field(default_factory=dict)
 
     def build(self) -> ModelManager:
-        return ModelManager(device=default_device(self.device), budget_mb=self.budget_mb,
-                            options=dict(self.options), checkpoints=dict(self.checkpoints))
+        return ModelManager(settings=self.settings, options=dict(self.options), checkpoints=dict(self.checkpoints))
 
     @classmethod
-    def of(cls, manager: ModelManager, device: str | None = None) -> "ManagerRecipe":
-        return cls(device, manager.budget_mb, dict(manager.options), dict(manager.checkpoints))
+    def of(cls, manager: ModelManager) -> "ManagerRecipe":
+        return cls(manager.settings, dict(manager.options), dict(manager.checkpoints))
 
 
 @dataclass

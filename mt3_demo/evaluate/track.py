@@ -68,7 +68,7 @@ def evaluate_track(track: Track, model_id: str, manager: ModelManager, decode: A
         return _failed(line, "audio", f"{track.audio.name} could not be read: {type(e).__name__}: {e}", started)
     read_s = time.perf_counter() - started
 
-    result = transcribe_one(clip, model_id, manager, out_dir=None, **({"decode": decode} if decode else {}))
+    result = transcribe_one(clip, model_id, manager, out_dir=None, decode=decode)
     line["audio_seconds"] = round(clip.duration, 6)
     if not result.ok:
         line["timings"] = {"read_s": round(read_s, 6)}
