@@ -1,4 +1,4 @@
-"""Command line: ``python -m mt3_demo {transcribe,compare,models}``.
+"""Command line: ``python -m mt3_demo {transcribe,compare,evaluate,models}``.
 
 Exit codes: 0 success · 2 usage error · 3 bad audio input · 4 checkpoint problem · 1 model failure.
 Errors print one line on stderr, never a traceback (set ``MT3_DEMO_DEBUG=1`` for one).
@@ -80,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-synth", action="store_true", help="skip rendering audio of each transcription")
     c.add_argument("--tokens", action="store_true", help="include raw generated ids in results.json")
     _add_model_options(c)
+
+    e = sub.add_parser("evaluate", help="score models over a dataset (folder of audio+MIDI pairs, Slakh2100, "
+                                        "MAESTRO): tracks.jsonl, table.md/.csv, f1.png, summary.json")
+    e.add_argument("data", type=Path, help="dataset folder")
+    e.add_argument("--models", required=True, help="comma-separated model ids, e.g. transkun,mt3")
+    e.add_argument("--out", type=Path, required=True, help="output folder (a re-run resumes it)")
+    e.add_argument("--split", help="Slakh2100 / MAESTRO split, e.g. test (default: every track)")
+    e.add_argument("--checkpoints", type=Path,
+                   help="folder with checkpoints (like $MT3_DEMO_CHECKPOINTS: <dir>/<model_id>/<file>)")
+    e.add_argument("--retry-failed", action="store_true", help="evaluate again the tracks recorded as failed")
+    e.add_argument("--ray", action="store_true", help="run on the Ray cluster of $RAY_ADDRESS (none: start one here)")
+    e.add_argument("--gpus-per-model", type=float, default=0.0,
+                   help="--ray: GPUs per model worker (default 0: CPU; 1: a card each; 0.5: two share one)")
+    e.add_argument("--workers-per-model", type=int, default=1, help="--ray: workers per model (default 1)")
+    e.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="--ray: CPUs per worker, also its torch threads (default 1)")
+    _add_model_options(e)
 
     sub.add_parser("models", help="list models and whether their weights are available")
     return parser
@@ -180,6 +197,42 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if run.ok_results else EXIT_MODEL
 
 
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from . import evaluate as ev  # the dataset code loads only for this command
+
+    model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not model_ids:
+        raise _Fail(EXIT_USAGE, "--models needs at least one model id.")
+    if len(set(model_ids)) != len(model_ids):
+        raise _Fail(EXIT_USAGE, "--models names a model twice.")
+    if args.workers_per_model < 1 or args.cpus_per_worker <= 0 or args.gpus_per_model < 0:
+        raise _Fail(EXIT_USAGE, "--workers-per-model must be at least 1, --cpus-per-worker above 0 and "
+                                "--gpus-per-model at least 0.")
+    settings = _settings(args, settings)
+    if args.checkpoints is not None:  # <dir>/<model_id>/<file>: $MT3_DEMO_CHECKPOINTS for this run, so a
+        # model without a folder there keeps its usual weights (transkun's are in its wheel)
+        settings = dataclasses.replace(settings, checkpoints_root=args.checkpoints)
+    manager, decode = _manager(args, model_ids, None, settings)
+    try:
+        dataset = ev.find_dataset(args.data, args.split)
+    except ev.DatasetError as e:
+        raise _Fail(EXIT_AUDIO, str(e)) from None
+    print(f"evaluate: {dataset.describe()}; models {', '.join(model_ids)}"
+          + (" on Ray" if args.ray else ""), file=sys.stderr)
+    job = ev.Evaluation(dataset, model_ids, args.out, ev.ManagerRecipe.of(manager), decode=decode,
+                        max_seconds=settings.max_seconds, retry_failed=args.retry_failed)
+    plan = ev.RayPlan(settings.ray_address, args.workers_per_model, args.gpus_per_model,
+                      args.cpus_per_worker) if args.ray else None
+    try:
+        summary = ev.evaluate(job, manager=None if args.ray else manager, ray=plan)
+    except ev.EvaluateError as e:
+        raise _Fail(EXIT_USAGE, str(e)) from None
+    print((args.out / "table.md").read_text(encoding="utf-8"))
+    print(f"wrote tracks.jsonl, table.md, table.csv, f1.png and summary.json in {args.out}", file=sys.stderr)
+    ok = any(c["tracks"] > c["failed"] for c in summary["counts"].values())
+    return EXIT_OK if ok else EXIT_MODEL
+
+
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     manager = ModelManager(settings=settings)
     for model_id in manager.model_ids():
@@ -195,7 +248,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "models": cmd_models}
+    handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "evaluate": cmd_evaluate,
+                "models": cmd_models}
     settings = None
     try:
         settings = settings_from_env()  # the environment, read once (a bad variable: exit 2)

@@ -68,6 +68,8 @@ OFFLINE_ENV = "HF_HUB_OFFLINE"
 ENDPOINT_ENV = "HF_ENDPOINT"
 UPLOAD_DIR_ENV = "GRADIO_TEMP_DIR"  # Gradio's upload folder: the app's run folders live inside it
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: the cluster to join ("auto": the one on this machine)
+LEADERBOARD_ENV = "MT3_DEMO_LEADERBOARD"  # an `evaluate` output folder the page shows as its Leaderboard tab
 
 
 class OptionError(ValueError):
@@ -305,6 +307,8 @@ class Settings:
     upload_dir: Path | None = None  # Gradio's upload folder; None: <system temp>/gradio
     debug: bool = False  # the CLI prints tracebacks
     zero_gpu: bool = False  # a ZeroGPU Space (a GPU per call)
+    ray_address: str = "auto"  # the Ray cluster of `evaluate --ray` ("auto": the one started on this machine)
+    leaderboard: str | None = None  # an `evaluate` output folder for the page's Leaderboard tab; None: no tab
 
     def __post_init__(self) -> None:
         _seconds("max_seconds", self.max_seconds, optional=False)
@@ -317,6 +321,9 @@ class Settings:
         _megabytes("runs_max_mb", self.runs_max_mb, RUNS_MAX_MB_LIMIT, optional=False)
         for name in ("eager", "hub_offline", "cuda_graphs", "debug", "zero_gpu"):
             _bool(name, getattr(self, name))
+        if not isinstance(self.ray_address, str) or not self.ray_address.strip():
+            raise OptionError(f"ray_address must be a Ray cluster address such as auto or host:6379, "
+                              f"not {self.ray_address!r}.")
 
 
 def _flag(value: str, default: bool = False) -> bool:
@@ -349,6 +356,8 @@ _ENV_FIELDS = {  # variable -> (Settings field, parser); a parser's ValueError i
     UPLOAD_DIR_ENV: ("upload_dir", _path),
     DEBUG_ENV: ("debug", _flag),
     ZERO_GPU_ENV: ("zero_gpu", _flag),
+    RAY_ADDRESS_ENV: ("ray_address", str),
+    LEADERBOARD_ENV: ("leaderboard", str),
 }
 
 

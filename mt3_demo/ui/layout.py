@@ -22,7 +22,7 @@ import gradio as gr
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
 from ..options import Settings
-from . import advanced, handlers, render
+from . import advanced, handlers, leaderboard, render
 from .components import Card, Page
 from .player import player_component
 from .session import PageState
@@ -108,6 +108,7 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
             gr.HTML(render.about_models_html(manager, avail), padding=False)
         _wire_runs(page, inputs, manager, settings)
         _wire_small_events(demo, page, inputs, header, manager, settings)
+        leaderboard.add_tab(demo, settings.leaderboard)  # MT3_DEMO_LEADERBOARD: an `evaluate` output folder
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 
