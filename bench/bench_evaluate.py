@@ -23,13 +23,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, write_result  # noqa: E402
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -175,26 +176,18 @@ def main() -> None:
     fixed = costs["worker_start_s"] + LOAD_S  # per GPU worker, once
     cpu_rtf = local["inference_s"] / local["audio_s"]
     read_score_rtf = local["read_score_s"] / local["audio_s"]  # decoding, resampling, scoring: CPU work per audio second
-    result = {
-        "benchmark": "bench_evaluate",
-        "command": "python bench/bench_evaluate.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or platform.platform()})",
-        "rows": [{"path": "local", "model": args.model, "seconds_per_track": args.seconds, **local},
-                 {"path": f"ray, {args.workers} workers x 1 CPU", "model": args.model,
-                  "seconds_per_track": args.seconds, **remote}],
-        "ratios": {"ray_over_local_tracks_per_hour": round(remote["tracks_per_hour"] / local["tracks_per_hour"], 2),
-                   "same_table": same},
-        "on_paper": {"assumptions": {"splits": SPLITS, "rtf": PAPER_RTF,
-                                     "overhead_per_track_s": per_track,
-                                     "worker_start_s": costs["worker_start_s"], "load_s_per_gpu": LOAD_S, "cpu_rtf_measured_here": round(cpu_rtf, 3),
-                                     "read_and_score_s_per_audio_s": round(read_score_rtf, 4)},
-                     "rows": on_paper(per_track, fixed, PAPER_RTF["transkun"]["cpu_long_clips"],
-                                      read_score_rtf)},
-    }
-    out = ROOT / "bench" / "results" / "bench_evaluate.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    rows = [{"path": "local", "model": args.model, "seconds_per_track": args.seconds, **local},
+            {"path": f"ray, {args.workers} workers x 1 CPU", "model": args.model,
+             "seconds_per_track": args.seconds, **remote}]
+    ratios = {"ray_over_local_tracks_per_hour": round(remote["tracks_per_hour"] / local["tracks_per_hour"], 2),
+              "same_table": same}
+    paper = {"assumptions": {"splits": SPLITS, "rtf": PAPER_RTF, "overhead_per_track_s": per_track,
+                             "worker_start_s": costs["worker_start_s"], "load_s_per_gpu": LOAD_S,
+                             "cpu_rtf_measured_here": round(cpu_rtf, 3),
+                             "read_and_score_s_per_audio_s": round(read_score_rtf, 4)},
+             "rows": on_paper(per_track, fixed, PAPER_RTF["transkun"]["cpu_long_clips"], read_score_rtf)}
+    write_result("bench_evaluate", rows, ratios, extra={"on_paper": paper})
+    result = {"rows": rows, "ratios": ratios, "on_paper": paper}
     for row in result["rows"]:
         print(f"{row['path']:24s} {row['tracks']} tracks in {row['wall_s']:.1f} s: {row['tracks_per_hour']:.0f} "
               f"tracks/h, overhead {row['overhead_per_track_s']:.2f} s/track")
@@ -204,7 +197,6 @@ def main() -> None:
           f"(same table: {same}); cluster start {cluster_start:.1f} s (not in the Ray wall time)")
     for row in result["on_paper"]["rows"]:
         print(row)
-    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

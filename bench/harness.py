@@ -333,7 +333,7 @@ def _plain(value: Any) -> Any:
 
 
 def write_result(name: str, rows: list[dict], ratios: dict[str, Any], command: str | None = None,
-                 folder: Path = RESULTS) -> Path:
+                 folder: Path = RESULTS, extra: dict[str, Any] | None = None) -> Path:
     """Write ``<folder>/<name>.json`` (default bench/results/) and return its path.
 
     ``rows``: one dict per measured case, the same keys in each where possible (they become a table's
@@ -342,7 +342,7 @@ def write_result(name: str, rows: list[dict], ratios: dict[str, Any], command: s
     """
     result = {"benchmark": name, "command": command or command_line(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "rows": _plain(rows), "ratios": _plain(ratios)}
+              "machine": machine(), "rows": _plain(rows), "ratios": _plain(ratios), **_plain(extra or {})}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

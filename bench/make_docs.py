@@ -140,6 +140,14 @@ validator's message before the queue.""",
         "about": """Each token model's paths on CUDA (CUDA graph, step by step, half precision) and the
 fixture ids against the CPU's; see [gpu.md](gpu.md) for what they mean.""",
     },
+    "bench_evaluate": {
+        "title": "Evaluate over a dataset: local vs Ray",
+        "about": """`evaluate` on a folder of pairs built from the example clips, one model, once in this
+process and once fanned out over a test-started local Ray cluster (2 workers of 1 CPU). Tracks per
+hour, the Ray path's own overhead per track and a worker's start; "on paper" extrapolates the
+papers' test splits from measured real-time factors (assumptions in the result file). See
+[evaluate.md](evaluate.md).""",
+    },
 }
 
 
@@ -187,6 +195,10 @@ def render_result(result: dict[str, Any]) -> str:
     ratios = result.get("ratios") or {}
     if ratios:
         out += [table([{"ratio": k, "value": v} for k, v in ratios.items()], ["ratio", "value"]), ""]
+    paper_rows = (result.get("on_paper") or {}).get("rows") or []
+    if paper_rows:
+        out += ["On paper (from the measured rates; assumptions under `on_paper` in the result file):", "",
+                table(paper_rows, columns_of(paper_rows)), ""]
     return "\n".join(out)
 
 
