@@ -384,3 +384,20 @@ def test_family_scores_split_the_program_aware_matches():
     assert families["Drums"]["f1"] == 1.0
     matched = sum(round(f["recall"] * f["ref"]) for f in families.values())
     assert matched == round(score(est, ref)["program_aware"]["recall"] * len(ref))
+
+
+def test_the_page_has_a_leaderboard_tab_beside_transcribe_only_with_a_folder(baseline):
+    gr = pytest.importorskip("gradio")
+    from mt3_demo.manager import ModelManager
+    from mt3_demo.options import Settings
+    from mt3_demo.ui.layout import build_demo
+
+    def tab_labels(settings):
+        demo = build_demo(ModelManager(settings=settings), settings)
+        return [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+
+    with_board = tab_labels(Settings(leaderboard=str(baseline)))
+    assert "Transcribe" in with_board and "Leaderboard" in with_board
+    assert with_board.index("Transcribe") < with_board.index("Leaderboard")  # the demo stays the first tab
+    without = tab_labels(Settings())
+    assert "Leaderboard" not in without and "Transcribe" not in without

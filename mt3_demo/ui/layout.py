@@ -12,6 +12,8 @@ JSON and the report zip. Room is left for more views per card or per run: add a 
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 from pathlib import Path
@@ -99,16 +101,21 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
                    fill_width=True) as demo:
         avail = manager.availabilities()  # one snapshot for the first render; each page load refreshes it
         header = gr.HTML(render.header_html(manager, avail), padding=False, elem_id="page-header")
-        with gr.Row(equal_height=False, elem_id="main-row"):
-            with gr.Column(scale=2, min_width=340, elem_id="inputs-column"):
-                inputs = _inputs(manager, settings, avail)
-            with gr.Column(scale=3, min_width=340, elem_id="results-column"):
-                page = _results(max(1, len(manager.model_ids())))
-        with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
-            gr.HTML(render.about_models_html(manager, avail), padding=False)
+        # With an `evaluate` folder (MT3_DEMO_LEADERBOARD) the page gets two tabs, Transcribe first;
+        # without one, no tab bar at all.
+        with_board = bool(settings.leaderboard)
+        with gr.Tabs(elem_id="page-tabs") if with_board else contextlib.nullcontext():
+            with gr.Tab("Transcribe", elem_id="tab-transcribe") if with_board else contextlib.nullcontext():
+                with gr.Row(equal_height=False, elem_id="main-row"):
+                    with gr.Column(scale=2, min_width=340, elem_id="inputs-column"):
+                        inputs = _inputs(manager, settings, avail)
+                    with gr.Column(scale=3, min_width=340, elem_id="results-column"):
+                        page = _results(max(1, len(manager.model_ids())))
+                with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
+                    gr.HTML(render.about_models_html(manager, avail), padding=False)
+            leaderboard.add_tab(demo, settings.leaderboard)
         _wire_runs(page, inputs, manager, settings)
         _wire_small_events(demo, page, inputs, header, manager, settings)
-        leaderboard.add_tab(demo, settings.leaderboard)  # MT3_DEMO_LEADERBOARD: an `evaluate` output folder
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 

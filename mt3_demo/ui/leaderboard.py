@@ -63,13 +63,13 @@ def _plot(folder: Path) -> Any:
 
 def add_tab(demo: gr.Blocks, folder: str | None) -> None:
     """A Leaderboard tab for ``folder`` (``Settings.leaderboard``), refreshed on each page load;
-    nothing when ``folder`` is None."""
+    nothing when ``folder`` is None. Called inside the page's ``gr.Tabs`` (Gradio wraps a lone tab
+    in one)."""
     if not folder:
         return
-    with gr.Tabs(elem_id="leaderboard-tabs"):
-        with gr.Tab("Leaderboard", elem_id="tab-leaderboard"):
-            table = gr.Markdown(leaderboard_markdown(Path(folder)), elem_id="leaderboard-table")
-            plot = gr.Image(_plot(Path(folder)), type="pil", show_label=False, interactive=False,
-                            elem_id="leaderboard-plot")
+    with gr.Tab("Leaderboard", elem_id="tab-leaderboard"):
+        table = gr.Markdown(leaderboard_markdown(Path(folder)), elem_id="leaderboard-table")
+        plot = gr.Image(_plot(Path(folder)), type="pil", show_label=False, interactive=False,
+                        elem_id="leaderboard-plot")
     demo.load(lambda: (leaderboard_markdown(Path(folder)), _plot(Path(folder))), outputs=[table, plot],
               api_visibility="private", queue=False)
