@@ -401,3 +401,12 @@ def test_the_page_has_a_leaderboard_tab_beside_transcribe_only_with_a_folder(bas
     assert with_board.index("Transcribe") < with_board.index("Leaderboard")  # the demo stays the first tab
     without = tab_labels(Settings())
     assert "Leaderboard" not in without and "Transcribe" not in without
+
+
+def test_each_line_and_the_table_name_the_weights(baseline):
+    """Issue 24 item 3 for datasets: the tiny checkpoints' table must not read as the official model's."""
+    ok = [d for d in _lines(baseline) if "error" not in d]
+    assert ok and all(d["weights"].startswith("test: ") for d in ok if d["model"] != "transkun")
+    table = (baseline / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| Weights |"))
+    assert "test: " in row

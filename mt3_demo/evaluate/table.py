@@ -70,7 +70,8 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def aggregate(lines: Iterable[dict], model_ids: list[str]) -> dict[str, Any]:
     """Per model: ``metrics`` (key → stats), ``families`` (family → stats of its F1), ``tracks``,
-    ``failed``. ``lines``: the result lines to count (one per (track, model))."""
+    ``failed``, ``weights`` (which weights ran: "official", "test: mt3.pth", ...). ``lines``: the
+    result lines to count (one per (track, model))."""
     lines = sorted_lines(lines)
     out: dict[str, Any] = {}
     for model_id in model_ids:
@@ -83,7 +84,9 @@ def aggregate(lines: Iterable[dict], model_ids: list[str]) -> dict[str, Any]:
         for line in ok:
             for family, score in line.get("families", {}).items():
                 families.setdefault(family, []).append(score["f1"])
+        weights = sorted({line.get("weights") or "?" for line in ok})
         out[model_id] = {"tracks": len(mine), "failed": len(mine) - len(ok), "metrics": metrics,
+                         "weights": ", ".join(weights) if weights else "—",
                          "families": {f: stats(v) for f, v in sorted(families.items())}}
     return out
 
@@ -97,6 +100,7 @@ def table_markdown(agg: dict[str, Any], heading: str) -> str:
     head = "| metric | " + " | ".join(models) + " |\n|---|" + "---|" * len(models) + "\n"
     rows = [f"| {label} | " + " | ".join(_cell(agg[m]["metrics"][key]) for m in models) + " |"
             for key, label, _ in METRICS]
+    rows.append("| Weights | " + " | ".join(agg[m]["weights"] for m in models) + " |")
     rows.append("| Tracks evaluated / failed | " + " | ".join(
         f"{agg[m]['tracks'] - agg[m]['failed']} / {agg[m]['failed']}" for m in models) + " |")
     text = f"# {heading}\n\nMean ± standard deviation over tracks (n tracks), mir_eval with 50 ms onset tolerance.\n\n"

@@ -82,6 +82,7 @@ def evaluate_track(track: Track, model_id: str, manager: ModelManager, decode: A
         families=metrics.family_scores(notes, reference),
         instruments=entry["instruments"],
         stats={k: entry["stats"][k] for k in STATS_KEYS},
+        weights=entry["weights"],  # a table of test weights must not read as the official model's
         device=entry["device"],
         dtype=entry["dtype"],
         midi=midi_path(model_id, track),
