@@ -98,9 +98,9 @@ def _cell(s: dict[str, Any]) -> str:
 def table_markdown(agg: dict[str, Any], heading: str) -> str:
     models = list(agg)
     head = "| metric | " + " | ".join(models) + " |\n|---|" + "---|" * len(models) + "\n"
-    rows = [f"| {label} | " + " | ".join(_cell(agg[m]["metrics"][key]) for m in models) + " |"
-            for key, label, _ in METRICS]
-    rows.append("| Weights | " + " | ".join(agg[m]["weights"] for m in models) + " |")
+    rows = ["| Weights | " + " | ".join(agg[m]["weights"] for m in models) + " |"]  # first: what ran
+    rows += [f"| {label} | " + " | ".join(_cell(agg[m]["metrics"][key]) for m in models) + " |"
+             for key, label, _ in METRICS]
     rows.append("| Tracks evaluated / failed | " + " | ".join(
         f"{agg[m]['tracks'] - agg[m]['failed']} / {agg[m]['failed']}" for m in models) + " |")
     text = f"# {heading}\n\nMean ± standard deviation over tracks (n tracks), mir_eval with 50 ms onset tolerance.\n\n"
