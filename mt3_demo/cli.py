@@ -16,7 +16,7 @@ from . import writers
 from .audio import AudioError, load_clip
 from .checkpoints import CheckpointError
 from .manager import ModelManager, parse_device
-from .notes import notes_from_midi
+from .reference import ReferenceError, fit, read_reference
 from .options import OptionError, Settings, model_options, settings_from_env
 from .pipeline import run_models, transcribe_one
 from .writers import OutputError
@@ -107,9 +107,9 @@ def _reference(path: Path | None):
     if path is None:
         return None
     try:
-        return notes_from_midi(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise _Fail(EXIT_AUDIO, f"reference MIDI {path.name} could not be read: {e}") from e
+        return read_reference(path)
+    except ReferenceError as e:
+        raise _Fail(EXIT_AUDIO, str(e)) from None
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -153,6 +153,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     writers.check_output_dir(args.out, "--out")
     reference = _reference(args.reference)
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
+    if reference is not None:  # a reference longer than the recording is trimmed to it
+        try:
+            reference, warning = fit(reference, clip.duration, args.reference.name)
+        except ReferenceError as e:
+            raise _Fail(EXIT_AUDIO, str(e)) from None
+        if warning:  # also in results.json's warnings
+            clip.warnings.append(warning)
+            print(f"warning: {warning}", file=sys.stderr)
 
     def report(r) -> None:
         count = len(r.transcription.notes) if r.ok else 0
