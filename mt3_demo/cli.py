@@ -1,15 +1,19 @@
 """Command line: ``python -m mt3_demo {transcribe,compare,models}``.
 
 Exit codes: 0 success · 2 usage error · 3 bad audio input · 4 checkpoint problem · 1 model failure.
-Errors print one line on stderr, never a traceback (set ``MT3_DEMO_DEBUG=1`` for one).
+Errors print one line on stderr, never a traceback: not ours, not a library's, not a log record's,
+and no library warnings (``--debug`` or ``MT3_DEMO_DEBUG=1`` shows them all).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import writers
@@ -49,6 +53,8 @@ MODEL_FLAGS = ("max_tokens", "compat", "frontend", "memory_length", "checkpoint_
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mt3_demo",
                                      description="Music transcription with the MT3 family, side by side.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks, the log and library warnings (also $MT3_DEMO_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("transcribe", help="transcribe one file with one model")
@@ -118,9 +124,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     outputs = {"--midi": args.midi, "--png": args.png}
     if args.json is not None and str(args.json) != "-":
         outputs["--json"] = args.json
-    for flag, path in outputs.items():
+    writers.check_outputs_differ(outputs)
+    for flag, path in outputs.items():  # never over an input, never a name too long: before the run
         if path is not None:
-            writers.check_output_file(path, flag)
+            writers.check_output_file(path, flag, inputs={"audio": args.audio, "--checkpoint": args.checkpoint})
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
     for w in clip.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -150,7 +157,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise _Fail(EXIT_USAGE, "--models needs at least one model id.")
     settings = _settings(args)
     manager = _manager(args, model_ids, args.checkpoints, settings)
-    writers.check_output_dir(args.out, "--out")
+    writers.check_output_dir(args.out, "--out", writers.run_file_names(model_ids, Path(args.audio).name),
+                             inputs={"audio": args.audio, "--reference": args.reference,
+                                     "--checkpoints": args.checkpoints})
     reference = _reference(args.reference)
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
     if reference is not None:  # a reference longer than the recording is trimmed to it
@@ -190,12 +199,40 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_log_handler: logging.Handler | None = None
+
+
+@contextlib.contextmanager
+def _quiet_unless(debug: bool):
+    """The package's log on stderr — one line per record, failures left to the CLI's own line —
+    and library warnings silenced; with ``debug`` everything, tracebacks included."""
+    global _log_handler
+    log = logging.getLogger("mt3_demo")
+    if _log_handler is not None:  # main() may run more than once in a process (tests)
+        log.removeHandler(_log_handler)
+    _log_handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        _log_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        _log_handler.setLevel(logging.WARNING)
+        # A record with a traceback is a failure the command reports itself, as its one line.
+        _log_handler.addFilter(lambda record: record.exc_info is None)
+        _log_handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    log.addHandler(_log_handler)
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or bool(os.environ.get("MT3_DEMO_DEBUG"))
 
     handlers = {"transcribe": cmd_transcribe, "compare": cmd_compare, "models": cmd_models}
     try:
-        return handlers[args.command](args)
+        with _quiet_unless(debug):
+            return handlers[args.command](args)
     except _Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
@@ -211,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one line for people; the traceback on request
-        if os.environ.get("MT3_DEMO_DEBUG"):
+        if debug:
             raise
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        # An OSError's text names the file by its full path: its reason and the file's name only.
+        text = f"{e.strerror} ({Path(e.filename).name})" if isinstance(e, OSError) and e.filename else e
+        print(f"error: {type(e).__name__}: {text}", file=sys.stderr)
         return EXIT_MODEL
 
 
