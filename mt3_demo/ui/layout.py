@@ -18,7 +18,7 @@ import gradio as gr
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
 from ..options import Settings, read_env
-from . import handlers, render
+from . import handlers, render, server_errors
 from .components import ALL_INSTRUMENTS, Card, Page
 from .player import player_component
 from .session import PageState
@@ -245,4 +245,5 @@ def launch_kwargs() -> dict[str, Any]:
         footer_links=["api", "settings"],
         head=FOOTER_FIX,
         ssr_mode=False,  # no Node server: one process, works offline
+        app_kwargs=server_errors.app_kwargs(),  # Gradio's own refusals name no server folder
     )
