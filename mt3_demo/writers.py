@@ -66,7 +66,7 @@ def _fs_limits(path: Path) -> tuple[int, int]:
     """(longest name, longest path) in bytes where ``path`` would be created (POSIX defaults
     255 / 4096 where the file system does not say)."""
     folder = Path(os.path.abspath(path))
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.isdir(folder) and folder != folder.parent:  # (isdir: False for a name too long)
         folder = folder.parent
     limits = []
     for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
@@ -126,9 +126,9 @@ def check_output_file(path: Path, what: str, inputs: Mapping[str, Any] | None = 
     """``path`` can be written as a file: not a folder, not one of the ``inputs``, a name the file
     system takes, its folder exists or can be made."""
     path = Path(path)
+    check_name_fits(path, what)  # first: asking about a name the system refuses raises
     if path.is_dir():
         raise OutputError(f"{what} {_short(path.name) or path} is a folder; give a file name.")
-    check_name_fits(path, what)
     check_not_input(path, what, inputs or {})
     check_output_dir(path.parent, what)
     return path
@@ -152,9 +152,9 @@ def check_output_dir(folder: Path, what: str, names: Collection[str] = (),
     """``folder`` exists (made if needed) and accepts a new file; the ``names`` to be written in it
     fit the file system and are none of the ``inputs``."""
     folder = Path(folder)
+    check_name_fits(folder, what)  # first: asking about a name the system refuses raises
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what}: {_short(folder.name)} is a file, not a folder.")
-    check_name_fits(folder, what)
     for name in names:
         check_name_fits(folder / name, what)
         check_not_input(folder / name, f"{what}: the run's file", inputs or {})

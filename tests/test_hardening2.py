@@ -344,3 +344,251 @@ def test_an_in_place_write_while_reading_is_refused(hub_cache, monkeypatch):
     monkeypatch.setattr(checkpoints, "_torch_load", load_then_write)
     with pytest.raises(CheckpointError, match="changed while it was being read"):
         safe_torch_load(link)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5 + 6. CLI outputs: never an input, never two flags on one file, names within the file system's limits
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    path = tmp_path / "song.wav"
+    sf.write(str(path), np.zeros(1600, dtype=np.float32), 16000)
+    return path
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    from mt3_demo.cli import main
+
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--midi", "--png", "--json"])
+def test_transcribe_refuses_to_write_over_its_recording(capsys, song, flag):
+    before = song.read_bytes()
+    code, err = cli(capsys, "transcribe", str(song), flag, str(song))
+    assert code == 2 and "song.wav is the audio file itself" in err
+    assert song.read_bytes() == before and str(song.parent) not in err
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "dotted"])
+def test_the_same_file_under_another_name_is_refused(capsys, song, tmp_path, link):
+    other = tmp_path / "sub" / "out.mid"
+    other.parent.mkdir()
+    if link == "symlink":
+        other.symlink_to(song)
+    elif link == "hardlink":
+        os.link(song, other)
+    else:
+        other = tmp_path / "sub" / ".." / "song.wav"
+    before = song.read_bytes()
+    code, err = cli(capsys, "transcribe", str(song), "--midi", str(other))
+    assert code == 2 and "is the audio file itself" in err and song.read_bytes() == before
+
+
+def test_two_outputs_on_one_file_are_refused(capsys, song, tmp_path):
+    code, err = cli(capsys, "transcribe", str(song), "--midi", str(tmp_path / "x"), "--png", str(tmp_path / "x"))
+    assert code == 2 and "--midi and --png name the same file x" in err
+
+
+def test_an_output_over_a_checkpoint_is_refused(capsys, song, tmp_path):
+    ckpt = tmp_path / "mt3.pth"
+    shutil.copy(MT3_PTH, ckpt)
+    code, err = cli(capsys, "transcribe", str(song), "--model", "mt3", "--checkpoint", str(ckpt), "--png", str(ckpt))
+    assert code == 2 and "is the --checkpoint file itself" in err and sha256_file(ckpt) == sha256_file(MT3_PTH)
+
+
+@pytest.mark.parametrize("victim", ["audio", "reference"])
+def test_compare_refuses_an_out_folder_where_a_run_file_is_an_input(capsys, tmp_path, victim):
+    """``compare x.wav --out DIR`` writes DIR/<model>.wav, DIR/<model>.mid, …: an input of that
+    name in DIR would be overwritten."""
+    out = tmp_path / "out"
+    out.mkdir()
+    audio, ref = out / "transkun.wav", out / "transkun.mid"
+    sf.write(str(audio if victim == "audio" else tmp_path / "a.wav"), np.zeros(1600, dtype=np.float32), 16000)
+    shutil.copy(PIANO_MID, ref if victim == "reference" else tmp_path / "r.mid")
+    args = [str(audio if victim == "audio" else tmp_path / "a.wav"), "--reference",
+            str(ref if victim == "reference" else tmp_path / "r.mid")]
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    code, err = cli(capsys, "compare", *args, "--models", "transkun", "--out", str(out))
+    assert code == 2 and "is the" in err and "file itself" in err
+    assert {p: p.read_bytes() for p in out.iterdir()} == before and str(tmp_path) not in err
+
+
+def test_output_names_over_the_file_system_limit_are_refused_up_front(capsys, song, tmp_path):
+    long_name = "n" * 300 + ".mid"
+    code, err = cli(capsys, "transcribe", str(song), "--midi", str(tmp_path / long_name))
+    assert code == 2 and "bytes long; this file system allows at most" in err
+    assert str(tmp_path) not in err and long_name not in err  # shortened, no folder
+    deep = tmp_path.joinpath(*["d" * 200] * 25) / "x.mid"  # every part fits, the whole does not
+    code, err = cli(capsys, "transcribe", str(song), "--png", str(deep))
+    assert code == 2 and "the path to x.mid would be" in err and str(tmp_path) not in err
+
+
+def test_compare_checks_the_report_name_it_derives_from_the_recording(capsys, tmp_path):
+    """The zip is named after the recording: a 240-character name is fine for the WAV and too long
+    for '<name>__mt3-demo-report.zip'. Refused before the run, not after it."""
+    audio = tmp_path / ("a" * 240 + ".wav")
+    sf.write(str(audio), np.zeros(1600, dtype=np.float32), 16000)
+    code, err = cli(capsys, "compare", str(audio), "--models", "transkun", "--out", str(tmp_path / "out"))
+    assert code == 2 and "__mt3-demo-report.zip" not in err and "bytes long" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_run_file_names_are_the_files_a_run_writes(tmp_path):
+    """The table the checks use is the one the writers use."""
+    from mt3_demo import writers
+    from mt3_demo.audio import Clip
+    from mt3_demo.pipeline import finish
+    from mt3_demo.notes import Note
+    from mt3_demo.results import ModelResult
+    from mt3_demo.notes import Transcription
+
+    clip = Clip.from_array(np.zeros(16000, dtype=np.float32))
+    clip.path = tmp_path / "rec.wav"
+    notes = [Note(0.1, 0.5, 60)]
+    results = []
+    for m in ("a", "b"):
+        r = ModelResult(m, m)
+        r.files, _ = writers.write_model_files(notes, clip, tmp_path / "out", m, m)
+        r.transcription = Transcription(m, notes, 1.0)
+        results.append(r)
+    writers.write_run(finish(results, clip, notes, "ref.mid"), tmp_path / "out")
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written <= set(writers.run_file_names(["a", "b"], "rec.wav"))
+    assert len(written) == len(writers.run_file_names(["a", "b"], "rec.wav"))
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. A model failure is one line and an exit code; the traceback only with --debug
+
+
+@pytest.fixture
+def failing_model(monkeypatch):
+    from mt3_demo import manager
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("shapes differ in layer 3")
+
+    monkeypatch.setattr(manager.ModelManager, "transcribe", fail)
+    monkeypatch.delenv("MT3_DEMO_DEBUG", raising=False)
+
+
+@pytest.mark.parametrize("command", ["transcribe", "compare"])
+def test_a_model_failure_is_one_line(capsys, song, tmp_path, failing_model, command):
+    extra = ["--model", "transkun"] if command == "transcribe" else ["--models", "transkun", "--out",
+                                                                    str(tmp_path / "o"), "--no-synth"]
+    code, err = cli(capsys, command, str(song), *extra)
+    assert code == 1 and "Traceback" not in err
+    failures = [ln for ln in err.splitlines() if "shapes differ in layer 3" in ln]
+    assert len(failures) == 1, err
+
+
+def test_debug_shows_the_traceback(capsys, song, failing_model):
+    code, err = cli(capsys, "--debug", "transcribe", str(song), "--model", "transkun")
+    assert code == 1 and "Traceback" in err and "shapes differ in layer 3" in err
+
+
+def test_library_warnings_are_not_printed_without_debug(capsys, song, monkeypatch):
+    import warnings
+
+    from mt3_demo import manager
+
+    def warn_then_fail(self, *args, **kwargs):
+        warnings.warn("some library's deprecation", UserWarning)
+        raise RuntimeError("failed after a warning")
+
+    monkeypatch.setattr(manager.ModelManager, "transcribe", warn_then_fail)
+    code, err = cli(capsys, "transcribe", str(song), "--model", "transkun")
+    assert code == 1 and "deprecation" not in err and "UserWarning" not in err
+    # What is left: the clip's own note (the test recording is silent) and the failure's line.
+    assert [ln.split(":")[0] for ln in err.splitlines()] == ["warning", "error"]
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. transkun .conf: every value bounded, exit 4 naming the file
+
+
+def conf_folder(tmp_path: Path, text: str | None = None, **changes) -> Path:
+    from mt3_demo.models import transkun
+
+    wheel = transkun.resolve(None)
+    folder = tmp_path / "tk"
+    folder.mkdir(exist_ok=True)
+    if not (folder / "2.0.pt").exists():
+        (folder / "2.0.pt").symlink_to(wheel / "2.0.pt")
+    if text is None:
+        import json
+
+        conf = json.loads((wheel / "2.0.conf").read_text())
+        conf["Model"]["config"].update(changes)
+        text = json.dumps(conf)
+    (folder / "2.0.conf").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fs": 0}, "fs = 0 is not a plausible int (allowed 8000 to 96000)"),
+    ({"hopSize": 0}, "hopSize = 0 is not a plausible int"),
+    ({"nLayers": 1e6}, "nLayers = 1000000.0 is not a plausible int (a whole number)"),
+    ({"nLayers": 10**6}, "nLayers = 1000000 is not a plausible int (allowed 1 to 12)"),
+    ({"scoreDropoutProb": 2.0}, "scoreDropoutProb = 2.0 is not a plausible float"),
+    ({"f_max": 30000}, "f_max <= fs / 2"),
+    ({"windowSize": 512, "hopSize": 1024}, "windowSize = 512 is shorter than hopSize"),
+    ({"segmentSizeInSecond": 60, "hopSize": 64}, "frames, over 2048"),
+    ({"enabledAttn": ["F"] * 1000}, "is not a plausible list"),
+])
+def test_conf_values_are_bounded(tmp_path, changes, message):
+    from mt3_demo.models.transkun import read_config
+
+    folder = conf_folder(tmp_path, **changes)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_config(folder / "2.0.conf")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 30_000 + "]" * 30_000, "nests its values too deeply"),  # deeper than the parser goes
+    ('{"Model": ' * 100_000 + "1" + "}" * 100_000, "bytes; a model .conf is about 1 KB"),
+    ("{" + " " * 70_000 + "}", "bytes; a model .conf is about 1 KB"),
+])
+def test_a_hostile_conf_file_is_refused_before_parsing_or_by_it(tmp_path, text, message):
+    from mt3_demo.models.transkun import read_config
+
+    folder = conf_folder(tmp_path, text=text)
+    with pytest.raises(CheckpointError, match=message):
+        read_config(folder / "2.0.conf")
+
+
+def test_a_bad_conf_through_the_cli_is_exit_4_naming_the_file(capsys, song, tmp_path):
+    folder = conf_folder(tmp_path, fs=0)
+    code, err = cli(capsys, "transcribe", str(song), "--model", "transkun", "--checkpoint", str(folder))
+    assert code == 4 and "2.0.conf: fs = 0" in err and "Traceback" not in err and str(tmp_path) not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. No absolute server path in a message
+
+
+def test_a_missing_reference_is_named_without_its_folder(capsys, song, tmp_path):
+    missing = tmp_path / "nowhere" / "ref.mid"
+    code, err = cli(capsys, "compare", str(song), "--models", "transkun", "--reference", str(missing),
+                    "--out", str(tmp_path / "o"))
+    assert code == 3 and "'ref.mid' does not exist" in err and str(tmp_path) not in err
+
+
+def test_gradio_refusals_lose_their_paths():
+    import asyncio
+
+    from starlette.exceptions import HTTPException
+
+    from mt3_demo.ui.server_errors import http_exception_handler, scrub_paths
+
+    cwd = os.getcwd()
+    text = (f"Cannot move {cwd}/recording.wav to the gradio cache dir because it was not uploaded by a user. "
+            f"Use the current working directory ({cwd}) or /tmp/gradio/abc/x.wav")
+    assert scrub_paths(text).startswith("Cannot move recording.wav to the gradio cache dir")
+    assert cwd not in scrub_paths(text) and "/tmp" not in scrub_paths(text)
+    assert scrub_paths("see https://huggingface.co/a/b and 3/4") == "see https://huggingface.co/a/b and 3/4"
+    response = asyncio.run(http_exception_handler(None, HTTPException(400, detail=text)))
+    assert response.status_code == 400 and cwd.encode() not in response.body

@@ -113,7 +113,9 @@ def read_config(path: Path) -> Any:
             raise CheckpointError(f"transkun: {path.name} is {size:,} bytes; a model .conf is about 1 KB "
                                   f"(at most {MAX_CONFIG_BYTES:,} accepted).")
         conf = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nesting deeper than JSON allows here
+    except RecursionError:
+        raise CheckpointError(f"transkun: {path.name} nests its values too deeply to be a model .conf.") from None
+    except (OSError, ValueError) as e:
         raise CheckpointError(f"transkun: {path.name} is not valid JSON ({type(e).__name__}).") from None
     section = conf.get("Model") if isinstance(conf, dict) else None
     if not isinstance(section, dict) or not isinstance(section.get("config"), dict):
