@@ -175,9 +175,10 @@ def _read_track(data: bytes, pos: int, end: int, tally: _Tally, tempo_track: boo
             n = _CHANNEL_DATA[kind >> 4]
             if pos + n > end:
                 raise _Truncated
-            if any(b >= 0x80 for b in data[pos:pos + n]):
+            first, second = data[pos], data[pos + 1] if n == 2 else 0
+            if (first | second) & 0x80:
                 raise _Corrupt("a message with a data byte above 127")
-            _channel_event(kind, data[pos:pos + n], tick, program, open_notes, tally)
+            _channel_event(kind, first, second, tick, program, open_notes, tally)
             pos += n
         if pos > end:
             raise _Truncated
@@ -186,30 +187,32 @@ def _read_track(data: bytes, pos: int, end: int, tally: _Tally, tempo_track: boo
             raise _OverBound(f"has more than the {MAX_EVENTS:,} MIDI events a reference may have")
 
 
-def _channel_event(kind: int, body: bytes, tick: int, program: list[int],
+def _channel_event(kind: int, first: int, second: int, tick: int, program: list[int],
                    open_notes: dict[tuple[int, int], list[tuple[int, int]]], tally: _Tally) -> None:
+    """A channel message's effect: a program change, a note opened, notes closed."""
     command, channel = kind >> 4, kind & 0x0F
     if command == 0xC:
-        program[channel] = body[0]
-    elif command == 0x9 and body[1] > 0:
+        program[channel] = first
+    elif command == 0x9 and second > 0:
         tally.opened += 1
         if tally.opened > MAX_NOTES:
             raise _OverBound(f"has more than the {MAX_NOTES:,} notes a reference may have")
-        open_notes.setdefault((channel, body[0]), []).append((tick, body[1]))
+        open_notes.setdefault((channel, first), []).append((tick, second))
     elif command == 0x8 or command == 0x9:  # a note-off, or a note-on of velocity 0
-        waiting = open_notes.get((channel, body[0]))
+        pitch = first
+        waiting = open_notes.get((channel, pitch))
         if not waiting:
             return  # a note-off of no note: ignored, as pretty_midi does
         # Ticks only grow within a track: the notes begun before this tick are a prefix of the list.
         closed = 0
         while closed < len(waiting) and waiting[closed][0] < tick:
             start, velocity = waiting[closed]
-            tally.notes.append((start, tick, body[0], velocity, program[channel], channel))
+            tally.notes.append((start, tick, pitch, velocity, program[channel], channel))
             closed += 1
         if closed and closed < len(waiting):
             del waiting[:closed]  # notes begun at this very tick stay open
         else:
-            del open_notes[(channel, body[0])]  # all closed, or only zero-length ones: dropped
+            del open_notes[(channel, pitch)]  # all closed, or only zero-length ones: dropped
 
 
 def _notes(tally: _Tally, division: int) -> list[Note]:
