@@ -63,7 +63,8 @@ def write_upload(path: Path, seconds: float) -> None:
             f.write(np.stack([piece, 0.8 * piece], axis=1))
 
 
-def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -> dict:
+def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float,
+            reference: Path | None = None) -> dict:
     """One fresh server, one upload; its RSS before and at peak, and what came back."""
     from gradio_client import Client, handle_file
 
@@ -83,7 +84,8 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
         client = Client(url, verbose=False)
         start = time.monotonic()
         try:
-            out = client.predict(handle_file(str(upload)), [model], None, api_name="/transcribe")
+            out = client.predict(handle_file(str(upload)), [model], handle_file(str(reference)) if reference else None,
+                                 api_name="/transcribe")
             entry = out[2]["models"][model]
             detail = f"{entry['stats']['total']} notes" if "stats" in entry else entry.get("error", "?")[:60]
         except Exception as e:  # noqa: BLE001 - reported in the table
@@ -94,7 +96,8 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
         rss.join()
     finally:
         stop_server(server)
-    return {"model": model, "seconds": None, "idle_mb": round(idle), "peak_mb": round(rss.peak_mb),
+    return {"model": model, "seconds": None, "reference": reference.stem if reference else "none",
+            "idle_mb": round(idle), "peak_mb": round(rss.peak_mb),
             "wall_s": round(wall, 1), "result": detail}
 
 
@@ -104,6 +107,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=600.0, help="length of the upload")
     ap.add_argument("--tokens", type=int, default=32, help="token models: tokens decoded per segment")
     ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--references", default="none",
+                    help="comma-separated: none, bound (a reference of 50 000 notes over the upload, the "
+                         "most the app accepts), million (1 000 000 notes, refused); each model runs with each")
     ap.add_argument("--serve", type=int, metavar="TOKENS", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve is not None:
@@ -119,12 +125,21 @@ def main() -> int:
         upload = work / f"upload_{args.seconds:.0f}s.wav"
         write_upload(upload, args.seconds)
         print(f"upload: {upload.stat().st_size / 1e6:.1f} MB, {args.seconds:.0f} s", file=sys.stderr)
+        from hostile import dense_reference
+
+        references = {}
+        for kind in [k.strip() for k in args.references.split(",") if k.strip()]:
+            notes = {"none": 0, "bound": 50_000, "million": 1_000_000}[kind]
+            references[kind] = work / f"{kind}_reference.mid" if notes else None
+            if notes:
+                references[kind].write_bytes(dense_reference(notes, args.seconds))
         for model in models:
-            row = measure(model, upload, work, args.tokens, args.timeout)
-            row["seconds"] = args.seconds
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
-    print(table(rows, ["model", "seconds", "idle_mb", "peak_mb", "wall_s", "result"]))
+            for reference in references.values():
+                row = measure(model, upload, work, args.tokens, args.timeout, reference)
+                row["seconds"] = args.seconds
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    print(table(rows, ["model", "seconds", "reference", "idle_mb", "peak_mb", "wall_s", "result"]))
     print("idle: the server before the upload (no model loaded); peak: the whole request, with its children.")
     return 0
 
