@@ -108,7 +108,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=32, help="token models: tokens decoded per segment")
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--references", default="none",
-                    help="comma-separated: none, bound (a reference of 50 000 notes over the upload, the "
+                    help="comma-separated: none, bound (a reference of 20 000 notes over the upload, the "
                          "most the app accepts), million (1 000 000 notes, refused); each model runs with each")
     ap.add_argument("--serve", type=int, metavar="TOKENS", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -129,7 +129,7 @@ def main() -> int:
 
         references = {}
         for kind in [k.strip() for k in args.references.split(",") if k.strip()]:
-            notes = {"none": 0, "bound": 50_000, "million": 1_000_000}[kind]
+            notes = {"none": 0, "bound": 20_000, "million": 1_000_000}[kind]
             references[kind] = work / f"{kind}_reference.mid" if notes else None
             if notes:
                 references[kind].write_bytes(dense_reference(notes, args.seconds))

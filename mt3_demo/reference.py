@@ -25,11 +25,12 @@ from .notes import Note
 
 # The audio is at most 10 minutes: a dense piano reference of that length has ~15 k notes and, with
 # its pedal data, ~60 k events in ~0.3 MB. The bounds leave room above that and cap what a hostile
-# file costs (docs/security.md): refused within 200 k events, accepted ones at most 50 k notes.
+# file costs (docs/security.md): refused within 100 k events, accepted ones at most 20 k notes
+# (a reference of 50 k notes took over 5 s to read on a loaded 2-core CPU: a validator must answer fast).
 MAX_BYTES = 2 * 2**20
 MAX_TRACKS = 512
-MAX_EVENTS = 200_000  # channel, meta and sysex events over all tracks
-MAX_NOTES = 50_000  # note-ons with a velocity above 0
+MAX_EVENTS = 100_000  # channel, meta and sysex events over all tracks
+MAX_NOTES = 20_000  # note-ons with a velocity above 0
 
 
 class ReferenceError(ValueError):  # noqa: A001 - the module's one error; never the builtin's meaning

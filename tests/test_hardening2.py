@@ -139,7 +139,7 @@ def test_a_reference_at_the_note_bound_is_read_in_proportion(tmp_path):
     data = smf(notes_track(reference.MAX_NOTES + 1))
     assert len(data) < reference.MAX_BYTES
     tracemalloc.start()
-    with pytest.raises(reference.ReferenceError, match="50,000 notes"):
+    with pytest.raises(reference.ReferenceError, match=f"{reference.MAX_NOTES:,} notes"):
         reference.read_midi(data, "x")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
