@@ -673,3 +673,21 @@ def test_compare_reads_transkun_from_the_checkpoints_folder(capsys, song, tmp_pa
                     "--out", str(tmp_path / "o"), "--no-synth")
     line = next(ln for ln in err.splitlines() if ln.startswith("transkun: error:"))
     assert code == 1 and "2.0.conf: fs = 0" in line and str(tmp_path) not in line
+
+
+def test_transkun_placed_by_hand_is_labelled_yours(tmp_path):
+    """Only the wheel's own folder is "from its pip package"; a folder placed by hand (under the
+    root, or --checkpoint) is the user's, as for every other model."""
+    from mt3_demo.manager import ModelManager
+    from mt3_demo.models import transkun
+
+    root = tmp_path / "ck"
+    root.mkdir()
+    settings = Settings(checkpoints_root=root, hub_offline=True)
+    assert ModelManager(device=torch.device("cpu"), settings=settings).availability("transkun").weights == \
+        "weights from its pip package"
+    (root / "transkun").mkdir()
+    for name in ("2.0.pt", "2.0.conf"):
+        (root / "transkun" / name).symlink_to(transkun.wheel_folder() / name)
+    assert ModelManager(device=torch.device("cpu"), settings=settings).availability("transkun").weights == \
+        "your checkpoint: transkun"

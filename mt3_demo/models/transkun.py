@@ -62,16 +62,27 @@ def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = No
     elif sources.root is not None and _holds_a_file(Path(sources.root).expanduser() / MODEL_ID):
         folder = Path(sources.root).expanduser() / MODEL_ID
     else:  # nothing placed by hand: the weights every install has
-        try:
-            folder = Path(str(importlib.resources.files("transkun") / "pretrained"))
-        except ModuleNotFoundError as e:
-            raise CheckpointError("transkun: the 'transkun' package is not installed.",
-                                  "run `pip install -r requirements.txt`.") from e
+        folder = wheel_folder()
     for name in (WEIGHTS, CONFIG):
         if not (folder / name).is_file():
             raise CheckpointError(f"transkun: {name} not found in {folder.name}/.",
                                   f"put {WEIGHTS} and {CONFIG} together in that folder.")
     return folder
+
+
+def wheel_folder() -> Path:
+    """The pretrained folder inside the installed transkun wheel."""
+    try:
+        return Path(str(importlib.resources.files("transkun") / "pretrained"))
+    except ModuleNotFoundError as e:
+        raise CheckpointError("transkun: the 'transkun' package is not installed.",
+                              "run `pip install -r requirements.txt`.") from e
+
+
+def packaged(folder: Path) -> bool:
+    """Whether ``folder`` (``resolve``'s location) is the installed wheel's own: its weights are
+    then "from its pip package", any other folder's are the user's."""
+    return Path(folder).resolve() == wheel_folder().resolve()
 
 
 def _holds_a_file(folder: Path) -> bool:
@@ -300,4 +311,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2305.16245",
+    packaged=packaged,
 )
