@@ -129,11 +129,26 @@ arena glibc trims only from the top); the audio loader checks the samples (finit
 peak) in float64 blocks instead of full-size copies; FluidSynth renders the listening audio
 instrument by instrument into one buffer; `mir_eval`/scipy and matplotlib load only when used.""",
     },
+    "server_memory_hostile_reference": {
+        "title": "Server memory with a hostile reference",
+        "about": """The same measurement with a reference MIDI sent beside the upload
+(`--references none,bound,million`): none, one at the 20 000-note bound spread over the recording
+(read, trimmed and scored), and one of a million notes (refused by its size before a byte is read).""",
+    },
     "burst": {
         "title": "A burst on the API",
         "about": """The app in a child process receives many good requests at once (a short piano clip,
-Transkun) and, while they queue, bad uploads; every good one must succeed and every bad one get its
-validator's message before the queue.""",
+Transkun) and, while they queue, bad uploads and hostile reference MIDI files (a million notes, one
+note over the bound); every good one must succeed, every bad one get its validator's message before
+the queue, and no refused upload may be left in Gradio's folder (`--bound-reference` adds a good
+request scored against a reference at the 20 000-note bound).""",
+    },
+    "bench_reference": {
+        "title": "Hostile reference MIDI",
+        "about": """What a reference MIDI a visitor sends can cost the server (`mt3_demo/reference.py`;
+bounds in [security.md](security.md)): each case in a fresh process after the imports a server has
+anyway, its time and peak-memory growth to refuse or read the file and to score a dense 10-minute
+transcription against it. Baselines in the same run: the piano example's reference (227 notes).""",
     },
     "bench_cuda": {
         "title": "On a GPU",
@@ -167,7 +182,9 @@ def columns_of(rows: list[dict[str, Any]], first: list[str] = ()) -> list[str]:
     return [c for c in first if c in seen] + [c for c in seen if c not in first]
 
 
-def describe_machine(machine: dict[str, Any]) -> str:
+def describe_machine(machine: dict[str, Any] | str) -> str:
+    if isinstance(machine, str):  # a result file written without harness.write_result (bench_evaluate.py)
+        return machine
     parts = [str(machine.get("cpu", "unknown CPU"))]
     if machine.get("gpu"):
         parts.append(str(machine["gpu"]))

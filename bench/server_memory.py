@@ -2,6 +2,8 @@
 
     python bench/server_memory.py                          # every model, a 10-minute upload
     python bench/server_memory.py --models mt3 --seconds 60
+    python bench/server_memory.py --models transkun --seconds 20 --references none,bound,million \
+        --result server_memory_hostile_reference   # with hostile reference MIDI (issue 21)
 
 For each model a fresh server (the real Blocks app, launched in a child process on loopback with
 its own GRADIO_TEMP_DIR) receives one upload through the API (``/transcribe``, as a visitor's
@@ -62,7 +64,8 @@ def write_upload(path: Path, seconds: float) -> None:
             f.write(np.stack([piece, 0.8 * piece], axis=1))
 
 
-def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -> dict:
+def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float,
+            reference: Path | None = None) -> dict:
     """One fresh server, one upload; its RSS before and at peak, and what came back."""
     from gradio_client import Client, handle_file
 
@@ -81,7 +84,8 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
         client = Client(url, verbose=False)
         start = time.monotonic()
         try:
-            out = client.predict(handle_file(str(upload)), [model], None, api_name="/transcribe")
+            out = client.predict(handle_file(str(upload)), [model], handle_file(str(reference)) if reference else None,
+                                 api_name="/transcribe")
             entry = out[2]["models"][model]
             detail = f"{entry['stats']['total']} notes" if "stats" in entry else entry.get("error", "?")[:60]
         except Exception as e:  # noqa: BLE001 - reported in the table
@@ -91,8 +95,13 @@ def measure(model: str, upload: Path, work: Path, tokens: int, timeout: float) -
         rss.stop()
     finally:
         stop_server(server)
-    return {"model": model, "seconds": None, "idle_mb": round(idle), "peak_mb": round(rss.peak_mb),
+    return {"model": model, "seconds": None, "reference": reference.stem if reference else "none",
+            "idle_mb": round(idle), "peak_mb": round(rss.peak_mb),
             "wall_s": round(wall, 1), "result": detail}
+
+
+def _label(row: dict) -> str:
+    return row["model"] if row["reference"] == "none" else f"{row['model']} + {row['reference']}"
 
 
 def main() -> int:
@@ -101,6 +110,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=600.0, help="length of the upload")
     ap.add_argument("--tokens", type=int, default=32, help="token models: tokens decoded per segment")
     ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--references", default="none",
+                    help="comma-separated: none, bound (a reference of 20 000 notes over the upload, the "
+                         "most the app accepts), million (1 000 000 notes, refused); each model runs with each")
+    ap.add_argument("--result", default="server_memory",
+                    help="name of the result file in bench/results/ (default server_memory)")
     ap.add_argument("--serve", type=int, metavar="TOKENS", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve is not None:
@@ -116,14 +130,24 @@ def main() -> int:
         upload = work / f"upload_{args.seconds:.0f}s.wav"
         write_upload(upload, args.seconds)
         print(f"upload: {upload.stat().st_size / 1e6:.1f} MB, {args.seconds:.0f} s", file=sys.stderr)
+        from hostile import dense_reference
+
+        references = {}
+        for kind in [k.strip() for k in args.references.split(",") if k.strip()]:
+            notes = {"none": 0, "bound": 20_000, "million": 1_000_000}[kind]
+            references[kind] = work / f"{kind}_reference.mid" if notes else None
+            if notes:
+                references[kind].write_bytes(dense_reference(notes, args.seconds))
         for model in models:
-            row = measure(model, upload, work, args.tokens, args.timeout)
-            row["seconds"] = args.seconds
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
-    print(table(rows, ["model", "seconds", "idle_mb", "peak_mb", "wall_s", "result"]))
+            for reference in references.values():
+                row = measure(model, upload, work, args.tokens, args.timeout, reference)
+                row["seconds"] = args.seconds
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    print(table(rows, ["model", "seconds", "reference", "idle_mb", "peak_mb", "wall_s", "result"]))
     print("idle: the server before the upload (no model loaded); peak: the whole request, with its children.")
-    write_result("server_memory", rows, {f"{r['model']}: peak ÷ the 2 GB target (2048 MiB)": r["peak_mb"] / 2048 for r in rows})
+    write_result(args.result, rows, {f"{_label(r)}: peak ÷ the 2 GB target (2048 MiB)": r["peak_mb"] / 2048
+                                         for r in rows})
     return 0
 
 

@@ -151,7 +151,8 @@ def check_file(path: str | os.PathLike | None, limit_seconds: float | None = Non
         raise AudioError("No audio given: upload a recording or pick an example.")
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"'{path.name}' is not a file.")
+        raise AudioError(f"'{path.name}' is not a file here (an upload that was refused is deleted at "
+                         "once); upload a recording again.")
     if path.stat().st_size == 0:
         raise AudioError(f"'{path.name}' is empty (0 bytes).")
     limit = max_seconds(limit_seconds)

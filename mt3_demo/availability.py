@@ -74,7 +74,7 @@ def availability(spec: ModelSpec, resolve: Callable[[bool], Any], options: Any,
         return Availability("unavailable", f"Its adapter failed to resolve the weights ({type(e).__name__}).",
                             str(e))
     try:
-        weights = provenance(location, spec.published(location, options)).label
+        weights = provenance(location, spec.published(location, options), spec.packaged(location)).label
     except OSError as e:
         return Availability("unavailable", f"Its weights file cannot be read ({type(e).__name__}).", str(e))
     return Availability("ready", "weights found locally", weights=weights)

@@ -170,59 +170,82 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 # sha256 pins. Trust lives in this process's memory only (never in a file beside the checkpoint):
-# a file is hashed once per process per identity — path, device, inode, size, mtime and ctime in
+# a file's bytes are hashed once per process per identity — device, inode, size, mtime and ctime in
 # nanoseconds. ctime is set by the kernel on every write or utime() and cannot be set back by a
 # user, so an in-place change that restores size and mtime still gets a new identity and a new hash.
 _hashed: dict[tuple, str] = {}  # file identity -> sha256 of its bytes
-_pinned: dict[str, str] = {}  # real path -> published sha256, for every file verified against one
+# Path -> published sha256, for every file verified against one, under both the path it was
+# verified by and the file that path led to: re-pointing a symlink (the Hub cache's snapshot links)
+# does not make a pinned path unpinned.
+_pinned: dict[str, str] = {}
 _hash_lock = threading.Lock()
 
 
-def file_identity(path: Path) -> tuple:
-    """What must stay the same for a hash of the file to stay valid (raises OSError if it is gone)."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+def _identity(fd: int) -> tuple:
+    """What must stay the same for a hash of an open file's bytes to stay valid."""
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _hash_open(f: Any, name: str) -> tuple[tuple, str]:
+    """(identity, sha256) of the bytes of the open file ``f``, hashed from this descriptor (at most
+    once per identity); the file is left at its start."""
+    with _hash_lock:  # one hash of a big file at a time, and never the same one twice
+        ident = _identity(f.fileno())
+        actual = _hashed.get(ident)
+        if actual is None:
+            f.seek(0)
+            h = hashlib.sha256()
+            while block := f.read(1 << 22):
+                h.update(block)
+            if _identity(f.fileno()) != ident:
+                raise CheckpointError(f"checkpoint {name} changed while it was being verified.",
+                                      "leave the file alone while the app loads it, then try again.")
+            actual = _hashed[ident] = h.hexdigest()
+    f.seek(0)
+    return ident, actual
+
+
+def _check_hash(name: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise CheckpointError(
+            f"checkpoint {name} is corrupt or not the published file: sha256 {actual[:16]}… "
+            f"!= expected {expected[:16]}….", "delete it and download it again.")
 
 
 def verify_sha256(path: Path, expected: str) -> tuple:
-    """Raise CheckpointError unless the file's bytes hash to ``expected``; return the identity
-    (:func:`file_identity`) of the file that was verified.
+    """Raise CheckpointError unless the file's bytes hash to ``expected``; return the identity of
+    the file that was verified.
 
     Hashes at most once per process per file identity (500 MB take about a second) and remembers
-    the pin, so :func:`safe_torch_load` checks the same file again right before reading it.
+    the pin, so :func:`safe_torch_load` hashes the bytes it reads against it again.
     """
     path, expected = Path(path), expected.lower()
     try:
-        with _hash_lock:  # one hash of a big file at a time, and never the same one twice
-            ident = file_identity(path)
-            actual = _hashed.get(ident)
-            if actual is None:
-                actual = sha256_file(path)
-                if file_identity(path) != ident:
-                    raise CheckpointError(f"checkpoint {path.name} changed while it was being verified.")
-                _hashed[ident] = actual
+        with open(path, "rb") as f:
+            ident, actual = _hash_open(f, path.name)
     except OSError as e:
         raise CheckpointError(f"checkpoint {path.name} could not be read for verification "
                               f"({type(e).__name__}).") from e
-    _pinned[ident[0]] = expected
-    if actual != expected:
-        raise CheckpointError(
-            f"checkpoint {path.name} is corrupt or not the published file: sha256 {actual[:16]}… "
-            f"!= expected {expected[:16]}…. Delete it and download again.")
+    _pinned[os.path.abspath(path)] = _pinned[os.path.realpath(path)] = expected
+    _check_hash(path.name, actual, expected)
     return ident
 
 
-def _identity_or_none(path: Path) -> tuple | None:
-    try:
-        return file_identity(path)
-    except OSError:
-        return None
-
-
 def pinned_sha256(path: Path) -> str | None:
-    """The published sha256 this file was verified against in this process, if any."""
-    return _pinned.get(os.path.realpath(path))
+    """The published sha256 this path (or the file it leads to) was verified against in this
+    process, if any."""
+    return _pinned.get(os.path.abspath(path)) or _pinned.get(os.path.realpath(path))
+
+
+def _reopenable(fd: int) -> str | None:
+    """A path that opens the very file behind descriptor ``fd`` (not whatever its name leads to
+    now), for readers that take only a path (``torch.load(mmap=True)``); None where there is none."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        candidate = f"{folder}/{fd}"
+        if os.path.exists(candidate):
+            return candidate
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,38 +259,55 @@ def safe_torch_load(path: Path, allowed_globals: Iterable[Any] = (), mmap: bool 
     ``hyper_parameters``); adapters pass exactly those. Anything else fails with a clear message
     instead of executing pickled code. ``mmap=True`` (zip-format files only) maps tensors instead of
     reading them, so parts of the file that are never used (optimizer state) stay on disk.
+
+    The file is opened once: a pinned file (:func:`pinned_sha256`) is hashed from that descriptor
+    and read from it, so the bytes loaded are the bytes verified, whatever its name leads to
+    meanwhile; a change of the open file while it is read is refused.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path.name} does not exist.")
     expected = pinned_sha256(path)
-    if expected is not None:  # a published file: the bytes read now must be the ones verified
-        before = verify_sha256(path, expected)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path.name} could not be opened ({_first_line(e)}).") from e
+    with f:
+        if expected is not None:  # a published file: the bytes read now must be the ones verified
+            before, actual = _hash_open(f, path.name)
+            _check_hash(path.name, actual, expected)
+        source = _reopenable(f.fileno()) if mmap else None
+        loaded = _torch_load(source or f, path.name, allowed_globals, mmap=source is not None)
+        if expected is not None and _identity(f.fileno()) != before:
+            raise CheckpointError(f"checkpoint {path.name} changed while it was being read.", "load it again.")
+    if not isinstance(loaded, Mapping):  # a stray pickle of a plain value is not a checkpoint
+        raise CheckpointError(f"checkpoint {path.name} is not a PyTorch checkpoint (it holds a "
+                              f"{type(loaded).__name__}, not a dictionary of tensors).")
+    return loaded
+
+
+def _torch_load(source: Any, name: str, allowed_globals: Iterable[Any], mmap: bool) -> Any:
+    """``torch.load`` of an open file (or a path to one) with the refusals turned into
+    :class:`CheckpointError` s that say why."""
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # torch's message opens with generic advice; the line naming the refused global is the fact.
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         culprit = next((ln for ln in lines if "GLOBAL" in ln), None)
         if culprit is None:  # not a refused class: the bytes themselves are not a checkpoint
             detail = next((ln for ln in lines if ln.startswith("Unsupported")), "not a checkpoint")
-            raise CheckpointError(f"checkpoint {path.name} could not be read ({detail}); "
+            raise CheckpointError(f"checkpoint {name} could not be read ({detail}); "
                                   "is it truncated or corrupt?") from e
         culprit = culprit.split(" Please use")[0].rstrip(".")
         raise CheckpointError(
-            f"checkpoint {path.name} contains objects outside the safe allow-list ({culprit}); "
+            f"checkpoint {name} contains objects outside the safe allow-list ({culprit}); "
             "refusing to unpickle arbitrary code.") from e
     except Exception as e:  # noqa: BLE001 - arbitrary bytes fail inside torch's unpickler in any way
         # (KeyError, IndexError, ValueError, …): whatever it is, the file is not a readable checkpoint
-        raise CheckpointError(f"checkpoint {path.name} could not be read ({_first_line(e)}); "
+        raise CheckpointError(f"checkpoint {name} could not be read ({_first_line(e)}); "
                               "is it truncated or corrupt?") from e
-    if expected is not None and _identity_or_none(path) != before:
-        raise CheckpointError(f"checkpoint {path.name} changed while it was being read; load it again.")
-    if not isinstance(loaded, Mapping):  # a stray pickle of a plain value is not a checkpoint
-        raise CheckpointError(f"checkpoint {path.name} is not a PyTorch checkpoint (it holds a "
-                              f"{type(loaded).__name__}, not a dictionary of tensors).")
-    return loaded
 
 
 class InertObject:

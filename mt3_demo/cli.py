@@ -1,7 +1,8 @@
 """Command line: ``python -m mt3_demo {transcribe,compare,evaluate,models}``.
 
 Exit codes: 0 success · 2 usage error · 3 bad audio input · 4 checkpoint problem · 1 model failure.
-Errors print one line on stderr, never a traceback (set ``MT3_DEMO_DEBUG=1`` for one).
+Errors print one line on stderr, never a traceback: not ours, not a library's, not a log record's,
+and no library warnings (``--debug`` or ``MT3_DEMO_DEBUG=1`` shows them all).
 
 This is one of the two doors (with ``app.py``): the environment is read here, once, into
 :class:`~mt3_demo.options.Settings`, the flags applied over it, and everything below gets it.
@@ -11,16 +12,19 @@ checked for every model, also where no chosen model uses it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 from . import writers
 from .audio import AudioError, load_clip
 from .checkpoints import CheckpointError
 from .manager import ModelManager, parse_device
-from .notes import notes_from_midi
+from .reference import ReferenceError, fit, read_reference
 from .options import OptionError, Settings, model_options, settings_from_env
 from .pipeline import run_models, transcribe_one
 from .writers import OutputError
@@ -58,6 +62,8 @@ MODEL_FLAGS = LOAD_FLAGS + DECODE_FLAGS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mt3_demo",
                                      description="Music transcription with the MT3 family, side by side.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks, the log and library warnings (also $MT3_DEMO_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("transcribe", help="transcribe one file with one model")
@@ -110,7 +116,10 @@ class _Fail(Exception):
 
 def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
     """The environment's settings, then the flags given; every value checked once (OptionError: exit 2)."""
-    changes = {"max_seconds": getattr(args, "max_seconds", None), "device": getattr(args, "device", None)}
+    changes = {"max_seconds": getattr(args, "max_seconds", None), "device": getattr(args, "device", None),
+               # <dir>/<model_id>/<file>: exactly $MT3_DEMO_CHECKPOINTS for this run, so a model without
+               # a folder there keeps its usual weights (transkun's are in its wheel)
+               "checkpoints_root": getattr(args, "checkpoints", None)}
     return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -134,9 +143,9 @@ def _reference(path: Path | None):
     if path is None:
         return None
     try:
-        return notes_from_midi(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise _Fail(EXIT_AUDIO, f"reference MIDI {path.name} could not be read: {e}") from e
+        return read_reference(path)
+    except ReferenceError as e:
+        raise _Fail(EXIT_AUDIO, str(e)) from None
 
 
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,9 +154,10 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     outputs = {"--midi": args.midi, "--png": args.png}
     if args.json is not None and str(args.json) != "-":
         outputs["--json"] = args.json
-    for flag, path in outputs.items():
+    writers.check_outputs_differ(outputs)
+    for flag, path in outputs.items():  # never over an input, never a name too long: before the run
         if path is not None:
-            writers.check_output_file(path, flag)
+            writers.check_output_file(path, flag, inputs={"audio": args.audio, "--checkpoint": args.checkpoint})
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
     for w in clip.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -176,10 +186,20 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     if not model_ids:
         raise _Fail(EXIT_USAGE, "--models needs at least one model id.")
     settings = _settings(args, settings)
-    manager, decode = _manager(args, model_ids, args.checkpoints, settings)
-    writers.check_output_dir(args.out, "--out")
+    manager, decode = _manager(args, model_ids, None, settings)
+    writers.check_output_dir(args.out, "--out", writers.run_file_names(model_ids, Path(args.audio).name),
+                             inputs={"audio": args.audio, "--reference": args.reference,
+                                     "--checkpoints": args.checkpoints})
     reference = _reference(args.reference)
     clip = load_clip(args.audio, limit_seconds=settings.max_seconds)
+    if reference is not None:  # a reference longer than the recording is trimmed to it
+        try:
+            reference, warning = fit(reference, clip.duration, args.reference.name)
+        except ReferenceError as e:
+            raise _Fail(EXIT_AUDIO, str(e)) from None
+        if warning:  # also in results.json's warnings
+            clip.warnings.append(warning)
+            print(f"warning: {warning}", file=sys.stderr)
 
     def report(r) -> None:
         count = len(r.transcription.notes) if r.ok else 0
@@ -209,9 +229,6 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         raise _Fail(EXIT_USAGE, "--workers-per-model must be at least 1, --cpus-per-worker above 0 and "
                                 "--gpus-per-model at least 0.")
     settings = _settings(args, settings)
-    if args.checkpoints is not None:  # <dir>/<model_id>/<file>: $MT3_DEMO_CHECKPOINTS for this run, so a
-        # model without a folder there keeps its usual weights (transkun's are in its wheel)
-        settings = dataclasses.replace(settings, checkpoints_root=args.checkpoints)
     manager, decode = _manager(args, model_ids, None, settings)
     try:
         dataset = ev.find_dataset(args.data, args.split)
@@ -245,6 +262,32 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+_log_handler: logging.Handler | None = None
+
+
+@contextlib.contextmanager
+def _quiet_unless(debug: bool):
+    """The package's log on stderr — one line per record, failures left to the CLI's own line —
+    and library warnings silenced; with ``debug`` everything, tracebacks included."""
+    global _log_handler
+    log = logging.getLogger("mt3_demo")
+    if _log_handler is not None:  # main() may run more than once in a process (tests)
+        log.removeHandler(_log_handler)
+    _log_handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        _log_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        _log_handler.setLevel(logging.WARNING)
+        # A record with a traceback is a failure the command reports itself, as its one line.
+        _log_handler.addFilter(lambda record: record.exc_info is None)
+        _log_handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    log.addHandler(_log_handler)
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -253,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = settings_from_env()  # the environment, read once (a bad variable: exit 2)
-        return handlers[args.command](args, settings)
+        if args.debug:
+            settings = dataclasses.replace(settings, debug=True)
+        with _quiet_unless(settings.debug):
+            return handlers[args.command](args, settings)
     except _Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
@@ -269,9 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one line for people; the traceback on request
-        if settings is not None and settings.debug:
+        if args.debug or (settings is not None and settings.debug):
             raise
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        # An OSError's text names the file by its full path: its reason and the file's name only.
+        text = f"{e.strerror} ({Path(e.filename).name})" if isinstance(e, OSError) and e.filename else e
+        print(f"error: {type(e).__name__}: {text}", file=sys.stderr)
         return EXIT_MODEL
 
 

@@ -241,7 +241,9 @@ class ModelManager:
     def _weights_label(self, model_id: str, location: Any) -> str:
         """Which weights were loaded from ``location`` (the sha256 is remembered per file)."""
         try:
-            return provenance(location, self.spec(model_id).published(location, self.options_for(model_id))).short
+            spec = self.spec(model_id)
+            return provenance(location, spec.published(location, self.options_for(model_id)),
+                              spec.packaged(location)).short
         except OSError:
             return "unknown"
 

@@ -67,12 +67,15 @@ def location_file(location: object) -> Path | None:
     return None
 
 
-def provenance(location: object, published: HubFile | None) -> Provenance:
+def provenance(location: object, published: HubFile | None, packaged: bool = True) -> Provenance:
     """What the weights at ``location`` are, compared with the ``published`` file (None: the model
-    has no published file to download, its weights come with its package)."""
+    has no published file to download, its weights come with its package — ``packaged``: this
+    location is that package's own, else the user's)."""
     path = location_file(location)
     if published is None:
-        return Provenance("embedded")
+        if packaged:
+            return Provenance("embedded")
+        return Provenance("yours", path.name if path else Path(str(location)).name)
     if path is None:
         return Provenance("yours", "?")
     size = path.stat().st_size

@@ -9,11 +9,12 @@ JSON and messages carry file names only, never server paths.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from . import metrics, pianoroll, stems, synth
 from . import notes as notes_mod
@@ -37,29 +38,133 @@ def safe_name(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Output paths, checked before any work
+# File names: every file a run writes is named here, so the checks below know them before the run
+
+# Per model (by kind, ``{stem}`` is the model's safe name) and per run (``{stem}``: the recording's).
+MODEL_FILES = {"midi": "{stem}.mid", "png": "{stem}.png", "stems": "{stem}__stems.zip",
+               "audio": "{stem}.wav", "audio_matched": "{stem}__level_matched.wav",
+               "mix": "{stem}__original_L_transcription_R.wav", "diff_png": "{stem}_diff.png"}
+RUN_FILES = {"results_json": "results.json", "summary_md": "summary.md", "agreement_png": "agreement.png",
+             "zip": "{stem}__mt3-demo-report.zip"}
 
 
-def check_output_file(path: Path, what: str) -> Path:
-    """``path`` can be written as a file: not a folder, its folder exists or can be made."""
+def run_file_names(model_ids: Collection[str], audio_name: str) -> list[str]:
+    """The names of every file a ``compare`` run of these models on this recording may write."""
+    names = [pattern.format(stem=safe_name(m)) for m in model_ids for pattern in MODEL_FILES.values()]
+    return names + [pattern.format(stem=safe_name(Path(audio_name).stem)) for pattern in RUN_FILES.values()]
+
+
+# ------------------------------------------------------------------------------------------------
+# Output paths, checked before any work: a run never fails at its end for a name, and never writes
+# over one of its own inputs.
+
+def _short(name: str, limit: int = 40) -> str:
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def _fs_limits(path: Path) -> tuple[int, int]:
+    """(longest name, longest path) in bytes where ``path`` would be created (POSIX defaults
+    255 / 4096 where the file system does not say)."""
+    folder = Path(os.path.abspath(path))
+    while not os.path.isdir(folder) and folder != folder.parent:  # (isdir: False for a name too long)
+        folder = folder.parent
+    limits = []
+    for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(int(os.pathconf(folder, key)) or default)
+        except (OSError, ValueError, AttributeError):
+            limits.append(default)
+    return limits[0], limits[1]
+
+
+def check_name_fits(path: Path, what: str) -> None:
+    """Every part of ``path`` and the whole of it are within the file system's limits
+    (``NAME_MAX``, ``PATH_MAX``); the message names no folder of the machine."""
+    name_max, path_max = _fs_limits(path)
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise OutputError(f"{what}: the name {_short(part)} is {size} bytes long; this file system "
+                              f"allows at most {name_max}.")
+    size = len(os.fsencode(os.path.abspath(path)))
+    if size >= path_max:
+        raise OutputError(f"{what}: the path to {_short(Path(path).name)} would be {size} bytes long; this "
+                          f"file system allows at most {path_max - 1}.")
+
+
+def _input_files(inputs: Mapping[str, Any]) -> list[tuple[str, Path]]:
+    """(what, file) of every existing input file; a folder (checkpoints) stands for the files in it
+    and in its model folders, which a run may read."""
+    out = []
+    for what, path in inputs.items():
+        if path is None or str(path) in ("", "-"):
+            continue
+        path = Path(path)
+        if path.is_dir():
+            out += [(what, f) for f in (*path.glob("*"), *path.glob("*/*")) if f.is_file()]
+        elif path.exists():
+            out.append((what, path))
+    return out
+
+
+def check_not_input(path: Path, what: str, inputs: Mapping[str, Any]) -> None:
+    """``path`` is not (the same file as) one of the inputs: writing it would destroy one."""
     path = Path(path)
+    if not path.exists():
+        return  # a file that does not exist yet is no input
+    for input_what, source in _input_files(inputs):
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:
+            continue
+        if same:
+            raise OutputError(f"{what} {_short(path.name)} is the {input_what} file itself; writing it would "
+                              "overwrite your input, so give another name.")
+
+
+def check_output_file(path: Path, what: str, inputs: Mapping[str, Any] | None = None) -> Path:
+    """``path`` can be written as a file: not a folder, not one of the ``inputs``, a name the file
+    system takes, its folder exists or can be made."""
+    path = Path(path)
+    check_name_fits(path, what)  # first: asking about a name the system refuses raises
     if path.is_dir():
-        raise OutputError(f"{what} {path.name or path} is a folder; give a file name.")
+        raise OutputError(f"{what} {_short(path.name) or path} is a folder; give a file name.")
+    check_not_input(path, what, inputs or {})
     check_output_dir(path.parent, what)
     return path
 
 
-def check_output_dir(folder: Path, what: str) -> Path:
-    """``folder`` exists (made if needed) and accepts a new file."""
+def check_outputs_differ(outputs: Mapping[str, Any]) -> None:
+    """No two output flags name the same file (the second would overwrite the first)."""
+    seen: dict[str, str] = {}
+    for what, path in outputs.items():
+        if path is None or str(path) == "-":
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputError(f"{seen[key]} and {what} name the same file {_short(Path(path).name)}; "
+                              "give each its own name.")
+        seen[key] = what
+
+
+def check_output_dir(folder: Path, what: str, names: Collection[str] = (),
+                     inputs: Mapping[str, Any] | None = None) -> Path:
+    """``folder`` exists (made if needed) and accepts a new file; the ``names`` to be written in it
+    fit the file system and are none of the ``inputs``."""
     folder = Path(folder)
+    check_name_fits(folder, what)  # first: asking about a name the system refuses raises
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{what}: {folder.name} is a file, not a folder.")
+        raise OutputError(f"{what}: {_short(folder.name)} is a file, not a folder.")
+    for name in names:
+        check_name_fits(folder / name, what)
+        check_not_input(folder / name, f"{what}: the run's file", inputs or {})
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OutputError(f"{what}: cannot write into {folder.name or folder} ({e.strerror or e}).") from None
+        raise OutputError(f"{what}: cannot write into {_short(folder.name) or folder} "
+                          f"({e.strerror or type(e).__name__}).") from None
     return folder
 
 
@@ -92,14 +197,13 @@ def write_listening(notes: list[Note], clip: Clip, out_dir: Path, stem: str,
     listening WAVs named in ``kinds`` (of :data:`LISTENING`). Returns (files, synth method)."""
     audio, rate, method = synth.render_audio(notes, end_time=clip.duration, soundfont=soundfont)
     original = clip.original_mono(rate)
-    writes = {
-        "audio": lambda: synth.write_wav(out_dir / f"{stem}.wav", audio, rate),
-        "audio_matched": lambda: synth.write_wav(out_dir / f"{stem}__level_matched.wav",
-                                                 synth.match_level(audio, original), rate),
-        "mix": lambda: synth.write_wav(out_dir / f"{stem}__original_L_transcription_R.wav",
-                                       synth.mix(original, audio, mode="stereo"), rate),
+    signals = {  # each made only when its file is asked for
+        "audio": lambda: audio,
+        "audio_matched": lambda: synth.match_level(audio, original),
+        "mix": lambda: synth.mix(original, audio, mode="stereo"),
     }
-    return {kind: write() for kind, write in writes.items() if kind in kinds}, method
+    return {kind: synth.write_wav(out_dir / MODEL_FILES[kind].format(stem=stem), make(), rate)
+            for kind, make in signals.items() if kind in kinds}, method
 
 
 def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, title: str,
@@ -110,11 +214,12 @@ def write_model_files(notes: list[Note], clip: Clip, out_dir: Path, stem: str, t
     (an empty zip and silent WAVs would only look like results); the MIDI and PNG stay, for the
     record (the page does not offer them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"midi": write_midi(notes, clip.duration, out_dir / f"{stem}.mid"),
-             "png": write_png(notes, clip.duration, out_dir / f"{stem}.png", title)}
+    name = {kind: out_dir / pattern.format(stem=stem) for kind, pattern in MODEL_FILES.items()}
+    files = {"midi": write_midi(notes, clip.duration, name["midi"]),
+             "png": write_png(notes, clip.duration, name["png"], title)}
     if not notes:
         return files, None
-    files["stems"] = stems.write_stems_zip(notes, out_dir / f"{stem}__stems.zip", end_time=clip.duration)
+    files["stems"] = stems.write_stems_zip(notes, name["stems"], end_time=clip.duration)
     method = None
     if listening:
         wavs, method = write_listening(notes, clip, out_dir, stem, listening, soundfont)
@@ -280,7 +385,7 @@ def write_diff_pngs(run: Run, out_dir: Path) -> dict[str, Path]:
         notes = r.transcription.notes
         fig = pianoroll.render_diff(notes, run.reference, metrics.note_diff(notes, run.reference, "onset"),
                                     run.clip.duration, title=r.display_name)
-        out[r.model_id] = r.files["diff_png"] = pianoroll.save_figure(fig, out_dir / f"{safe_name(r.model_id)}_diff.png")
+        out[r.model_id] = r.files["diff_png"] = pianoroll.save_figure(fig, out_dir / MODEL_FILES["diff_png"].format(stem=safe_name(r.model_id)))
     return out
 
 
@@ -289,14 +394,15 @@ def write_run(run: Run, out_dir: Path, include_tokens: bool = False) -> dict[str
     of this run's MIDI/PNG files and those. Returns them by kind; also stored in ``run.files``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_diff_pngs(run, out_dir)  # before results.json, which names each model's files
-    files = {"results_json": out_dir / "results.json", "summary_md": out_dir / "summary.md"}
+    stem = safe_name(run.clip.path.stem if run.clip.path else "clip")
+    name = {kind: out_dir / pattern.format(stem=stem) for kind, pattern in RUN_FILES.items()}
+    files = {"results_json": name["results_json"], "summary_md": name["summary_md"]}
     files["results_json"].write_text(json.dumps(run_json(run, include_tokens), indent=2))
     files["summary_md"].write_text(summary_markdown(run))
     if len(run.agreement_ids) > 1:  # how much the models agree, as a picture for the bundle
         files["agreement_png"] = pianoroll.save_figure(
-            pianoroll.agreement_heatmap(run.agreement_ids, run.agreement), out_dir / "agreement.png")
-    stem = safe_name(run.clip.path.stem if run.clip.path else "clip")
-    files["zip"] = out_dir / f"{stem}__mt3-demo-report.zip"
+            pianoroll.agreement_heatmap(run.agreement_ids, run.agreement), name["agreement_png"])
+    files["zip"] = name["zip"]
     # Only this run's files (nothing else that may sit in the folder); audio stays out to keep it small.
     bundle = [r.files[k] for r in run.ok_results for k in ("midi", "png", "diff_png") if k in r.files]
     bundle += [files[k] for k in ("agreement_png", "results_json", "summary_md") if k in files]

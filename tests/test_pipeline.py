@@ -75,11 +75,13 @@ def test_results_and_errors_name_files_not_server_paths(wav, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["compare", str(wav), "--models", "mt3,mr_mt3", "--checkpoints", str(TINY), *FLAGS,
                  "--out", str(out), "--no-synth"])
-    assert code == EXIT_OK  # mt3 ran; mr_mt3 found no .ckpt there and says so
+    assert code == EXIT_OK  # mt3 ran; mr_mt3 found no file there and says where to put one
     text = (out / "results.json").read_text()
     data = json.loads(text)
     assert data["audio"] == "signal_a.wav"
-    assert "no .ckpt file in tiny_model" in data["models"]["mr_mt3"]["error"].lower()
+    # --checkpoints is $MT3_DEMO_CHECKPOINTS for the run: the answer names <root>/mr_mt3/, no folder of ours
+    assert "weights not on this machine" in data["models"]["mr_mt3"]["error"].lower()
+    assert "$MT3_DEMO_CHECKPOINTS/mr_mt3/" in data["models"]["mr_mt3"]["error"]
     assert data["models"]["mt3"]["files"]["midi"] == "mt3.mid"
     for server_path in (str(tmp_path), str(TINY), str(FIXTURES)):
         assert server_path not in text

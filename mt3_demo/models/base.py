@@ -106,3 +106,6 @@ class ModelSpec:
     # location and the options; None for weights that ship with a package. The UI says "official
     # weights" only when the file's hash is this file's.
     published: Callable[[Any, Any], HubFile | None] = lambda location, options: None
+    # For weights that ship with a package (``published`` None): whether ``resolve``'s location is
+    # that package's own; a folder placed by hand is "your checkpoint", not the package's weights.
+    packaged: Callable[[Any], bool] = lambda location: True

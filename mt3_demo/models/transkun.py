@@ -23,10 +23,25 @@ from ..notes import Note
 from ..options import TranskunDecode, TranskunOptions
 from .base import AdapterOutput, ModelSpec, ProgressFn
 
+MODEL_ID = "transkun"
 WEIGHTS, CONFIG = "2.0.pt", "2.0.conf"
 # The one model class a .conf may name (moduleconf's "module" / "configClassName" fields).
 MODEL_MODULE, CONFIG_CLASS = "transkun.ModelTransformer", "Config"
-MAX_CONFIG_NUMBER = 1_000_000  # every setting of the 2.0 model is far below (fs = 44100 is the largest)
+# Each number of a .conf within bounds (inclusive): the 2.0 model's values fit with room for other
+# trainings, and the largest model they allow stays small enough to build before its weights are
+# checked against it (docs/security.md) — nLayers = 1e6 no longer allocates until memory runs out.
+CONFIG_BOUNDS: dict[str, tuple[float, float]] = {
+    "fs": (8000, 96000), "hopSize": (64, 8192), "windowSize": (64, 16384), "f_min": (0, 48000),
+    "f_max": (1, 48000), "n_mels": (1, 256), "segmentSizeInSecond": (1, 60), "segmentHopSizeInSecond": (0.1, 60),
+    "nExtraWins": (0, 16), "baseSize": (1, 96), "posEmbedInitGamma": (0, 100), "nHead": (1, 16),
+    "fourierSize": (1, 128), "nLayers": (1, 12), "hiddenFactorAttn": (1, 2), "hiddenFactor": (1, 4),
+    "velocityPredictorHiddenSize": (1, 1024), "refinedOFPredictorHiddenSize": (1, 1024),
+    "scoringExpansionFactor": (1, 4), "scoreDropoutProb": (0, 1), "contextDropoutProb": (0, 1),
+    "velocityDropoutProb": (0, 1), "refinedOFDropoutProb": (0, 1),
+}
+# A segment's semi-CRF scores are [frames, frames, tracks]: 689 frames for the 2.0 model's 16 s.
+MAX_SEGMENT_FRAMES = 2048
+MAX_CONFIG_BYTES = 64 * 1024  # the 2.0 .conf is 1 KB; nothing is parsed of a bigger file
 # Pitch tracks (of 90: 88 keys + 2 pedals) scored and decoded together. The wheel scores all 90 at
 # once: a [frames, frames, 90] float32 matrix, 172 MB for a 16 s segment (691 frames), built through
 # full-size temporaries (+0.6 GB measured in the scorer) and copied transposed by the decoder
@@ -37,32 +52,79 @@ TRACKS_PER_GROUP = 10
 
 def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = None, fetch: bool = True,
             sources: Sources = Sources()) -> Path:
-    """The folder holding 2.0.pt + 2.0.conf: the user's, else the one inside the installed wheel
-    (nothing is downloaded: ``fetch`` and ``sources`` do not apply)."""
+    """The folder holding 2.0.pt + 2.0.conf: the user's (``checkpoint``), else ``<root>/transkun/``
+    of ``sources`` as for every model (``$MT3_DEMO_CHECKPOINTS``, ``compare --checkpoints``) when it
+    holds either file, else the one inside the installed wheel. Nothing is downloaded (``fetch``
+    does not apply)."""
     if checkpoint is not None:
         folder = Path(checkpoint).expanduser()
         folder = folder.parent if folder.is_file() else folder
-    else:
-        try:
-            folder = Path(str(importlib.resources.files("transkun") / "pretrained"))
-        except ModuleNotFoundError as e:
-            raise CheckpointError("transkun: the 'transkun' package is not installed.",
-                                  "run `pip install -r requirements.txt`.") from e
+    elif sources.root is not None and _holds_a_file(Path(sources.root).expanduser() / MODEL_ID):
+        folder = Path(sources.root).expanduser() / MODEL_ID
+    else:  # nothing placed by hand: the weights every install has
+        folder = wheel_folder()
     for name in (WEIGHTS, CONFIG):
         if not (folder / name).is_file():
-            raise CheckpointError(f"transkun: {name} not found in {folder.name}/.")
+            raise CheckpointError(f"transkun: {name} not found in {folder.name}/.",
+                                  f"put {WEIGHTS} and {CONFIG} together in that folder.")
     return folder
 
 
-def _same_kind(value: Any, default: Any) -> bool:
-    """A .conf value may replace a setting only with a plain value of the setting's own kind."""
+def wheel_folder() -> Path:
+    """The pretrained folder inside the installed transkun wheel."""
+    try:
+        return Path(str(importlib.resources.files("transkun") / "pretrained"))
+    except ModuleNotFoundError as e:
+        raise CheckpointError("transkun: the 'transkun' package is not installed.",
+                              "run `pip install -r requirements.txt`.") from e
+
+
+def packaged(folder: Path) -> bool:
+    """Whether ``folder`` (``resolve``'s location) is the installed wheel's own: its weights are
+    then "from its pip package", any other folder's are the user's."""
+    return Path(folder).resolve() == wheel_folder().resolve()
+
+
+def _holds_a_file(folder: Path) -> bool:
+    """A folder placed by hand counts once it holds either file (a half-placed model is an error
+    naming the missing one, not a silent fall back to the wheel's weights)."""
+    return any((folder / name).is_file() for name in (WEIGHTS, CONFIG))
+
+
+def _plausible(key: str, value: Any, default: Any) -> str | None:
+    """Why a .conf value may not replace a setting (None: it may). Only plain values of the
+    setting's own kind — whole numbers where the setting is one — within ``CONFIG_BOUNDS``."""
+    kind = type(default).__name__
     if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
+        return None if isinstance(value, bool) and isinstance(default, bool) else f"is not a plausible {kind}"
     if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= MAX_CONFIG_NUMBER
+        whole = isinstance(default, int)
+        if not isinstance(value, int if whole else (int, float)) or not math.isfinite(value):
+            return f"is not a plausible {kind}" + (" (a whole number)" if whole else "")
+        lo, hi = CONFIG_BOUNDS.get(key, (0, 1_000_000))
+        return None if lo <= value <= hi else f"is not a plausible {kind} (allowed {lo:g} to {hi:g})"
     if isinstance(default, list):
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return isinstance(value, type(default))
+        ok = isinstance(value, list) and len(value) <= 16 and all(isinstance(v, str) and len(v) <= 16 for v in value)
+        return None if ok else f"is not a plausible {kind}"
+    return None if isinstance(value, type(default)) else f"is not a plausible {kind}"
+
+
+def _consistent(config: Any) -> str | None:
+    """Why the settings do not fit together (None: they do) — each alone was within bounds."""
+    if not config.f_min < config.f_max <= config.fs / 2:
+        return f"f_min = {config.f_min} and f_max = {config.f_max} must satisfy f_min < f_max <= fs / 2"
+    if config.windowSize < config.hopSize:
+        return f"windowSize = {config.windowSize} is shorter than hopSize = {config.hopSize}"
+    if config.segmentHopSizeInSecond > config.segmentSizeInSecond:
+        return "segmentHopSizeInSecond is longer than segmentSizeInSecond"
+    frames = config.segmentSizeInSecond * config.fs / config.hopSize
+    if frames > MAX_SEGMENT_FRAMES:
+        return (f"a segment of {config.segmentSizeInSecond:g} s at fs = {config.fs} and hopSize = {config.hopSize} "
+                f"is {frames:.0f} frames, over {MAX_SEGMENT_FRAMES}")
+    return None
+
+
+CONF_FIX = f"use the {CONFIG} that came with the weights (its values are listed in docs/security.md)."
 
 
 def read_config(path: Path) -> Any:
@@ -71,30 +133,41 @@ def read_config(path: Path) -> Any:
     moduleconf (Transkun's own reader) imports the file's ``module`` and calls its
     ``configClassName``: a crafted .conf in a user's folder could import any installed module and
     call any of its attributes. We accept only Transkun's model and copy plain values of the kinds
-    its config class defines into a fresh instance.
+    its config class defines, each within its bounds, into a fresh instance.
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"transkun: {path.name} is {size:,} bytes; a model .conf is about 1 KB "
+                                  f"(at most {MAX_CONFIG_BYTES:,} accepted).", CONF_FIX)
         conf = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"transkun: {path.name} nests its values too deeply to be a model .conf.",
+                              CONF_FIX) from None
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"transkun: {path.name} is not valid JSON ({type(e).__name__}).") from e
+        raise CheckpointError(f"transkun: {path.name} is not valid JSON ({type(e).__name__}).", CONF_FIX) from None
     section = conf.get("Model") if isinstance(conf, dict) else None
     if not isinstance(section, dict) or not isinstance(section.get("config"), dict):
-        raise CheckpointError(f"transkun: {path.name} has no \"Model\" section with a \"config\" object.")
+        raise CheckpointError(f"transkun: {path.name} has no \"Model\" section with a \"config\" object.",
+                              CONF_FIX)
     named = (section.get("module"), section.get("configClassName", CONFIG_CLASS))
     if named != (MODEL_MODULE, CONFIG_CLASS):
         raise CheckpointError(f"transkun: {path.name} names module {str(named[0])[:80]!r} and class "
                               f"{str(named[1])[:80]!r}; only Transkun's own model ({MODEL_MODULE}, "
-                              f"{CONFIG_CLASS}) is accepted.")
+                              f"{CONFIG_CLASS}) is accepted.", CONF_FIX)
     from transkun import ModelTransformer
 
     config, values = ModelTransformer.Config(), section["config"]
     for key, default in vars(config).items():
         if key not in values:
-            raise CheckpointError(f"transkun: {path.name} lacks the setting {key!r}.")
-        if not _same_kind(values[key], default):
-            raise CheckpointError(f"transkun: {path.name}: {key} = {str(values[key])[:40]} is not a "
-                                  f"plausible {type(default).__name__}.")
+            raise CheckpointError(f"transkun: {path.name} lacks the setting {key!r}.", CONF_FIX)
+        problem = _plausible(key, values[key], default)
+        if problem:
+            raise CheckpointError(f"transkun: {path.name}: {key} = {str(values[key])[:40]} {problem}.", CONF_FIX)
         setattr(config, key, copy.deepcopy(values[key]))
+    problem = _consistent(config)
+    if problem:
+        raise CheckpointError(f"transkun: {path.name}: {problem}.", CONF_FIX)
     return config
 
 
@@ -226,7 +299,7 @@ def build(folder: Path, device: torch.device, options: TranskunOptions | None = 
 
 
 SPEC = ModelSpec(
-    id="transkun",
+    id=MODEL_ID,
     display_name="Transkun (piano, embedded)",
     description="Piano-only transcriber whose weights ship with the pip package: always available, offline.",
     source="PyPI package transkun 2.0.1 (transkun/pretrained/2.0.pt)",
@@ -238,4 +311,5 @@ SPEC = ModelSpec(
     resolve=resolve,
     build=build,
     paper_url="https://arxiv.org/abs/2305.16245",
+    packaged=packaged,
 )

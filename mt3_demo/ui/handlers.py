@@ -13,11 +13,12 @@ import contextlib
 import logging
 import queue
 import threading
+from pathlib import Path
 from typing import Any, Collection, Iterator
 
 import gradio as gr
 
-from .. import pipeline, writers
+from .. import pipeline, runs, writers
 from ..audio import AudioError, check_file
 from ..manager import ModelManager
 from ..options import OptionError, Settings
@@ -32,14 +33,18 @@ POLL_S = 1.0  # how often a running page hears from the worker (and can be stopp
 
 
 def validate_inputs(manager: ModelManager, max_seconds: float, audio: str | None, selected: Any,
-                    reference: str | None) -> list:
+                    reference: str | None, upload_dir: Path | None = None) -> list:
     """Gradio's validator: runs before a request joins the queue (milliseconds, not a wait behind
-    other people's transcriptions). One ``gr.validate`` per input, the message at the input."""
+    other people's transcriptions). One ``gr.validate`` per input, the message at the input.
+    An upload refused here is deleted now (:func:`mt3_demo.runs.discard_upload`), not hours later
+    by Gradio's cache; a file that passed stays, so a request refused for another input can be
+    sent again as it is. ``upload_dir``: Gradio's folder (``Settings.upload_dir``)."""
     checks = []
     try:
         check_file(audio, max_seconds)
         checks.append(gr.validate(True, ""))
     except AudioError as e:
+        runs.discard_upload(audio, upload_dir)
         checks.append(gr.validate(False, str(e)))
     selected = [selected] if isinstance(selected, str) else list(selected or [])
     try:
@@ -51,6 +56,7 @@ def validate_inputs(manager: ModelManager, max_seconds: float, audio: str | None
         session.load_reference(reference)
         checks.append(gr.validate(True, ""))
     except session.InputError as e:
+        runs.discard_upload(reference, upload_dir)
         checks.append(gr.validate(False, str(e)))
     return checks
 
@@ -64,14 +70,15 @@ def check_options(manager: ModelManager, options: str | None) -> dict:
         return gr.validate(False, str(e))
 
 
-def check_upload(audio: str | None, max_seconds: float) -> str:
+def check_upload(audio: str | None, max_seconds: float, upload_dir: Path | None = None) -> str:
     """The note under the recording, as soon as it is uploaded: what it is, or what is wrong
-    (before any upload: what it may be)."""
+    (before any upload: what it may be). A refused upload is deleted at once."""
     if not audio:
         return render.upload_hint(max_seconds)
     try:
         return render.upload_note(True, check_file(audio, max_seconds))
     except AudioError as e:
+        runs.discard_upload(audio, upload_dir)
         return render.upload_note(False, str(e))
 
 

@@ -24,7 +24,7 @@ import gradio as gr
 from .. import runs
 from ..manager import Availability, ModelManager, get_manager
 from ..options import Settings
-from . import advanced, handlers, leaderboard, render
+from . import advanced, handlers, leaderboard, render, server_errors
 from .components import Card, Page
 from .player import player_component
 from .session import PageState
@@ -196,11 +196,13 @@ def _wire_runs(page: Page, inputs: dict[str, Any], manager: ModelManager, settin
     adv = inputs["advanced"]
 
     def validate(audio, selected, reference, *decode):
-        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference,
+                                         settings.upload_dir)
                 + advanced.checks(manager, adv, decode))
 
     def validate_api(audio, selected, reference, options):
-        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference)
+        return (handlers.validate_inputs(manager, settings.max_seconds, audio, selected, reference,
+                                         settings.upload_dir)
                 + [handlers.check_options(manager, options)])
 
     def transcribe_page(audio, selected, reference, *decode):
@@ -251,7 +253,7 @@ def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], head
     for event in (audio.upload, audio.stop_recording, audio.clear):
         event(lambda: (None, None), outputs=[reference, example], api_visibility="private", queue=False)
     # Every new recording is checked at once, and the result shown right under it.
-    audio.change(lambda a: handlers.check_upload(a, settings.max_seconds), inputs=audio,
+    audio.change(lambda a: handlers.check_upload(a, settings.max_seconds, settings.upload_dir), inputs=audio,
                  outputs=inputs["upload_note"], api_visibility="private", queue=False, show_progress="hidden")
     # Availability can change while the app runs: refresh the choices and reasons on every page load.
     demo.load(lambda selected: handlers.refresh_models(manager, selected), inputs=inputs["models"],
@@ -275,4 +277,5 @@ def launch_kwargs() -> dict[str, Any]:
         footer_links=["api", "settings"],
         head=FOOTER_FIX,
         ssr_mode=False,  # no Node server: one process, works offline
+        app_kwargs=server_errors.app_kwargs(),  # Gradio's own refusals name no server folder
     )
