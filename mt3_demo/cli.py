@@ -15,9 +15,9 @@ from pathlib import Path
 from . import writers
 from .audio import AudioError, load_clip
 from .checkpoints import CheckpointError
-from .manager import ModelManager, parse_device
+from .manager import ModelManager, manager_for, parse_device
 from .notes import notes_from_midi
-from .options import OptionError, Settings, model_options, settings_from_env
+from .options import BACKENDS, OptionError, Settings, model_options, settings_from_env
 from .pipeline import run_models, transcribe_one
 from .writers import OutputError
 
@@ -40,6 +40,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                                        "and MR-MT3 (autocast, no CUDA graph) it ran slower than fp32 on an H200")
     g.add_argument("--max-seconds", type=float,
                    help="reject audio longer than this (default $MT3_DEMO_MAX_SECONDS, else 600)")
+    _add_backend(g)
+
+
+def _add_backend(p) -> None:
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="where the models run: local (this process, the default) or ray (the deployments of the "
+                        "Ray Serve cluster at $RAY_ADDRESS, default auto; docs/scaling.md); default $MT3_DEMO_BACKEND")
 
 
 # CLI flag -> options field; each model takes the fields it has (mt3_demo.options.model_options).
@@ -72,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tokens", action="store_true", help="include raw generated ids in results.json")
     _add_model_options(c)
 
-    sub.add_parser("models", help="list models and whether their weights are available")
+    m = sub.add_parser("models", help="list models and whether their weights are available")
+    _add_backend(m)
     return parser
 
 
@@ -85,16 +93,21 @@ class _Fail(Exception):
 def _settings(args: argparse.Namespace) -> Settings:
     """Environment settings, then the flags given; every value checked once (OptionError: exit 2)."""
     settings = settings_from_env()
-    changes = {"max_seconds": args.max_seconds, "device": args.device}
+    changes = {"max_seconds": getattr(args, "max_seconds", None), "device": getattr(args, "device", None),
+               "backend": args.backend}
     return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None,
              settings: Settings) -> ModelManager:
-    """A manager for these models with their options; unknown ids and bad options stop here."""
-    device = parse_device(settings.device) if settings.device else None
-    manager = ModelManager(**({"device": device} if device is not None else {}),
-                           budget_mb=settings.memory_budget_mb)
+    """A manager for these models with their options (the settings' backend); unknown ids and bad
+    options stop here."""
+    if settings.backend == "ray":
+        manager = manager_for(settings)  # the options and the checkpoint travel with each request
+    else:
+        device = parse_device(settings.device) if settings.device else None
+        manager = ModelManager(**({"device": device} if device is not None else {}),
+                               budget_mb=settings.memory_budget_mb)
     flags = {name: getattr(args, name) for name in MODEL_FLAGS}
     for spec in manager.specs.values():  # every flag checked, also where no chosen model uses it
         model_options(spec.options_type, flags)
@@ -171,7 +184,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    manager = ModelManager()
+    settings = _settings(args)
+    manager = manager_for(settings) if settings.backend == "ray" else ModelManager()
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
         print(f"{model_id:10s} {avail.status:12s} {spec.display_name} — {avail.weights or avail.reason}")

@@ -52,6 +52,11 @@ class UnknownModel(OptionError):
     """A model id that is not in the registry (a usage error: the CLI exits with 2)."""
 
 
+class BackendError(RuntimeError):
+    """The backend that runs the models could not run this request (a Ray replica died, its queue
+    is full, the cluster went away). The message is one sentence for people, with what to do."""
+
+
 def load_registry() -> tuple[dict[str, ModelSpec], dict[str, str]]:
     """Import every adapter. Returns (specs by id, import errors by module) — a broken adapter
     must not take the app down, it shows as unavailable."""
@@ -140,6 +145,13 @@ def split_fix(message: str, model_id: str = "") -> tuple[str, str]:
     return head[:1].upper() + head[1:], fix.strip()
 
 
+def default_selection(model_ids: list[str], avail: dict[str, Availability]) -> list[str]:
+    """The models a page starts with: the MT3-family ones that are ready, then the embedded
+    default; the default alone when none is (every manager's rule)."""
+    ready = [m for m in model_ids if m != DEFAULT_MODEL and avail[m].status == "ready"]
+    return ready + [DEFAULT_MODEL] if ready else [DEFAULT_MODEL]
+
+
 @dataclass
 class _Loaded:
     transcriber: Transcriber
@@ -224,9 +236,7 @@ class ModelManager:
     def default_selection(self, avail: dict[str, Availability] | None = None) -> list[str]:
         """MT3-family models whose weights are here; the embedded default when there are none.
         ``avail``: a snapshot from :meth:`availabilities` (resolved now when not given)."""
-        avail = avail if avail is not None else self.availabilities()
-        ready = [m for m in self.specs if m != DEFAULT_MODEL and avail[m].status == "ready"]
-        return ready + [DEFAULT_MODEL] if ready else [DEFAULT_MODEL]
+        return default_selection(list(self.specs), avail if avail is not None else self.availabilities())
 
     # ------------------------------------------------------------------ loading
 
@@ -327,11 +337,14 @@ class ModelManager:
     # ------------------------------------------------------------------ inference
 
     def transcribe(self, model_id: str, clip: Clip, progress: ProgressFn | None = None,
-                   on_loaded: Callable[[Transcriber], None] | None = None) -> Transcription:
+                   on_loaded: Callable[[Transcriber], None] | None = None,
+                   on_wait: Callable[[str], None] | None = None) -> Transcription:
         """Load if needed, transcribe, time both. Raises CheckpointError / adapter errors.
 
         ``on_loaded(transcriber)`` is called once the weights are in memory, before inference
-        (progress reports switch from "loading" to the model's own phases there)."""
+        (progress reports switch from "loading" to the model's own phases there). ``on_wait(phrase)``
+        is the hook of managers with a queue in front of the model (:class:`mt3_demo.remote.RayManager`
+        says "waiting for a free … replica" through it); nothing queues here, so it is not called."""
         entry, load_seconds = self._acquire(model_id, hold=True)
         transcriber = entry.transcriber
         # Admission: a run needs its measured memory next to the weights (transkun: ~1.2 GB for a
@@ -380,12 +393,18 @@ _default_manager: ModelManager | None = None
 _default_lock = threading.Lock()
 
 
-def manager_for(settings: Settings) -> ModelManager:
-    """A manager on the settings' device (unusable: the default) and memory budget."""
+def manager_for(settings: Settings) -> Any:
+    """The settings' backend: a :class:`ModelManager` on their device (unusable: the default) and
+    memory budget, or for ``backend="ray"`` a :class:`mt3_demo.remote.RayManager` of the cluster at
+    ``ray_address`` (same methods; Ray itself is imported only when that manager first needs it)."""
+    if settings.backend == "ray":
+        from .remote import RayManager
+
+        return RayManager(address=settings.ray_address)
     return ModelManager(device=default_device(settings.device), budget_mb=settings.memory_budget_mb)
 
 
-def get_manager(settings: Settings | None = None) -> ModelManager:
+def get_manager(settings: Settings | None = None) -> Any:
     """The process-wide manager (the UI and the package API share it); ``settings`` default to
     the environment's (``mt3_demo.options.settings_from_env``)."""
     global _default_manager

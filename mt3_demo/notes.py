@@ -63,6 +63,7 @@ class Transcription:
     dtype: str = "float32"
     tokens: list | None = None  # raw generated ids per segment (token models only)
     info: dict[str, Any] = field(default_factory=dict)  # model-specific facts, e.g. {"frontend": "tf"}
+    backend: str = "local"  # where it ran: "local" (this process) or "ray" (a Ray Serve replica)
 
     @cached_property
     def stats(self) -> dict[str, Any]:
@@ -78,6 +79,7 @@ class Transcription:
         out: dict[str, Any] = {
             "model": self.model_id,
             "device": self.device,
+            "backend": self.backend,
             "dtype": self.dtype,
             "audio_seconds": round(self.audio_seconds, 6),
             "timings": {

@@ -37,6 +37,14 @@ QUEUE_SIZE_ENV = "MT3_DEMO_QUEUE_SIZE"
 THREADS_ENV = "MT3_DEMO_THREADS"
 RUNS_MAX_MB_ENV = "MT3_DEMO_RUNS_MAX_MB"
 DEFAULT_RUNS_MAX_MB = 1024.0
+BACKEND_ENV = "MT3_DEMO_BACKEND"
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: the cluster the ray backend joins
+BACKENDS = ("local", "ray")  # where the models run: in this process, or on a Ray Serve cluster
+# What a Ray replica needs from the front end's environment to find the weights the way the front
+# end would (mt3_demo.serving forwards them): the checkpoint folder, the Hub's offline switch and
+# location, the thread count and the memory budget.
+REPLICA_ENV = ("MT3_DEMO_CHECKPOINTS", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE",
+               THREADS_ENV, BUDGET_ENV)
 
 
 class OptionError(ValueError):
@@ -165,6 +173,8 @@ class Settings:
     eager: bool = False  # load every available model at start-up
     threads: int | None = None  # torch threads per run; None: mt3_demo.threads' policy
     runs_max_mb: float = DEFAULT_RUNS_MAX_MB  # disk kept for the app's per-request folders
+    backend: str = "local"  # "local": models in this process; "ray": the deployments of a Ray Serve cluster
+    ray_address: str = "auto"  # the Ray cluster of the ray backend ("auto": the one started on this machine)
 
     def __post_init__(self) -> None:
         _seconds("max_seconds", self.max_seconds, optional=False)
@@ -174,6 +184,10 @@ class Settings:
         _count("queue_size", self.queue_size)
         _count("threads", self.threads)
         _seconds("runs_max_mb", self.runs_max_mb, optional=False)  # same rule: finite, above zero
+        _choice("backend", self.backend, BACKENDS)
+        if not isinstance(self.ray_address, str) or not self.ray_address.strip():
+            raise OptionError(f"ray_address must be a Ray cluster address such as auto or host:6379, "
+                              f"not {self.ray_address!r}.")
 
 
 _ENV_FIELDS = {  # variable -> (Settings field, parser)
@@ -184,6 +198,8 @@ _ENV_FIELDS = {  # variable -> (Settings field, parser)
     QUEUE_SIZE_ENV: ("queue_size", int),
     THREADS_ENV: ("threads", int),
     RUNS_MAX_MB_ENV: ("runs_max_mb", float),
+    BACKEND_ENV: ("backend", lambda raw: raw.lower()),
+    RAY_ADDRESS_ENV: ("ray_address", str),
 }
 
 
@@ -202,6 +218,12 @@ def settings_from_env(environ: Mapping[str, str] | None = None, strict: bool = T
     if strict and problems:
         raise OptionError(problems[0])
     return settings
+
+
+def replica_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of :data:`REPLICA_ENV` that are set (non-empty), to be given to Ray replicas."""
+    env = os.environ if environ is None else environ
+    return {var: env[var] for var in REPLICA_ENV if env.get(var, "").strip()}
 
 
 def read_env(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
