@@ -170,9 +170,9 @@ def test_waiting_full_queue_and_stop(remote_defaults):
     deadline = time.monotonic() + 30
     while not waits and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert waits and waits[0] == "waiting for a free MT3 replica", waits  # the card's phase
+    assert waits and waits[0] == f"waiting for a free {remote_defaults.spec('mt3').display_name} replica", waits
 
-    with pytest.raises(BackendError, match="Every MT3 replica is busy and its queue is full"):
+    with pytest.raises(BackendError, match=r"Every MT3 \(Magenta\) replica is busy and its queue is full"):
         remote_defaults.transcribe("mt3", excerpt(2.0))
 
     stop_first.set()
@@ -205,7 +205,7 @@ def test_a_killed_replica_is_a_card_message_and_the_next_run_works(remote, remot
     worker.join(120)
     r = result["r"]
     assert not r.ok and r.error_kind == "backend"
-    assert r.error.startswith("The MT3 replica stopped during this run"), r.error
+    assert r.error.startswith("The MT3 (Magenta) replica stopped during this run"), r.error
     # The other models are untouched, and Serve's new MT3 replica takes the next request.
     assert pipeline.transcribe_one(excerpt(2.0), "yourmt3", remote, out_dir=None).ok
     again = pipeline.transcribe_one(excerpt(2.0), "mt3", remote, out_dir=None)
