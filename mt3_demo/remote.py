@@ -312,7 +312,10 @@ class RayManager:
                 elif name == "done":
                     return values[0]
         except BaseException:
-            request.cancel()  # Stop, or an error here: the replica stops at its next segment
+            try:
+                request.cancel()  # Stop, or an error here: the replica stops at its next segment
+            except Exception:  # noqa: BLE001 - a request that never started re-raises its own error here
+                pass
             raise
 
 
