@@ -10,23 +10,18 @@
 
     python bench/bench_scale.py [--seconds 20] [--clients 8] [--clip-s 8]
 
-Writes bench/results/bench_scale.json.
+Writes bench/results/bench_scale.json (``harness.write_result``; then ``python bench/make_docs.py``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, table, write_result
 
 VISIT_CLIP_S = 30.0
 VISITORS = 100
@@ -101,10 +96,12 @@ def main() -> None:
     from ray import serve
 
     from mt3_demo.manager import ModelManager
+    from mt3_demo.options import Settings, settings_from_env
     from mt3_demo.remote import RayManager
 
     clip = excerpt(args.seconds)
-    local = ModelManager(device=torch.device("cpu"))
+    # The settings the replicas read from the same environment (the builder forwards it to them).
+    local = ModelManager(device=torch.device("cpu"), settings=settings_from_env())
     local.transcribe("transkun", excerpt(2.0))  # warm: weights loaded, first-call costs paid
     start = time.perf_counter()
     t_local = local.transcribe("transkun", clip)
@@ -116,7 +113,7 @@ def main() -> None:
     rows = []
     try:
         deploy(1)
-        remote = RayManager()
+        remote = RayManager(Settings(backend="ray"))
         remote.transcribe("transkun", excerpt(2.0))  # the replica's first call, as locally
         start = time.perf_counter()
         t_ray = remote.transcribe("transkun", clip)
@@ -146,16 +143,10 @@ def main() -> None:
         rows.append({"measure": "on paper", "model": name, **on_paper(rtf)})
     ratios = {"hop_overhead_share": round(overhead, 4), "hop_share_of_ray_wall": rows[0]["hop_share_of_ray_wall"],
               "throughput_2_vs_1_replicas": round(two["requests_per_min"] / one["requests_per_min"], 3)}
-    for row in rows:
-        print(row)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    print(table(rows, columns))
     print(ratios)
-    out = ROOT / "bench/results/bench_scale.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "bench_scale", "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU only)",
-        "rows": rows, "ratios": ratios}, indent=1))
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("bench_scale", rows, ratios)
 
 
 if __name__ == "__main__":

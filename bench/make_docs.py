@@ -135,6 +135,14 @@ instrument by instrument into one buffer; `mir_eval`/scipy and matplotlib load o
 Transkun) and, while they queue, bad uploads; every good one must succeed and every bad one get its
 validator's message before the queue.""",
     },
+    "bench_scale": {
+        "title": "The ray backend: the hop, and replicas",
+        "about": """Transkun on one clip locally, then through a Ray Serve replica on a test-started local
+cluster (`RayManager`): the hop's cost as the request's wall time beyond the replica's own inference.
+Then concurrent clients (threads on loopback) against 1 and 2 transkun replicas: requests per minute
+and p50/p95 latency. On paper, from the RTFs: visitors per hour per replica at a 30 s clip, and
+replicas for 100 concurrent visitors at ≤ 60 s wait. See [scaling.md](scaling.md).""",
+    },
     "bench_cuda": {
         "title": "On a GPU",
         "about": """Each token model's paths on CUDA (CUDA graph, step by step, half precision) and the
@@ -159,7 +167,9 @@ def columns_of(rows: list[dict[str, Any]], first: list[str] = ()) -> list[str]:
     return [c for c in first if c in seen] + [c for c in seen if c not in first]
 
 
-def describe_machine(machine: dict[str, Any]) -> str:
+def describe_machine(machine: dict[str, Any] | str) -> str:
+    if isinstance(machine, str):  # a script that describes its machine in words (bench_evaluate)
+        return machine
     parts = [str(machine.get("cpu", "unknown CPU"))]
     if machine.get("gpu"):
         parts.append(str(machine["gpu"]))
