@@ -47,6 +47,11 @@ POLL_S = 1.0  # while waiting, how often the callbacks hear from us (so Stop is 
 SERVING_STATES = ("HEALTHY", "UPSCALING", "DOWNSCALING")  # replicas up, their model loaded
 STARTING_STATES = ("UPDATING",)  # replicas being started: requests wait for them
 HOW_TO_DEPLOY = "serve run deploy/serve.yaml (or serve run mt3_demo.serving:app models=…) on the cluster"
+# Ray (2.5x on) turns token authentication on for clusters it starts, but a client joining at an
+# explicit address sends the token only when told to.
+NEEDS_TOKEN = "it asks for Ray's authentication token"
+HOW_TO_AUTHENTICATE = ("run this with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token (or "
+                       "RAY_AUTH_TOKEN), as on the cluster's nodes")
 
 
 @dataclass(frozen=True)
@@ -166,11 +171,14 @@ class RayManager:
         if refused:
             return f"nothing answers at {self.address} ({refused})"
         try:
-            _within(CONNECT_S, lambda: ray.init(address=self.address, logging_level=logging.WARNING,
+            # ERROR: Ray's warnings about joining from a helper thread are not for the page's log.
+            _within(CONNECT_S, lambda: ray.init(address=self.address, logging_level=logging.ERROR,
                                                 log_to_driver=False, ignore_reinit_error=True), "ray.init")
-        except TimeoutError:
-            return f"the cluster at {self.address} did not answer within {CONNECT_S:.0f} s"
+        except TimeoutError:  # also what a cluster asking for a token we do not send looks like
+            return f"{self.address} did not let this process join within {CONNECT_S:.0f} s"
         except Exception as e:  # noqa: BLE001 - any failure to join is one sentence
+            if type(e).__name__ == "AuthenticationError":  # ray.exceptions.AuthenticationError
+                return NEEDS_TOKEN
             return f"it cannot be joined ({type(e).__name__})"
         self._connected = True
         return ""
@@ -192,10 +200,13 @@ class RayManager:
         if why == "Ray is not installed here":
             return _Cluster({}, "Ray is not installed here (MT3_DEMO_BACKEND=ray).",
                             "pip install -r requirements-scale.txt, or use MT3_DEMO_BACKEND=local")
+        if why == NEEDS_TOKEN:
+            return _Cluster({}, f"{where} cannot be joined: {why}.", HOW_TO_AUTHENTICATE)
         if why:
             return _Cluster({}, f"{where} cannot be reached: {why}.",
                             f"start it (ray start --head), deploy the models ({HOW_TO_DEPLOY}) and set RAY_ADDRESS "
-                            "to its address; or use MT3_DEMO_BACKEND=local")
+                            "to its address (a cluster that asks for Ray's token: also RAY_AUTH_MODE=token); or use "
+                            "MT3_DEMO_BACKEND=local")
         from ray import serve
 
         try:
