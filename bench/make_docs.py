@@ -150,6 +150,14 @@ bounds in [security.md](security.md)): each case in a fresh process after the im
 anyway, its time and peak-memory growth to refuse or read the file and to score a dense 10-minute
 transcription against it. Baselines in the same run: the piano example's reference (227 notes).""",
     },
+    "bench_scale": {
+        "title": "The ray backend: the hop, and replicas",
+        "about": """Transkun on one clip locally, then through a Ray Serve replica on a test-started local
+cluster (`RayManager`): the hop's cost as the request's wall time beyond the replica's own inference.
+Then concurrent clients (threads on loopback) against 1 and 2 transkun replicas: requests per minute
+and p50/p95 latency. On paper, from the RTFs: visitors per hour per replica at a 30 s clip, and
+replicas for 100 concurrent visitors at ≤ 60 s wait. See [scaling.md](scaling.md).""",
+    },
     "bench_cuda": {
         "title": "On a GPU",
         "about": """Each token model's paths on CUDA (CUDA graph, step by step, half precision) and the
@@ -183,7 +191,7 @@ def columns_of(rows: list[dict[str, Any]], first: list[str] = ()) -> list[str]:
 
 
 def describe_machine(machine: dict[str, Any] | str) -> str:
-    if isinstance(machine, str):  # a result file written without harness.write_result (bench_evaluate.py)
+    if isinstance(machine, str):  # a script that describes its machine in words
         return machine
     parts = [str(machine.get("cpu", "unknown CPU"))]
     if machine.get("gpu"):

@@ -23,9 +23,9 @@ from pathlib import Path
 from . import writers
 from .audio import AudioError, load_clip
 from .checkpoints import CheckpointError
-from .manager import ModelManager, parse_device
+from .manager import ModelManager, manager_for, parse_device
 from .reference import ReferenceError, fit, read_reference
-from .options import OptionError, Settings, model_options, settings_from_env
+from .options import BACKENDS, OptionError, Settings, model_options, settings_from_env
 from .pipeline import run_models, transcribe_one
 from .writers import OutputError
 
@@ -53,6 +53,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="reject audio longer than this (default $MT3_DEMO_MAX_SECONDS, else 600)")
 
 
+def _add_backend(p) -> None:
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="where the models run: local (this process, the default) or ray (the deployments of the "
+                        "Ray Serve cluster at $RAY_ADDRESS, default auto; docs/scaling.md); default $MT3_DEMO_BACKEND")
+
+
 # CLI flag -> options field; each model takes the fields it has (mt3_demo.options.model_options).
 LOAD_FLAGS = ("compat", "frontend", "memory_length", "checkpoint_name", "precision")  # a reload
 DECODE_FLAGS = ("max_tokens", "trim", "batch_size")  # per request
@@ -75,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--png", type=Path, help="write a piano-roll PNG here")
     t.add_argument("--tokens", action="store_true", help="include raw generated ids per segment in the JSON")
     _add_model_options(t)
+    _add_backend(t)
 
     c = sub.add_parser("compare", help="run several models on one file; write MIDI, PNG, JSON, summary")
     c.add_argument("audio")
@@ -86,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-synth", action="store_true", help="skip rendering audio of each transcription")
     c.add_argument("--tokens", action="store_true", help="include raw generated ids in results.json")
     _add_model_options(c)
+    _add_backend(c)
 
     e = sub.add_parser("evaluate", help="score models over a dataset (folder of audio+MIDI pairs, Slakh2100, "
                                         "MAESTRO): tracks.jsonl, table.md/.csv, f1.png, summary.json")
@@ -104,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--ray: CPUs per worker, also its torch threads (default 1)")
     _add_model_options(e)
 
-    sub.add_parser("models", help="list models and whether their weights are available")
+    m = sub.add_parser("models", help="list models and whether their weights are available")
+    _add_backend(m)
     return parser
 
 
@@ -117,6 +126,7 @@ class _Fail(Exception):
 def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
     """The environment's settings, then the flags given; every value checked once (OptionError: exit 2)."""
     changes = {"max_seconds": getattr(args, "max_seconds", None), "device": getattr(args, "device", None),
+               "backend": getattr(args, "backend", None),
                # <dir>/<model_id>/<file>: exactly $MT3_DEMO_CHECKPOINTS for this run, so a model without
                # a folder there keeps its usual weights (transkun's are in its wheel)
                "checkpoints_root": getattr(args, "checkpoints", None)}
@@ -125,10 +135,13 @@ def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
 
 def _manager(args: argparse.Namespace, model_ids: list[str], checkpoint: Path | None,
              settings: Settings) -> tuple[ModelManager, dict]:
-    """A manager for these models with their load options, and their decode options; unknown ids
-    and bad options stop here."""
-    device = parse_device(settings.device) if settings.device else None
-    manager = ModelManager(device=device, settings=settings)
+    """A manager for these models (the settings' backend) with their load options, and their
+    decode options; unknown ids and bad options stop here."""
+    if settings.backend == "ray":
+        manager = manager_for(settings)  # the options and the checkpoint travel with each request
+    else:
+        device = parse_device(settings.device) if settings.device else None
+        manager = ModelManager(device=device, settings=settings)
     flags = {name: getattr(args, name) for name in MODEL_FLAGS}
     for spec in manager.specs.values():  # every flag checked, also where no chosen model uses it
         model_options(spec.options_type, flags)
@@ -228,7 +241,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers_per_model < 1 or args.cpus_per_worker <= 0 or args.gpus_per_model < 0:
         raise _Fail(EXIT_USAGE, "--workers-per-model must be at least 1, --cpus-per-worker above 0 and "
                                 "--gpus-per-model at least 0.")
-    settings = _settings(args, settings)
+    # evaluate runs the models itself: here, or as its own Ray actors with --ray (not the Serve deployments)
+    settings = dataclasses.replace(_settings(args, settings), backend="local")
     manager, decode = _manager(args, model_ids, None, settings)
     try:
         dataset = ev.find_dataset(args.data, args.split)
@@ -251,7 +265,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    manager = ModelManager(settings=settings)
+    manager = manager_for(_settings(args, settings))
     for model_id in manager.model_ids():
         spec, avail = manager.spec(model_id), manager.availability(model_id)
         print(f"{model_id:10s} {avail.status:12s} {spec.display_name} — {avail.weights or avail.reason}")

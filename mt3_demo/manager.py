@@ -40,13 +40,18 @@ from .models.base import ModelSpec, ProgressFn, Transcriber
 from .notes import Transcription
 from .options import DEVICE_ENV, OptionError, Settings, decode_options, settings_from_env
 from .provenance import provenance
-from .registry import DEFAULT_MODEL, UnknownModel, load_registry, spec_of
+from .registry import DEFAULT_MODEL, UnknownModel, default_selection, load_registry, spec_of
 from .threads import thread_policy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Availability", "DEFAULT_MODEL", "ModelManager", "UnknownModel", "default_device", "get_manager",
-           "manager_for", "parse_device"]
+__all__ = ["Availability", "BackendError", "DEFAULT_MODEL", "ModelManager", "UnknownModel", "default_device",
+           "get_manager", "manager_for", "parse_device"]
+
+
+class BackendError(RuntimeError):
+    """The backend that runs the models could not run this request (a Ray replica died, its queue
+    is full, the cluster went away). The message is one sentence for people, with what to do."""
 
 
 def parse_device(wanted: str) -> torch.device:
@@ -83,6 +88,16 @@ def default_budget_mb(device: torch.device) -> float:
     import psutil
 
     return 0.5 * psutil.virtual_memory().available / 2**20
+
+
+def run_decode(spec: ModelSpec, decode: Any, settings: Settings) -> Any:
+    """One run's decode options of ``spec``'s model: ``decode`` (its ``decode_type``, a mapping of
+    field names to values checked by the same rules, or None: the defaults), with CUDA graphs off
+    when ``settings.cuda_graphs`` says so (every manager's rule: local and Ray)."""
+    decode = decode_options(spec.decode_type, decode, spec.id)
+    if not settings.cuda_graphs and getattr(decode, "cuda_graphs", False):
+        decode = replace(decode, cuda_graphs=False)
+    return decode
 
 
 @dataclass
@@ -145,12 +160,8 @@ class ModelManager:
         """The model's decode options for one run: ``decode`` (its ``decode_type``, or a mapping of
         field names to values, checked by the same rules), else the manager's ``decode`` entry,
         else the defaults; CUDA graphs off when ``Settings.cuda_graphs`` says so."""
-        if decode is None:
-            decode = self.decode.get(model_id)
-        decode = decode_options(self.spec(model_id).decode_type, decode, model_id)
-        if not self.settings.cuda_graphs and getattr(decode, "cuda_graphs", False):
-            decode = replace(decode, cuda_graphs=False)
-        return decode
+        return run_decode(self.spec(model_id), decode if decode is not None else self.decode.get(model_id),
+                          self.settings)
 
     def resolve(self, model_id: str, fetch: bool = True) -> Any:
         """The one resolution of a model's checkpoint (override, options, ``fetch`` as in ModelSpec)."""
@@ -183,9 +194,7 @@ class ModelManager:
     def default_selection(self, avail: dict[str, Availability] | None = None) -> list[str]:
         """MT3-family models whose weights are here; the embedded default when there are none.
         ``avail``: a snapshot from :meth:`availabilities` (resolved now when not given)."""
-        avail = avail if avail is not None else self.availabilities()
-        ready = [m for m in self.specs if m != DEFAULT_MODEL and avail[m].status == "ready"]
-        return ready + [DEFAULT_MODEL] if ready else [DEFAULT_MODEL]
+        return default_selection(list(self.specs), avail if avail is not None else self.availabilities())
 
     # ------------------------------------------------------------------ loading
 
@@ -296,13 +305,16 @@ class ModelManager:
     # ------------------------------------------------------------------ inference
 
     def transcribe(self, model_id: str, clip: Clip, decode: Any = None, progress: ProgressFn | None = None,
-                   on_loaded: Callable[[Transcriber], None] | None = None) -> Transcription:
+                   on_loaded: Callable[[Transcriber], None] | None = None,
+                   on_wait: Callable[[str], None] | None = None) -> Transcription:
         """Load if needed, transcribe with ``decode`` (the model's decode options, see
         :meth:`decode_for`; they never cause a reload), time both. Raises OptionError (bad decode
         options, checked before anything loads), CheckpointError, adapter errors.
 
         ``on_loaded(transcriber)`` is called once the weights are in memory, before inference
-        (progress reports switch from "loading" to the model's own phases there)."""
+        (progress reports switch from "loading" to the model's own phases there). ``on_wait(phrase)``
+        is the hook of managers with a queue in front of the model (:class:`mt3_demo.remote.RayManager`
+        says "waiting for a free … replica" through it); nothing queues here, so it is not called."""
         decode = self.decode_for(model_id, decode)
         entry, load_seconds = self._acquire(model_id, hold=True)
         transcriber = entry.transcriber
@@ -353,12 +365,18 @@ _default_manager: ModelManager | None = None
 _default_lock = threading.Lock()
 
 
-def manager_for(settings: Settings) -> ModelManager:
-    """A manager on the settings' device (unusable: the default) and memory budget."""
+def manager_for(settings: Settings) -> Any:
+    """The settings' backend: a :class:`ModelManager` on their device (unusable: the default) and
+    memory budget, or for ``backend="ray"`` a :class:`mt3_demo.remote.RayManager` of the cluster at
+    ``ray_address`` (same methods; Ray itself is imported only when that manager first needs it)."""
+    if settings.backend == "ray":
+        from .remote import RayManager
+
+        return RayManager(settings)
     return ModelManager(settings=settings)
 
 
-def get_manager(settings: Settings | None = None) -> ModelManager:
+def get_manager(settings: Settings | None = None) -> Any:
     """The process-wide manager (the UI and the package API share it), made on first use with
     ``settings`` — the door's (``app.py``); the package API, which has no door of its own, reads
     the environment once here (``mt3_demo.options.settings_from_env``, lenient)."""

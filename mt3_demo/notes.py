@@ -64,6 +64,7 @@ class Transcription:
     tokens: list | None = None  # raw generated ids per segment (token models only)
     info: dict[str, Any] = field(default_factory=dict)  # model-specific facts, e.g. {"frontend": "tf"}
     weights: str = ""  # which weights ran: provenance.Provenance.short ("official", "test: mt3.pth", ...)
+    backend: str = "local"  # where it ran: "local" (this process) or "ray" (a Ray Serve replica)
 
     @cached_property
     def stats(self) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class Transcription:
         out: dict[str, Any] = {
             "model": self.model_id,
             "device": self.device,
+            "backend": self.backend,
             "dtype": self.dtype,
             "weights": self.weights,
             "audio_seconds": round(self.audio_seconds, 6),

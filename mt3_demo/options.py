@@ -70,6 +70,13 @@ UPLOAD_DIR_ENV = "GRADIO_TEMP_DIR"  # Gradio's upload folder: the app's run fold
 ZERO_GPU_ENV = "SPACES_ZERO_GPU"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: the cluster to join ("auto": the one on this machine)
 LEADERBOARD_ENV = "MT3_DEMO_LEADERBOARD"  # an `evaluate` output folder the page shows as its Leaderboard tab
+BACKEND_ENV = "MT3_DEMO_BACKEND"
+BACKENDS = ("local", "ray")  # where the models run: in this process, or on a Ray Serve cluster
+# What a Ray replica needs from the front end's environment to find the weights the way the front
+# end would (mt3_demo.serving forwards them): the checkpoint folder, the Hub's offline switch and
+# location and cache, the thread count, the memory budget and the CUDA-graph switch.
+REPLICA_ENV = (CHECKPOINTS_ENV, OFFLINE_ENV, ENDPOINT_ENV, "HF_HOME", "HF_HUB_CACHE", THREADS_ENV, BUDGET_ENV,
+               CUDA_GRAPHS_ENV)
 
 
 class OptionError(ValueError):
@@ -307,7 +314,9 @@ class Settings:
     upload_dir: Path | None = None  # Gradio's upload folder; None: <system temp>/gradio
     debug: bool = False  # the CLI prints tracebacks
     zero_gpu: bool = False  # a ZeroGPU Space (a GPU per call)
-    ray_address: str = "auto"  # the Ray cluster of `evaluate --ray` ("auto": the one started on this machine)
+    backend: str = "local"  # "local": models in this process; "ray": the deployments of a Ray Serve cluster
+    # The Ray cluster of the ray backend and of `evaluate --ray` ("auto": the one started on this machine)
+    ray_address: str = "auto"
     leaderboard: str | None = None  # an `evaluate` output folder for the page's Leaderboard tab; None: no tab
 
     def __post_init__(self) -> None:
@@ -321,6 +330,7 @@ class Settings:
         _megabytes("runs_max_mb", self.runs_max_mb, RUNS_MAX_MB_LIMIT, optional=False)
         for name in ("eager", "hub_offline", "cuda_graphs", "debug", "zero_gpu"):
             _bool(name, getattr(self, name))
+        _choice("backend", self.backend, BACKENDS)
         if not isinstance(self.ray_address, str) or not self.ray_address.strip():
             raise OptionError(f"ray_address must be a Ray cluster address such as auto or host:6379, "
                               f"not {self.ray_address!r}.")
@@ -358,6 +368,7 @@ _ENV_FIELDS = {  # variable -> (Settings field, parser); a parser's ValueError i
     ZERO_GPU_ENV: ("zero_gpu", _flag),
     RAY_ADDRESS_ENV: ("ray_address", str),
     LEADERBOARD_ENV: ("leaderboard", str),
+    BACKEND_ENV: ("backend", lambda raw: raw.lower()),
 }
 
 
@@ -372,6 +383,12 @@ def settings_from_env(environ: Mapping[str, str] | None = None, strict: bool = T
     if strict and problems:
         raise OptionError(problems[0])
     return settings
+
+
+def replica_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of :data:`REPLICA_ENV` that are set (non-empty), to be given to Ray replicas."""
+    env = os.environ if environ is None else environ
+    return {var: env[var] for var in REPLICA_ENV if env.get(var, "").strip()}
 
 
 def read_env(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:

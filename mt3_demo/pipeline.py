@@ -22,7 +22,7 @@ import torch
 from . import leakage, metrics, writers
 from .audio import AudioError, Clip
 from .checkpoints import CheckpointError
-from .manager import ModelManager
+from .manager import BackendError, ModelManager
 from .notes import Note
 from .options import OptionError
 from .results import ModelResult, Run
@@ -52,6 +52,10 @@ class PhaseReporter:
     def report(self, fraction: float, desc: str) -> None:
         if self.on_progress is not None:
             self.on_progress(self.model_id, fraction, desc)
+
+    def waiting(self, phrase: str) -> None:
+        """The request waits for its turn in the backend's queue (a Ray Serve replica)."""
+        self.report(0.0, phrase)
 
     def loaded(self, transcriber: Any, decode: Any = None) -> None:
         self.started = time.perf_counter()
@@ -101,7 +105,7 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
     phases.report(0.0, "starting" if avail.status == "loaded" else "loading weights")
     try:
         transcription = manager.transcribe(model_id, clip, decode, progress=phases.segments,
-                                           on_loaded=lambda t: phases.loaded(t, decode))
+                                           on_loaded=lambda t: phases.loaded(t, decode), on_wait=phases.waiting)
         if out_dir is not None:
             result.files, result.synth_method = writers.write_model_files(
                 transcription.notes, clip, out_dir, writers.safe_name(model_id), spec.display_name,
@@ -115,6 +119,8 @@ def transcribe_one(clip: Clip, model_id: str, manager: ModelManager, out_dir: Pa
         result.error, result.error_kind = str(e), "audio"
     except OptionError as e:
         result.error, result.error_kind = str(e), "options"
+    except BackendError as e:
+        result.error, result.error_kind = str(e), "backend"
     except (MemoryError, torch.OutOfMemoryError):
         manager.unload_idle()
         result.error = f"{spec.display_name} ran out of memory on this clip; try a shorter clip."

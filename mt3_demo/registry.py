@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any, Mapping
 
 from .models.base import ModelSpec
 from .options import OptionError
@@ -53,3 +54,11 @@ def spec_of(specs: dict[str, ModelSpec], model_id: str) -> ModelSpec:
     except KeyError:
         known = ", ".join(specs) or "none"
         raise UnknownModel(f"Unknown model '{model_id}'. Known models: {known}.") from None
+
+
+def default_selection(model_ids: list[str], avail: Mapping[str, Any]) -> list[str]:
+    """The models a page starts with: the MT3-family ones that are ready (``avail``: model id ->
+    :class:`~mt3_demo.availability.Availability`), then the embedded default; the default alone
+    when none is (every manager's rule: local and Ray)."""
+    ready = [m for m in model_ids if m != DEFAULT_MODEL and avail[m].status == "ready"]
+    return ready + [DEFAULT_MODEL] if ready else [DEFAULT_MODEL]

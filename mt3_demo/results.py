@@ -27,7 +27,7 @@ class ModelResult:
     display_name: str
     transcription: Transcription | None = None
     error: str | None = None
-    error_kind: str | None = None  # "checkpoint", "audio", "options", "memory" or "model"
+    error_kind: str | None = None  # "checkpoint", "audio", "options", "memory", "backend" or "model"
     files: dict[str, Path] = field(default_factory=dict)  # "midi", "png", "audio", "audio_matched", "mix"
     synth_method: str | None = None
     analyses: dict[str, Any] = field(default_factory=dict)

@@ -93,6 +93,7 @@ def test_stats_and_json():
     j = t.to_json()
     assert j["timings"] == {"load_s": 1.0, "inference_s": 0.5, "rtf": 0.25}
     assert j["frontend"] == "tf" and "tokens" not in j
+    assert j["backend"] == "local"  # where it ran; a Ray replica's says "ray"
     assert t.to_json(include_tokens=True)["tokens"] == [[5, 1]]
     assert set(j["notes"][0]) >= {"onset", "offset", "pitch", "velocity", "program", "is_drum"}
 
