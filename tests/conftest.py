@@ -118,9 +118,13 @@ def running_app(gradio_tmp: Path):
             os.environ["GRADIO_TEMP_DIR"] = old
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium driven by Playwright (no `playwright install`); skips without either."""
+    """Debian's chromium driven by Playwright (no `playwright install`); skips without either.
+
+    Module scope: Playwright's sync API keeps an asyncio loop marked running on the main thread while it
+    is open, so a later module's ``asyncio.run`` or Ray handle ``.result()`` would refuse to run.
+    """
     import shutil
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
