@@ -368,3 +368,51 @@ def test_api_options_json_reaches_the_model_and_bad_json_is_a_sentence(tmp_path)
         assert handlers.check_options(manager, bad)["is_valid"] is False  # the validator, before the queue
     assert handlers.check_options(manager, "")["is_valid"] and handlers.check_options(manager, None)["is_valid"]
     assert len(transcriber.decoded_with) == 1 and manager.load_count == {"a": 1}
+
+
+def test_a_page_where_no_model_can_run_offers_nothing_to_press_and_says_why():
+    """A Ray cluster that cannot be reached (or any reason shared by every model): Transcribe is off
+    and says so, and the idle status names the reason and the fix; one usable model turns it back on."""
+    from test_manager import fake_spec, make_manager
+
+    from mt3_demo.ui import handlers
+
+    down = ("The Ray cluster at 10.0.0.1:6379 cannot be reached.", "start it (ray start --head)")
+    manager = make_manager([fake_spec("a", resolve_error=down), fake_spec("b", resolve_error=down)])
+    choices, listing, _header, run, status, *panels = handlers.refresh_page(manager, None, [])
+    assert choices["choices"] == [] and panels == []
+    assert run["interactive"] is False and run["value"] == "No model can run here"
+    assert "No model can run here right now." in status and "10.0.0.1:6379 cannot be reached" in status
+    assert "To fix: start it (ray start --head)" in status and 'class="status error"' in status
+    assert "cannot be reached" in listing
+
+    # Different reasons: the status points at the list, which has each.
+    mixed = make_manager([fake_spec("a", resolve_error=down), fake_spec("b", resolve_error=("No weights.", "get them"))])
+    _, listing, _, run, status, *_ = handlers.refresh_page(mixed, None, [])
+    assert run["interactive"] is False and "Not available here" in status
+    assert "No weights." in listing and "cannot be reached" in listing
+
+    # One model that can run: Transcribe, on; the usual idle status.
+    some = make_manager([fake_spec("a", resolve_error=down), fake_spec("b")])
+    choices, _, _, run, status, *_ = handlers.refresh_page(some, None, [])
+    assert [v for _, v in choices["choices"]] == ["b"]
+    assert run == {"__type__": "update", "value": "Transcribe", "interactive": True}
+    assert "Pick an example" in status and "error" not in status
+
+
+def test_advanced_panels_of_models_that_cannot_run_are_hidden(tmp_path):
+    import gradio as gr
+
+    from mt3_demo.ui import advanced, handlers
+
+    # Offline with an empty checkpoints folder: only transkun (weights in its wheel) can run.
+    manager = ModelManager(device=torch.device("cpu"), settings=Settings(checkpoints_root=tmp_path, hub_offline=True))
+    avail = manager.availabilities()
+    assert avail["transkun"].usable and not avail["mt3"].usable
+    with gr.Blocks():
+        adv = advanced.controls(manager, avail)
+    assert adv.panels["transkun"].visible and not adv.panels["mt3"].visible
+    ids = list(adv.panels)
+    _, _, _, run, _, *updates = handlers.refresh_page(manager, None, ids)
+    assert {m: u["visible"] for m, u in zip(ids, updates)} == {m: avail[m].usable for m in ids}
+    assert run["interactive"] is True

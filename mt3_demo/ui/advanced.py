@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import gradio as gr
 
+from ..availability import Availability
 from ..manager import ModelManager
 from ..options import TRIM_MODES, OptionError, decode_from_json, decode_options
 
@@ -36,6 +37,7 @@ class Advanced:
 
     components: list[Any]
     fields: list[tuple[str, str]]
+    panels: dict[str, Any] = dataclasses.field(default_factory=dict)  # model id -> its accordion
 
     def values(self, values: Sequence[Any]) -> dict[str, dict[str, Any]]:
         """The controls' values by model: {model id: {option: value}} (empty controls left out)."""
@@ -56,21 +58,24 @@ def _control(name: str, default: Any) -> Any:
     return gr.Number(value=default, label=label, info=info, precision=0 if whole else None, minimum=0)
 
 
-def controls(manager: ModelManager) -> Advanced:
-    """One collapsed "Advanced" accordion per model, with its decode options at their defaults."""
-    components, fields = [], []
+def controls(manager: ModelManager, avail: dict[str, Availability] | None = None) -> Advanced:
+    """One collapsed "Advanced" accordion per model, with its decode options at their defaults;
+    hidden for a model that cannot run here (``avail``, the page's snapshot; each page load refreshes)."""
+    components, fields, panels = [], [], {}
     for model_id in manager.model_ids():
         spec = manager.spec(model_id)
         shown = [f for f in dataclasses.fields(spec.decode_type) if f.name in HELP]
         if not shown:
             continue
         defaults = spec.decode_type()
+        visible = avail is None or avail[model_id].usable
         with gr.Accordion(f"Advanced · {spec.display_name}", open=False, elem_classes="advanced-options",
-                          elem_id=f"advanced-{model_id}"):
+                          elem_id=f"advanced-{model_id}", visible=visible) as panel:
             for f in shown:
                 components.append(_control(f.name, getattr(defaults, f.name)))
                 fields.append((model_id, f.name))
-    return Advanced(components, fields)
+        panels[model_id] = panel
+    return Advanced(components, fields, panels)
 
 
 def decode(manager: ModelManager, advanced: Advanced, values: Sequence[Any]) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def build_demo(manager: ModelManager | None = None, settings: Settings | None = 
                     with gr.Column(scale=2, min_width=340, elem_id="inputs-column"):
                         inputs = _inputs(manager, settings, avail)
                     with gr.Column(scale=3, min_width=340, elem_id="results-column"):
-                        page = _results(max(1, len(manager.model_ids())))
+                        page = _results(max(1, len(manager.model_ids())), render.idle_status(manager, avail))
                 with gr.Accordion("About the models", open=False, elem_classes="phone-only"):
                     gr.HTML(render.about_models_html(manager, avail), padding=False)
             leaderboard.add_tab(demo, settings.leaderboard)
@@ -135,9 +135,9 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
                        label="…or an example", elem_id="examples")
     models = gr.CheckboxGroup(choices=choices, value=value, label="Models", elem_id="model-choice",
                               info="Each transcribes the same 16 kHz mono audio, one after another.")
-    run = gr.Button("Transcribe", variant="primary", elem_id="run-button")
+    run = gr.Button(variant="primary", elem_id="run-button", **render.run_button(manager, avail))
     # Per model, collapsed, after Transcribe (what a visitor does first stays on the first screen).
-    decode = advanced.controls(manager)
+    decode = advanced.controls(manager, avail)
     reference = gr.File(label="Reference MIDI (optional)", file_types=[".mid", ".midi"], elem_id="reference-input",
                         height=120)
     availability = gr.HTML(render.availability_html(manager, avail), padding=False, elem_id="availability")
@@ -145,10 +145,10 @@ def _inputs(manager: ModelManager, settings: Settings, avail: dict[str, Availabi
                 availability=availability, run=run, example=example, example_rows=rows)
 
 
-def _results(n_cards: int) -> Page:
+def _results(n_cards: int, idle_status: str) -> Page:
     """The results column: status (+ Stop), the report, the player, the tabs, one card per model."""
     with gr.Row(equal_height=False, elem_id="status-row"):
-        status = gr.HTML(render.idle_status(), padding=False, elem_id="run-status", elem_classes="run-status",
+        status = gr.HTML(idle_status, padding=False, elem_id="run-status", elem_classes="run-status",
                          scale=4)
         stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", scale=0, min_width=100)
     report = gr.DownloadButton("Download report (.zip)", visible=False, elem_id="report-button",
@@ -256,8 +256,10 @@ def _wire_small_events(demo: gr.Blocks, page: Page, inputs: dict[str, Any], head
     audio.change(lambda a: handlers.check_upload(a, settings.max_seconds, settings.upload_dir), inputs=audio,
                  outputs=inputs["upload_note"], api_visibility="private", queue=False, show_progress="hidden")
     # Availability can change while the app runs: refresh the choices and reasons on every page load.
-    demo.load(lambda selected: handlers.refresh_models(manager, selected), inputs=inputs["models"],
-              outputs=[inputs["models"], inputs["availability"], header], api_visibility="private", queue=False)
+    panels = inputs["advanced"].panels
+    demo.load(lambda selected: handlers.refresh_page(manager, selected, list(panels)), inputs=inputs["models"],
+              outputs=[inputs["models"], inputs["availability"], header, inputs["run"], page.status,
+                       *panels.values()], api_visibility="private", queue=False)
 
 
 # Gradio 6 hides "Use via API" on narrow screens but not the "·" after it (its rule names a

@@ -158,9 +158,34 @@ def status_html(kind: str, title: str, text: str = "", extra: str = "") -> str:
     return f'<div class="status {esc(kind)}"><p><b>{esc(title)}</b> {esc(text)}</p>{extra}</div>'
 
 
-def idle_status() -> str:
+def idle_status(manager: ModelManager | None = None, avail: dict[str, Availability] | None = None) -> str:
+    """The status before a run; when no model can run here (``avail``), says so and why instead."""
+    blocked = nothing_runs(manager, avail) if manager is not None and avail is not None else None
+    if blocked is not None:
+        why, fix = blocked
+        extra = f'<p class="fix">To fix: {esc(fix)}</p>' if fix else ""
+        return status_html("error", "No model can run here right now.", why, extra)
     return status_html("idle", "Pick an example or upload a recording,",
                        "then press Transcribe: the progress and the piano rolls appear here.")
+
+
+def nothing_runs(manager: ModelManager, avail: dict[str, Availability]) -> tuple[str, str] | None:
+    """(why, fix) when no model can run here, else None. One shared reason (a Ray cluster that cannot
+    be reached, no network for every download) is said once; different reasons point at the list."""
+    ids = manager.model_ids()
+    if any(avail[m].usable for m in ids):
+        return None
+    reasons = {(avail[m].reason or "", avail[m].fix or "") for m in ids}
+    if len(reasons) == 1:
+        return next(iter(reasons))
+    return "Each model says why in the list under the inputs (“Not available here”).", ""
+
+
+def run_button(manager: ModelManager, avail: dict[str, Availability]) -> dict[str, Any]:
+    """Transcribe's label and state: a page where no model can run offers nothing to press."""
+    if nothing_runs(manager, avail) is None:
+        return dict(value="Transcribe", interactive=True)
+    return dict(value="No model can run here", interactive=False)
 
 
 def _warnings_html(warnings: list[str], test_warning: str = "") -> str:
