@@ -116,14 +116,16 @@ def resolve_file(model_id: str, basename: str, override: Path | None = None,
     A user-given path that does not exist is an error (we do not silently fall back to a download).
     """
     if override is not None and not Path(override).expanduser().exists():
-        raise CheckpointError(f"{model_id}: checkpoint path {Path(override).name} does not exist.")
+        raise CheckpointError(f"{model_id}: checkpoint path {Path(override).name} does not exist.",
+                              "check the path (a file, or a folder holding the checkpoint).")
     for cand in local_candidates(model_id, basename, override, sources.root):
         if cand.is_file():
             if verify_local and hub is not None and hub.sha256:
                 verify_sha256(cand, hub.sha256)
             return cand
     if override is not None:
-        raise CheckpointError(f"{model_id}: no {basename} in {Path(override).name}/.")
+        raise CheckpointError(f"{model_id}: no {basename} in {Path(override).name}/.",
+                              f"put {basename} in that folder, or give the file itself.")
     if hub is None:
         raise CheckpointError(f"{model_id}: {basename} not found.", how_to_provide(model_id, None, basename) + ".")
     return download(model_id, hub, fetch=fetch, offline=sources.offline)

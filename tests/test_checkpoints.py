@@ -29,6 +29,24 @@ def test_local_override_file_and_folder(tmp_path, monkeypatch):
         resolve_file("m", "other.pth", tmp_path)
 
 
+def test_a_wrong_checkpoint_path_says_what_is_wrong_and_the_fix_apart(tmp_path):
+    """The reason and the fix are separate fields (the page folds the fix behind "details")."""
+    from mt3_demo.models.mr_mt3 import checkpoint as mr_ck
+
+    with pytest.raises(CheckpointError) as e:
+        resolve_file("m", "m.pth", tmp_path / "missing")
+    assert e.value.reason == "m: checkpoint path missing does not exist." and "check the path" in e.value.fix
+    with pytest.raises(CheckpointError) as e:
+        resolve_file("m", "other.pth", tmp_path)
+    assert e.value.reason.startswith("m: no other.pth in") and "put other.pth in that folder" in e.value.fix
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    (tmp_path / "b.ckpt").write_bytes(b"x")
+    with pytest.raises(CheckpointError) as e:
+        mr_ck.find_in_folder(tmp_path)
+    assert "several .ckpt files (a.ckpt, b.ckpt)" in e.value.reason and e.value.fix == "pass the file itself."
+    assert str(e.value).endswith("To fix: pass the file itself.") and str(tmp_path) not in str(e.value)
+
+
 def test_env_folder(tmp_path):
     (tmp_path / "mt3").mkdir()
     (tmp_path / "mt3" / "mt3.pth").write_bytes(b"abc")

@@ -64,7 +64,8 @@ def _find(checkpoint: Path | None, fetch: bool, sources: Sources) -> ck.Location
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
-            raise CheckpointError(f"{MODEL_ID}: checkpoint path {path.name} does not exist.")
+            raise CheckpointError(f"{MODEL_ID}: checkpoint path {path.name} does not exist.",
+                                  "check the path (a .ckpt file, or a folder holding one).")
         return ck.find_in_folder(path) if path.is_dir() else ck.location_for_file(path)
     for known in (DEFAULT, *[k for k in ck.KNOWN_CHECKPOINTS if k is not DEFAULT]):
         for cand in local_candidates(MODEL_ID, known.name, None, sources.root):
@@ -87,7 +88,7 @@ def select_by_name(location: ck.Location, name: str, fetch: bool = True,
     known = ck.known_checkpoint(name)
     if known is None:
         names = ", ".join(k.name for k in ck.KNOWN_CHECKPOINTS)
-        raise CheckpointError(f"{MODEL_ID}: unknown checkpoint name {name!r}. Known: {names}.")
+        raise CheckpointError(f"{MODEL_ID}: unknown checkpoint name {name!r}.", f"use one of: {names}.")
     if location.path.name == known.name:
         return location
     override = location.override

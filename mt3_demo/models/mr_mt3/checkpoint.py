@@ -146,7 +146,7 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], what: str, num_heads:
             k.startswith("segmem_encoder.") or k.startswith("segmem_proj.") for k in sd):
         raise CheckpointError(
             f"{what} has no memory block (no segmem_* weights): it is a plain MT3 checkpoint, not "
-            "MR-MT3. Load it with the MT3 model instead.")
+            "MR-MT3.", "load it with the MT3 model instead.")
     t5 = t5_config_from_shapes(sd, what, num_heads)
     return MRMT3Config(**t5, n_mels=sd["proj.weight"].shape[1],
                        segmem_num_layers=count_blocks(sd, "segmem_encoder"), segmem_length=segmem_length)
@@ -179,13 +179,14 @@ def find_in_folder(folder: Path) -> Location:
     folder = Path(folder)
     ckpts = sorted(p for p in folder.iterdir() if p.suffix == ".ckpt" and p.is_file())
     if not ckpts:
-        raise CheckpointError(f"mr_mt3: no .ckpt file in {folder.name}/.")
+        raise CheckpointError(f"mr_mt3: no .ckpt file in {folder.name}/.",
+                              "put the Lightning .ckpt (and its config.json) in that folder.")
     if len(ckpts) > 1:
         names = {p.name for p in ckpts}
         known = [k.name for k in KNOWN_CHECKPOINTS if k.name in names]
         if not known:
             raise CheckpointError(f"mr_mt3: {folder.name}/ holds several .ckpt files "
-                                  f"({', '.join(sorted(names))}); pass the file itself.")
+                                  f"({', '.join(sorted(names))}).", "pass the file itself.")
         ckpts = [folder / known[0]]
     cfg = folder / "config.json"
     return Location(ckpts[0], cfg if cfg.is_file() else None, known_checkpoint(ckpts[0].name), folder)
@@ -237,7 +238,8 @@ def settle_memory_length(location: Location, cfg_json: Mapping[str, Any],
     else:
         n, src = DEFAULT_MEMORY_LENGTH, "default"
     if not 0 <= n <= 1024:
-        raise CheckpointError(f"mr_mt3: memory length must be between 0 and 1024, not {n}.")
+        raise CheckpointError(f"mr_mt3: memory length must be between 0 and 1024, not {n}.",
+                              "set segmem_length in config.json beside the checkpoint to the trained value.")
     return n, src
 
 

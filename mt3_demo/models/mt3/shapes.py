@@ -34,7 +34,7 @@ def t5_config_from_shapes(sd: Mapping[str, torch.Tensor], what: str,
         raise CheckpointError(f"{what} does not look like an MT3/MR-MT3 model: missing {', '.join(missing)}.")
     inner = sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0]
     if inner % num_heads:
-        raise CheckpointError(f"{what}: attention width {inner} is not divisible by {num_heads} heads; "
+        raise CheckpointError(f"{what}: attention width {inner} is not divisible by {num_heads} heads.",
                               "give the right head count in a config.json beside the checkpoint.")
     return {
         "d_model": int(sd["proj.weight"].shape[0]), "num_heads": num_heads, "d_kv": inner // num_heads,

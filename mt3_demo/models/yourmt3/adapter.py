@@ -62,9 +62,10 @@ def _published(name: str | None) -> PublishedCheckpoint:
     name = name or DEFAULT_CHECKPOINT
     if name in NOT_IMPLEMENTED:
         raise CheckpointError(f"{MODEL_ID}: checkpoint {name!r} uses {NOT_IMPLEMENTED[name]}, which this "
-                              f"adapter does not implement; available: {', '.join(CHECKPOINTS)}.")
+                              "adapter does not implement.", f"use one of: {', '.join(CHECKPOINTS)}.")
     if name not in CHECKPOINTS:
-        raise CheckpointError(f"{MODEL_ID}: unknown checkpoint name {name!r}; known: {', '.join(CHECKPOINTS)}.")
+        raise CheckpointError(f"{MODEL_ID}: unknown checkpoint name {name!r}.",
+                              f"use one of: {', '.join(CHECKPOINTS)}.")
     return CHECKPOINTS[name]
 
 
