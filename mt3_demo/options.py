@@ -193,9 +193,12 @@ class MT3Decode:
     stop_at_eos: bool = True  # False: every segment decodes max_tokens ids (benchmarks: fixed work)
     batch_size: int | None = None  # segments per chunk; None: by device and memory
     cuda_graphs: bool = True  # on CUDA, replay captured graphs (off: Settings.cuda_graphs)
+    # positions a CUDA-graph cache starts with before it doubles (bench_cuda.py --growth); None: 128
+    static_cache_start: int | None = None
 
     def __post_init__(self) -> None:
         _count("max_tokens", self.max_tokens, maximum=MT3_POSITIONS - 1)
+        _count("static_cache_start", self.static_cache_start, maximum=MT3_POSITIONS)
         _choice("trim", self.trim, TRIM_MODES, optional=True)
         _bool("stop_at_eos", self.stop_at_eos)
         _count("batch_size", self.batch_size, maximum=MAX_BATCH)

@@ -18,7 +18,7 @@ from mt3_demo.models import greedy, t5
 from mt3_demo.models.mr_mt3 import SPEC as MR_MT3
 from mt3_demo.models.mt3 import adapter
 from mt3_demo.models.yourmt3.adapter import SPEC as YOURMT3
-from mt3_demo.options import MRMT3Options, MT3Decode, MT3Options, YourMT3Decode, YourMT3Options
+from mt3_demo.options import MRMT3Options, MT3Decode, MT3Options, OptionError, YourMT3Decode, YourMT3Options
 
 FIX = Path(__file__).parent / "fixtures"
 TINY = FIX / "mt3" / "tiny_model"
@@ -182,3 +182,25 @@ def test_cuda_graph_replay_gives_the_cpu_ids(tiny, memory16, monkeypatch, small_
             gpu_ids = greedy.greedy_decode(model, memory16.to(cuda), max_tokens=60, eos_id=eos_id)
             assert gpu_ids == cpu_ids
     assert len(captures) == 2 * 3  # two decodes, each at 16, 32 and 60 positions
+
+
+def test_the_static_cache_start_is_a_decode_option(static_everywhere, monkeypatch):
+    """MT3Decode(static_cache_start=N) reaches the static cache (bench_cuda --growth sets it per run
+    instead of patching greedy.STATIC_FIRST); the ids stay the fixture's whatever the start."""
+    starts = []
+    real_init = t5.StaticKVCache.__init__
+
+    def spy(self, cross, capacity, *args, **kwargs):
+        starts.append(capacity)
+        real_init(self, cross, capacity, *args, **kwargs)
+
+    monkeypatch.setattr(t5.StaticKVCache, "__init__", spy)
+    t = adapter.SPEC.build(adapter.SPEC.resolve(TINY), CPU, MT3Options(compat="kunato"))
+    wav = clip(FIX / "mt3" / "logmel" / "signal_a.wav")
+    default = t.transcribe(wav, MT3Decode(max_tokens=63)).tokens
+    assert starts == [min(63, greedy.STATIC_FIRST)]
+    starts.clear()
+    assert t.transcribe(wav, MT3Decode(max_tokens=63, static_cache_start=8)).tokens == default
+    assert starts[0] == 8 and starts[1:] == [16, 32, 63]  # it doubles from there, up to max_tokens
+    with pytest.raises(OptionError, match="static_cache_start must be at least 1"):
+        MT3Decode(static_cache_start=0)

@@ -30,7 +30,8 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
                   start_id: int = 0, eos_id: int | None = 1, first_eos_step: int = 0,
                   on_step: Callable[[int, int], None] | None = None,
                   on_finished: Callable[[int], None] | None = None,
-                  cache_budget: int | None = None, static: bool | None = None) -> list[list[int]]:
+                  cache_budget: int | None = None, static: bool | None = None,
+                  static_first: int | None = None) -> list[list[int]]:
     """Greedy argmax decoding of every row of ``memory`` [B, S, d] at once.
 
     ``model`` needs ``decoder(tokens, memory=|cache=)``, ``decoder.init_cache(memory)`` and
@@ -60,14 +61,15 @@ def greedy_decode(model: T5, memory: Tensor, max_tokens: int, *, use_cache: bool
     ``static`` decodes with a :class:`StaticKVCache` instead (:func:`static_decode`: on CUDA, a
     captured graph per group of rows and cache size); by default (None) it does so on CUDA without
     autocast; ``False`` never (the decode options' ``cuda_graphs``, ``Settings.cuda_graphs``).
-    Same ids either way up to float32 rounding (tests/test_static_decode.py).
+    Same ids either way up to float32 rounding (tests/test_static_decode.py). ``static_first``:
+    the positions a static cache starts with (None: :data:`STATIC_FIRST`).
     """
     if static is None:
         static = use_cache and static_by_default(memory)
     if static:
         return static_decode(model, memory, max_tokens, start_id=start_id, eos_id=eos_id,
                              first_eos_step=first_eos_step, on_step=on_step, on_finished=on_finished,
-                             cache_budget=cache_budget)
+                             cache_budget=cache_budget, first_positions=static_first)
     b = memory.shape[0]
     device = memory.device
     out = torch.zeros(b, max(max_tokens, 0), dtype=torch.long, device=device)
@@ -123,7 +125,7 @@ def static_by_default(memory: Tensor) -> bool:
 def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int = 0, eos_id: int | None = 1,
                   first_eos_step: int = 0, on_step: Callable[[int, int], None] | None = None,
                   on_finished: Callable[[int], None] | None = None, cache_budget: int | None = None,
-                  graph: bool | None = None) -> list[list[int]]:
+                  graph: bool | None = None, first_positions: int | None = None) -> list[list[int]]:
     """:func:`greedy_decode` on a :class:`StaticKVCache`: same arguments, same result.
 
     Why: on a GPU a decoder step at these sizes is a few hundred small kernels whose launches cost
@@ -159,15 +161,16 @@ def static_decode(model: T5, memory: Tensor, max_tokens: int, *, start_id: int =
                 on_finished(base + rows)
 
         out += _static_group(model, memory[start:start + group], max_tokens, start_id, eos_id, first_eos_step,
-                             on_step, finished_here, memory.is_cuda if graph is None else graph)
+                             on_step, finished_here, memory.is_cuda if graph is None else graph,
+                             STATIC_FIRST if first_positions is None else first_positions)
     return out
 
 
 def _static_group(model: T5, memory: Tensor, max_tokens: int, start_id: int, eos_id: int | None,
                   first_eos_step: int, on_step: Callable[[int, int], None] | None,
-                  on_finished: Callable[[int], None], graph: bool) -> list[list[int]]:
+                  on_finished: Callable[[int], None], graph: bool, first_positions: int) -> list[list[int]]:
     b, device = memory.shape[0], memory.device
-    cache = StaticKVCache(model.decoder.init_cache(memory).cross, min(max_tokens, STATIC_FIRST))
+    cache = StaticKVCache(model.decoder.init_cache(memory).cross, min(max_tokens, first_positions))
     tokens = torch.full((b, 1), start_id, dtype=torch.long, device=device)
     ids = torch.zeros(b, max_tokens, dtype=torch.long, device=device)
 

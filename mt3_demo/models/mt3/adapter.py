@@ -146,7 +146,8 @@ class MT3Transcriber:
         ids = generate_ids(self.model, self.frontend, clip.samples, max_tokens=max_tokens,
                            batch_size=decode.batch_size, amp_dtype=self.amp_dtype, progress=progress,
                            timings=timings, stop_at_eos=decode.stop_at_eos,
-                           static=None if decode.cuda_graphs else False)
+                           static=None if decode.cuda_graphs else False,
+                           static_first=decode.static_cache_start)
         starts = features.segment_start_times(len(ids))
         decoded = ids_to_notes(ids, starts, trim=trim)
         info = {

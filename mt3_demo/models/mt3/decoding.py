@@ -113,7 +113,8 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
                  use_cache: bool = True, amp_dtype: torch.dtype | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  timings: Timings | None = None, stop_at_eos: bool = True,
-                 budget_mb: float | None = None, static: bool | None = None) -> list[list[int]]:
+                 budget_mb: float | None = None, static: bool | None = None,
+                 static_first: int | None = None) -> list[list[int]]:
     """Generated ids per segment (no start token; ending with EOS when it came within max_tokens).
 
     ``samples``: the whole 16 kHz mono signal. ``amp_dtype`` (fp16/bf16) autocasts the network on
@@ -124,7 +125,8 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
     :data:`DECODE_BUDGET_MB` of the device); a given ``batch_size`` is taken as it is.
     ``progress(done, total)`` counts finished segments, reported every ``PROGRESS_STEPS`` steps
     too (a caller stops the run by raising from it). ``static``: as in
-    :func:`~mt3_demo.models.greedy.greedy_decode` (None: CUDA graphs where they apply).
+    :func:`~mt3_demo.models.greedy.greedy_decode` (None: CUDA graphs where they apply), and
+    ``static_first`` the positions its static cache starts with.
     """
     device = next(model.parameters()).device
     timings = timings if timings is not None else Timings()
@@ -160,7 +162,7 @@ def generate_ids(model: T5, frontend: F.LogMel, samples: np.ndarray | torch.Tens
                 ids = greedy_decode(model, memory, max_tokens, use_cache=use_cache,
                                     start_id=vocab.PAD, eos_id=vocab.EOS if stop_at_eos else None,
                                     on_step=count_step, on_finished=count_finished, cache_budget=cache_budget,
-                                    static=static)
+                                    static=static, static_first=static_first)
                 del memory
             timings.decode_s += time.perf_counter() - t2
             timings.chunks.append(stop - start)
