@@ -135,6 +135,11 @@ instrument by instrument into one buffer; `mir_eval`/scipy and matplotlib load o
 (`--references none,bound,million`): none, one at the 20 000-note bound spread over the recording
 (read, trimmed and scored), and one of a million notes (refused by its size before a byte is read).""",
     },
+    "server_memory_hostile_reference_token_models": {
+        "title": "Server memory with a hostile reference: the token models",
+        "about": """As above for MT3, MR-MT3 and YourMT3+ with full-size random checkpoints built from
+the state-dict manifests (`--tokens 32` per segment: the notes are noise, the memory is the model's).""",
+    },
     "burst": {
         "title": "A burst on the API",
         "about": """The app in a child process receives many good requests at once (a short piano clip,
