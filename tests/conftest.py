@@ -88,6 +88,29 @@ def tone_wav(tmp_path):
     return make
 
 
+TINY_MT3_PTH = FIXTURES / "mt3" / "tiny_model" / "mt3.pth"
+
+
+def serve_mt3_from_fake_hub(monkeypatch, folder: Path):
+    """MT3 downloads ``folder/mt3.pth`` (huggingface_hub's download patched to hand out files of
+    ``folder``), pinned to the tiny fixture's sha256 as if it were the published file; returns the
+    MT3 adapter module."""
+    import huggingface_hub
+
+    from mt3_demo.checkpoints import HubFile, sha256_file
+    from mt3_demo.models.mt3 import adapter
+
+    def fake_download(repo_id, filename, **kw):
+        if filename != "mt3.pth":
+            raise FileNotFoundError(filename)
+        return str(folder / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(adapter, "HUB", HubFile("gudgud1014/MR-MT3", "mt3.pth", sha256=sha256_file(TINY_MT3_PTH)))
+    monkeypatch.delenv("MT3_DEMO_CHECKPOINTS", raising=False)
+    return adapter
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

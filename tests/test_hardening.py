@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FIXTURES
+from conftest import FIXTURES, serve_mt3_from_fake_hub
 from mt3_demo.checkpoints import (CheckpointError, HubFile, read_checkpoint, resolve_file,
                                   sha256_file, verify_sha256)
 from mt3_demo.cli import EXIT_CHECKPOINT, main
@@ -80,24 +80,11 @@ def test_in_place_change_keeping_size_and_mtime_is_caught(tmp_path):
 @pytest.fixture
 def pinned_mt3(tmp_path, monkeypatch):
     """MT3 resolving from a fake Hub cache whose pinned sha256 is the tiny fixture's."""
-    import huggingface_hub
-
-    from mt3_demo.models.mt3 import adapter
-
     cache = tmp_path / "hub"
     cache.mkdir()
     shutil.copy(MT3_PTH, cache / "mt3.pth")
     shutil.copy(MT3_CONFIG, cache / "config.json")
-
-    def fake_download(repo_id, filename, **kw):
-        if filename != "mt3.pth":
-            raise FileNotFoundError(filename)
-        return str(cache / filename)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(adapter, "HUB", HubFile("gudgud1014/MR-MT3", "mt3.pth", sha256=sha256_file(MT3_PTH)))
-    monkeypatch.delenv("MT3_DEMO_CHECKPOINTS", raising=False)
-    return adapter, cache / "mt3.pth"
+    return serve_mt3_from_fake_hub(monkeypatch, cache), cache / "mt3.pth"
 
 
 def tamper(path: Path) -> None:

@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import EXAMPLES, FIXTURES
-from mt3_demo import checkpoints, reference, runs
-from mt3_demo.checkpoints import CheckpointError, HubFile, safe_torch_load, sha256_file
+from conftest import EXAMPLES, FIXTURES, serve_mt3_from_fake_hub
+from mt3_demo import checkpoints, reference
+from mt3_demo.checkpoints import CheckpointError, safe_torch_load, sha256_file
 from mt3_demo.notes import notes_from_midi
 from mt3_demo.options import Settings
 
@@ -274,10 +274,6 @@ def test_examples_and_files_outside_the_upload_folder_are_never_deleted(gradio_d
 def hub_cache(tmp_path, monkeypatch):
     """MT3 from a fake Hub cache laid out as huggingface_hub's: snapshots/<rev>/mt3.pth is a
     symlink to blobs/<hash>; the pinned sha256 is the genuine file's."""
-    import huggingface_hub
-
-    from mt3_demo.models.mt3 import adapter
-
     blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "rev"
     blobs.mkdir()
     snap.mkdir(parents=True)
@@ -286,16 +282,7 @@ def hub_cache(tmp_path, monkeypatch):
     torch.save({k: v * 2 for k, v in sd.items()}, blobs / "evil")  # a valid checkpoint, other weights
     (snap / "mt3.pth").symlink_to(blobs / "genuine")
     shutil.copy(MT3_CONFIG, snap / "config.json")
-
-    def fake_download(repo_id, filename, **kw):
-        if filename != "mt3.pth":
-            raise FileNotFoundError(filename)
-        return str(snap / filename)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(adapter, "HUB", HubFile("gudgud1014/MR-MT3", "mt3.pth", sha256=sha256_file(MT3_PTH)))
-    monkeypatch.delenv("MT3_DEMO_CHECKPOINTS", raising=False)
-    return adapter, snap / "mt3.pth", blobs, sd
+    return serve_mt3_from_fake_hub(monkeypatch, snap), snap / "mt3.pth", blobs, sd
 
 
 def repoint(link: Path, target: Path) -> None:
