@@ -138,7 +138,7 @@ def test_a_page_load_resolves_each_model_once(tmp_path, monkeypatch):
         return resolve(self, model_id, fetch)
 
     monkeypatch.setattr(ModelManager, "resolve", counting)
-    choices, unavailable_html, header = handlers.refresh_models(manager, None)
+    choices, unavailable_html, header, *_ = handlers.refresh_page(manager, None, list(manager.model_ids()))
     assert calls == {m: 1 for m in manager.model_ids()}
     assert sorted(value for _, value in choices["choices"]) == ["mt3", "transkun"]
     assert choices["value"] == ["mt3", "transkun"]

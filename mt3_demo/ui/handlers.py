@@ -307,20 +307,14 @@ def transcribe_api(manager: ModelManager, max_seconds: float, audio: str | None,
 
 
 def refresh_page(manager: ModelManager, selected: list[str] | None, panels: list[str]):
-    """Everything a page load refreshes from one availability snapshot: the model choices, the list
-    of models that cannot run and why, the header, Transcribe (off when nothing can run), the idle
-    status (says why nothing can run) and each model's Advanced panel (``panels``: their model ids)."""
-    avail = manager.availabilities()
+    """Availability can change while the app runs (a checkpoint downloaded, a folder filled, a Ray
+    cluster up or down): everything a page load refreshes from one snapshot. Only models that can run
+    here are offered, the others listed with why; then the header, Transcribe (off when nothing can
+    run), the idle status (says why nothing can run) and each model's Advanced panel (``panels``:
+    their model ids)."""
+    avail = manager.availabilities()  # once per page load: each model's weights resolved once
     choices, value = render.model_choices(manager, avail, selected)
     return (gr.update(choices=choices, value=value), render.availability_html(manager, avail),
             render.header_html(manager, avail), gr.update(**render.run_button(manager, avail)),
             render.idle_status(manager, avail), *[gr.update(visible=avail[m].usable) for m in panels])
 
-
-def refresh_models(manager: ModelManager, selected: list[str] | None = None):
-    """Availability can change while the app runs (a checkpoint downloaded, a folder filled):
-    only models that can run here are offered; the others are listed with why."""
-    avail = manager.availabilities()  # once per page load: each model's weights resolved once
-    choices, value = render.model_choices(manager, avail, selected)
-    return (gr.update(choices=choices, value=value),
-            render.availability_html(manager, avail), render.header_html(manager, avail))

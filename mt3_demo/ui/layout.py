@@ -13,7 +13,6 @@ JSON and the report zip. Room is left for more views per card or per run: add a 
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 from pathlib import Path

@@ -158,9 +158,9 @@ def status_html(kind: str, title: str, text: str = "", extra: str = "") -> str:
     return f'<div class="status {esc(kind)}"><p><b>{esc(title)}</b> {esc(text)}</p>{extra}</div>'
 
 
-def idle_status(manager: ModelManager | None = None, avail: dict[str, Availability] | None = None) -> str:
+def idle_status(manager: ModelManager, avail: dict[str, Availability]) -> str:
     """The status before a run; when no model can run here (``avail``), says so and why instead."""
-    blocked = nothing_runs(manager, avail) if manager is not None and avail is not None else None
+    blocked = nothing_runs(manager, avail)
     if blocked is not None:
         why, fix = blocked
         extra = f'<p class="fix">To fix: {esc(fix)}</p>' if fix else ""
