@@ -29,10 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, write_result  # noqa: E402
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from harness import ROOT, write_result  # noqa: E402 - harness also puts ROOT on sys.path
 
 EXAMPLES = ROOT / "examples_audio"
 STEMS = ["piano_cschumann_polonaise", "band_foster_jeanie", "ensemble_johnson_lift_every_voice",
@@ -187,15 +184,14 @@ def main() -> None:
                              "read_and_score_s_per_audio_s": round(read_score_rtf, 4)},
              "rows": on_paper(per_track, fixed, PAPER_RTF["transkun"]["cpu_long_clips"], read_score_rtf)}
     write_result("bench_evaluate", rows, ratios, extra={"on_paper": paper})
-    result = {"rows": rows, "ratios": ratios, "on_paper": paper}
-    for row in result["rows"]:
+    for row in rows:
         print(f"{row['path']:24s} {row['tracks']} tracks in {row['wall_s']:.1f} s: {row['tracks_per_hour']:.0f} "
               f"tracks/h, overhead {row['overhead_per_track_s']:.2f} s/track")
     print(f"ray worker start {costs['worker_start_s']:.1f} s, round trip overhead "
           f"{costs['round_trip_overhead_ms_median']:.1f} ms/track (median of 20)")
-    print(f"ray / local tracks per hour: {result['ratios']['ray_over_local_tracks_per_hour']:.2f}x "
+    print(f"ray / local tracks per hour: {ratios['ray_over_local_tracks_per_hour']:.2f}x "
           f"(same table: {same}); cluster start {cluster_start:.1f} s (not in the Ray wall time)")
-    for row in result["on_paper"]["rows"]:
+    for row in paper["rows"]:
         print(row)
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, PeakSampler, free_port, stop_server, wait_until_up, write_result  # noqa: E402
 
+from mt3_demo.reference import MAX_NOTES  # noqa: E402 - the app's bound on a reference's notes
+
 PIANO = ROOT / "examples_audio" / "piano_cschumann_polonaise.wav"
 
 # name -> bytes: what people (or scripts) upload by mistake
@@ -41,7 +43,7 @@ BAD_UPLOADS = {
 }
 # name -> notes: hostile references sent with a good recording (issue 21). Over the app's bounds they
 # must be refused like a bad upload; one at the note bound (``--bound-reference``) is a good request.
-HOSTILE_REFERENCES = {"million_notes.mid": 1_000_000, "over_the_note_bound.mid": 20_001}  # MAX_NOTES + 1
+HOSTILE_REFERENCES = {"million_notes.mid": 1_000_000, "over_the_note_bound.mid": MAX_NOTES + 1}
 
 
 def folder_mb(path: Path) -> float:
@@ -55,7 +57,7 @@ def main() -> int:
     ap.add_argument("--bad-limit", type=float, default=5.0, help="seconds a bad upload may take")
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds for the whole burst")
     ap.add_argument("--bound-reference", action="store_true",
-                    help="one more good request, scored against a reference of 20 000 notes (the bound)")
+                    help=f"one more good request, scored against a reference of {MAX_NOTES:,} notes (the bound)")
     args = ap.parse_args()
 
     import soundfile as sf
@@ -78,7 +80,7 @@ def main() -> int:
         (work / name).write_bytes(dense_reference(notes, args.clip_seconds))
         hostile.append(work / name)
     bound = work / "at_the_note_bound.mid"
-    bound.write_bytes(dense_reference(20_000, args.clip_seconds))  # mt3_demo.reference.MAX_NOTES
+    bound.write_bytes(dense_reference(MAX_NOTES, args.clip_seconds))
 
     port = free_port()
     env = dict(os.environ, GRADIO_TEMP_DIR=str(gradio_tmp), GRADIO_SERVER_PORT=str(port),

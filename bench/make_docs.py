@@ -195,9 +195,7 @@ def columns_of(rows: list[dict[str, Any]], first: list[str] = ()) -> list[str]:
     return [c for c in first if c in seen] + [c for c in seen if c not in first]
 
 
-def describe_machine(machine: dict[str, Any] | str) -> str:
-    if isinstance(machine, str):  # a script that describes its machine in words
-        return machine
+def describe_machine(machine: dict[str, Any]) -> str:
     parts = [str(machine.get("cpu", "unknown CPU"))]
     if machine.get("gpu"):
         parts.append(str(machine["gpu"]))

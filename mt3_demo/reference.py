@@ -13,7 +13,7 @@ its bytes say (a 1 M-note file once took a server from 1.4 to 8.6 GB through pre
 Notes are paired and timed as pretty_midi does, so a reference scores as it did before.
 Every problem is a :class:`ReferenceError` with one sentence for people, naming the file by its
 name (never its folder). Notes that start after the audio ends cannot be matched by anything: a
-reference longer than the audio is trimmed to it (:func:`trim`).
+reference longer than the audio is trimmed to it (:func:`fit`).
 """
 from __future__ import annotations
 
@@ -242,6 +242,8 @@ def _notes(tally: _Tally, division: int) -> list[Note]:
              for on, off, (_, _, pitch, velocity, program, channel) in zip(onsets, offsets, tally.notes)]
     notes.sort(key=lambda n: (n.onset, n.pitch))
     return notes
+
+
 def read_bytes(path: str | os.PathLike, name: str | None = None) -> bytes:
     """The file's bytes, refused by its size before any is read (and never more than the bound)."""
     path = Path(path)

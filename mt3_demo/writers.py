@@ -385,7 +385,8 @@ def write_diff_pngs(run: Run, out_dir: Path) -> dict[str, Path]:
         notes = r.transcription.notes
         fig = pianoroll.render_diff(notes, run.reference, metrics.note_diff(notes, run.reference, "onset"),
                                     run.clip.duration, title=r.display_name)
-        out[r.model_id] = r.files["diff_png"] = pianoroll.save_figure(fig, out_dir / MODEL_FILES["diff_png"].format(stem=safe_name(r.model_id)))
+        path = out_dir / MODEL_FILES["diff_png"].format(stem=safe_name(r.model_id))
+        out[r.model_id] = r.files["diff_png"] = pianoroll.save_figure(fig, path)
     return out
 
 

@@ -56,11 +56,12 @@ def resolve(checkpoint: Path | None = None, options: TranskunOptions | None = No
     of ``sources`` as for every model (``$MT3_DEMO_CHECKPOINTS``, ``compare --checkpoints``) when it
     holds either file, else the one inside the installed wheel. Nothing is downloaded (``fetch``
     does not apply)."""
+    placed = Path(sources.root).expanduser() / MODEL_ID if sources.root is not None else None
     if checkpoint is not None:
         folder = Path(checkpoint).expanduser()
         folder = folder.parent if folder.is_file() else folder
-    elif sources.root is not None and _holds_a_file(Path(sources.root).expanduser() / MODEL_ID):
-        folder = Path(sources.root).expanduser() / MODEL_ID
+    elif placed is not None and _holds_a_file(placed):
+        folder = placed
     else:  # nothing placed by hand: the weights every install has
         folder = wheel_folder()
     for name in (WEIGHTS, CONFIG):
