@@ -207,8 +207,10 @@ def test_no_report_when_nothing_was_transcribed():
     failed = ModelResult("mt3", "MT3", error="Weights not on this machine; offline mode is on.")
     update = handlers.summary_update(page, _run([failed]), "")
     assert update[page.report]["visible"] is False and update[page.report]["value"] is None
-    assert "Nothing transcribed" in update[page.status]
+    assert "Nothing transcribed:</b> the model could not run (see the card)." in update[page.status]
     assert page.player not in update  # no player for nothing
+    two = handlers.summary_update(page, _run([failed, ModelResult("a", "A", error="No.")]), "")
+    assert "no model could run (see the cards)." in two[page.status]
     assert "failed (see its card)" in update[page.summary]
     assert "offline" not in update[page.summary]  # the reason is said once, in the card
 

@@ -212,7 +212,7 @@ def done_status(run: Run, warnings: list[str]) -> str:
     if not ok:
         cards = "the card" if total == 1 else "the cards"
         return status_html("error", "Nothing transcribed:",
-                           f"{'the model' if total == 1 else 'no model'} could run (see {cards}).",
+                           f"{'the model could not run' if total == 1 else 'no model could run'} (see {cards}).",
                            _warnings_html(warnings))
     text = f"{ok} of {plural(total, 'model')} transcribed {run.clip.duration:.1f} s of audio."
     failed = total - ok
