@@ -54,16 +54,26 @@ def test_best_of_keeps_the_fastest_call_and_its_result(monkeypatch):
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak reset needs Linux /proc")
-def test_peak_rss_sees_an_allocation_after_a_reset():
+def peaks_around_an_allocation() -> dict:
+    """Run by the child process of the peak test: peak and RSS marks around 64 MiB made resident
+    after a reset. In a process of its own, as the benchmarks measure: in the test process, threads
+    left by earlier tests (a Gradio server) allocate and free beside it and move the marks."""
     harness.reset_peak_rss()
     before = harness.peak_rss_mb()
     block = bytearray(64 * 2**20)  # touched pages: 64 MiB resident
     block[:: 4096] = b"x" * len(block[:: 4096])
-    assert harness.peak_rss_mb() >= before + 60
+    after = harness.peak_rss_mb()
     with harness.PeakSampler(interval_s=0.001) as sampler:
         pass
-    assert sampler.peak_mb >= harness.rss_mb() - 1  # the block is still resident
+    marks = {"before": before, "after": after, "sampled": sampler.peak_mb, "rss": harness.rss_mb()}
     del block
+    return marks
+
+
+def test_peak_rss_sees_an_allocation_after_a_reset():
+    marks = harness.run_in_child(peaks_around_an_allocation, timeout=120)
+    assert marks["after"] >= marks["before"] + 60
+    assert marks["sampled"] >= marks["rss"] - 1  # the block is still resident
 
 
 def sample_rows():
